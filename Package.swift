@@ -1,0 +1,31 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+  name: "UltraHSTU",
+  products: [
+    .library(name: "UltraHSTU", targets: ["UltraHSTU"]),
+    .executable(name: "hstu", targets: ["hstu"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+  ],
+  targets: [
+    .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+    .target(
+      name: "UltraHSTU",
+      dependencies: ["CZlib"],
+      resources: [.copy("Resources/ml-latest-small")],
+      swiftSettings: optimize
+    ),
+    .executableTarget(
+      name: "hstu",
+      dependencies: ["UltraHSTU", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      swiftSettings: optimize
+    ),
+    .testTarget(name: "UltraHSTUTests", dependencies: ["UltraHSTU"]),
+  ],
+  swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,130 @@
+/// Which sequential encoder a model uses.
+public enum ModelKind: String, Codable, Sendable, CaseIterable {
+  /// Research HSTU (Zhai et al. 2024): pointwise SiLU attention with relative bias, U-gating.
+  case hstu
+  /// SASRec: softmax causal self-attention followed by a ReLU feed-forward block.
+  case sasrec
+}
+
+/// What the HSTU attention weights are divided by.
+public enum AttentionNormalizer: Codable, Equatable, Sendable {
+  /// A constant, e.g. Meta's padded length 211 (= 200 history + 11 output slots).
+  case fixed(Int)
+  /// Each sequence's own length.
+  case trueLength
+
+  /// The divisor for a sequence of `length` tokens.
+  @inline(__always) public func divisor(length: Int) -> Float {
+    switch self {
+    case .fixed(let n): return Float(n)
+    case .trueLength: return Float(max(1, length))
+    }
+  }
+}
+
+/// Shape and options of a sequential recommender.
+public struct ModelConfig: Codable, Equatable, Sendable {
+  public var kind: ModelKind
+  /// Item and model width D.
+  public var embeddingDim: Int
+  public var layers: Int
+  public var heads: Int
+  /// Query/key width per head (HSTU's d_qk).
+  public var attentionDim: Int
+  /// Value/gate width per head (HSTU's d_v).
+  public var linearDim: Int
+  /// SASRec feed-forward width.
+  public var ffnDim: Int
+  /// Longest history the encoder sees; older events are dropped.
+  public var maxSequenceLength: Int
+  /// Dropout on the input embeddings.
+  public var inputDropout: Float
+  /// Dropout before the output projection (HSTU) / in the feed-forward block (SASRec).
+  public var linearDropout: Float
+  /// Divisor of HSTU's pointwise attention.
+  public var normalizer: AttentionNormalizer
+  /// Learned relative-position attention bias (rab^p).
+  public var positionBias: Bool
+  /// Learned log-bucketed time-gap attention bias (rab^t); needs timestamps.
+  public var timeBias: Bool
+  /// Number of time buckets (the table has `timeBuckets + 1` entries).
+  public var timeBuckets: Int
+
+  public init(kind: ModelKind, embeddingDim: Int, layers: Int, heads: Int, attentionDim: Int, linearDim: Int,
+              ffnDim: Int, maxSequenceLength: Int, inputDropout: Float, linearDropout: Float,
+              normalizer: AttentionNormalizer, positionBias: Bool, timeBias: Bool, timeBuckets: Int = 128) {
+    self.kind = kind
+    self.embeddingDim = embeddingDim
+    self.layers = layers
+    self.heads = heads
+    self.attentionDim = attentionDim
+    self.linearDim = linearDim
+    self.ffnDim = ffnDim
+    self.maxSequenceLength = maxSequenceLength
+    self.inputDropout = inputDropout
+    self.linearDropout = linearDropout
+    self.normalizer = normalizer
+    self.positionBias = positionBias
+    self.timeBias = timeBias
+    self.timeBuckets = timeBuckets
+  }
+}
+
+/// Optimisation, loss and schedule settings.
+public struct TrainConfig: Codable, Equatable, Sendable {
+  /// Uniformly sampled negatives per supervised position.
+  public var negatives: Int = 128
+  /// Softmax temperature applied to cosine similarities.
+  public var temperature: Float = 0.05
+  public var learningRate: Float = 1e-3
+  public var beta1: Float = 0.9
+  public var beta2: Float = 0.98
+  public var weightDecay: Float = 0
+  public var epsilon: Float = 1e-8
+  /// Users per batch.
+  public var batchSize: Int = 128
+  /// Maximum number of epochs.
+  public var epochs: Int = 101
+  /// Stop after this many epochs without a better validation NDCG@10 (0 = never stop early).
+  public var patience: Int = 20
+  public var seed: UInt64 = 42
+
+  public init() {}
+}
+
+/// A named model + training recipe.
+public struct Preset: Sendable {
+  public var name: String
+  public var summary: String
+  public var model: ModelConfig
+  public var train: TrainConfig
+
+  /// Presets matching the published MovieLens-1M configurations (anchors.md §1.6).
+  public static let all: [Preset] = [sasrec, hstu, hstuLarge]
+
+  public static func named(_ name: String) -> Preset? { all.first { $0.name == name } }
+
+  /// ML-1M SASRec: 2 blocks, 1 head, D = 50, sampled softmax.
+  public static let sasrec = Preset(
+    name: "sasrec", summary: "SASRec, 2 blocks, 1 head, d=50 (published ML-1M baseline)",
+    model: ModelConfig(kind: .sasrec, embeddingDim: 50, layers: 2, heads: 1, attentionDim: 50, linearDim: 50,
+                       ffnDim: 50, maxSequenceLength: 200, inputDropout: 0.2, linearDropout: 0.2,
+                       normalizer: .fixed(211), positionBias: false, timeBias: false),
+    train: TrainConfig())
+
+  /// ML-1M HSTU: 2 blocks, 1 head, d_qk = d_v = 50.
+  public static let hstu = Preset(
+    name: "hstu", summary: "HSTU, 2 blocks, 1 head, d=50, dqk=dv=50 (published ML-1M config)",
+    model: ModelConfig(kind: .hstu, embeddingDim: 50, layers: 2, heads: 1, attentionDim: 50, linearDim: 50,
+                       ffnDim: 0, maxSequenceLength: 200, inputDropout: 0.2, linearDropout: 0.2,
+                       normalizer: .fixed(211), positionBias: true, timeBias: false),
+    train: TrainConfig())
+
+  /// ML-1M HSTU-large: 8 blocks, 2 heads, d_qk = d_v = 25.
+  public static let hstuLarge = Preset(
+    name: "hstu-large", summary: "HSTU-large, 8 blocks, 2 heads, d=50, dqk=dv=25 (published ML-1M config)",
+    model: ModelConfig(kind: .hstu, embeddingDim: 50, layers: 8, heads: 2, attentionDim: 25, linearDim: 25,
+                       ffnDim: 0, maxSequenceLength: 200, inputDropout: 0.2, linearDropout: 0.2,
+                       normalizer: .fixed(211), positionBias: true, timeBias: false),
+    train: TrainConfig())
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+import UltraHSTU
+
+@main
+struct HSTU: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "hstu",
+    abstract: "Train, evaluate and benchmark HSTU / ULTRA-HSTU sequential recommenders.",
+    subcommands: [])
+}
