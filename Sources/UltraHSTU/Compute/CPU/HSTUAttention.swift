@@ -143,13 +143,15 @@ extension CPUOps {
                                            bias: RelativeAttentionBias, biasGradient: RelativeAttentionBiasGradient) {
     let ldq = heads * dqk, ldv = heads * dv, bq = attentionBlockRows
     let maxN = shape.maxLength
-    let workers = Parallel.workers
+    // One bias-gradient row per (sequence, head), summed in a fixed order afterwards, so the
+    // result does not depend on which worker ran which item.
+    let items = shape.batch * heads
     let biasWidth = biasGradient.positionCount + biasGradient.timeCount
-    let biasPartials = UnsafeMutablePointer<Float>.allocate(capacity: max(1, workers * biasWidth))
-    biasPartials.initialize(repeating: 0, count: max(1, workers * biasWidth))
+    let biasPartials = UnsafeMutablePointer<Float>.allocate(capacity: max(1, items * biasWidth))
+    biasPartials.initialize(repeating: 0, count: max(1, items * biasWidth))
     defer { biasPartials.deallocate() }
     withAttentionWorkers(scratchPerWorker: 2 * bq * maxN) { scratch in
-      Parallel.forEach(shape.batch * heads) { worker, item in
+      Parallel.forEach(items) { worker, item in
         let b = item / heads, h = item % heads
         let base = shape.offsets[b], n = shape.length(b), t = shape.targetCount(b)
         let divisor = 1 / normalizer.divisor(length: n - t)
@@ -162,7 +164,7 @@ extension CPUOps {
           (dvh + i * ldv).update(repeating: 0, count: dv)
         }
         let p = scratch[worker], ds = p + bq * maxN
-        let dPos = biasPartials + worker * biasWidth, dTime = dPos + biasGradient.positionCount
+        let dPos = biasPartials + item * biasWidth, dTime = dPos + biasGradient.positionCount
         for qs in stride(from: 0, to: n, by: bq) {
           let rows = qs..<min(qs + bq, n), m = rows.count
           for range in blockKeyRanges(mask: mask, rows: rows, length: n, targets: t) {
@@ -201,8 +203,9 @@ extension CPUOps {
         }
       }
     }
-    for w in 0..<workers {
-      let part = biasPartials + w * biasWidth
+    guard biasWidth > 0 else { return }
+    for item in 0..<items {
+      let part = biasPartials + item * biasWidth
       if let d = biasGradient.positionTable { for i in 0..<biasGradient.positionCount { d[i] += part[i] } }
       if let d = biasGradient.timeTable {
         for i in 0..<biasGradient.timeCount { d[i] += part[biasGradient.positionCount + i] }
