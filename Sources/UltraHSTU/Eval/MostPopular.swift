@@ -23,7 +23,7 @@ public struct MostPopular: Sendable {
     var partial = [RankingMetrics](repeating: RankingMetrics(), count: blocks)
     scores.withUnsafeBufferPointer { scores in
       partial.withUnsafeMutableBufferPointer { partial in
-        Parallel.forEach(blocks) { block in
+        Parallel.forEach(blocks) { _, block in
           var metrics = RankingMetrics()
           for user in users[(users.count * block / blocks)..<(users.count * (block + 1) / blocks)] {
             guard let target = split.targetIndex(user: user, stage: stage),
