@@ -74,7 +74,7 @@ public enum FLOPCount {
   public static func input(model: ModelConfig, length: Int, tables: Int? = nil) -> FLOPBreakdown {
     let tableCount = tables ?? (model.kind == .sasrec ? 2 : 1)
     precondition(tableCount >= 1)
-    return FLOPBreakdown([.input: Double(length * (tableCount - 1) * model.embeddingDim)])
+    return FLOPBreakdown([.input: Double(length) * Double(tableCount - 1) * Double(model.embeddingDim)])
   }
 
   /// Forward FLOPs of `layers` encoder layers (default: all of the model's) over one sequence of
@@ -112,12 +112,12 @@ public enum FLOPCount {
   /// Sampled softmax over `supervisedPositions` positions with `negatives` sampled negatives each:
   /// `(negatives + 1) · D · 2` per position.
   public static func loss(model: ModelConfig, supervisedPositions: Int, negatives: Int) -> FLOPBreakdown {
-    FLOPBreakdown([.loss: Double(supervisedPositions * (negatives + 1) * model.embeddingDim * 2)])
+    FLOPBreakdown([.loss: Double(supervisedPositions) * Double(negatives + 1) * Double(model.embeddingDim) * 2])
   }
 
   /// Scoring one user representation against `items` items: `items · D · 2`.
   public static func scoring(model: ModelConfig, items: Int) -> FLOPBreakdown {
-    FLOPBreakdown([.scoring: Double(items * model.embeddingDim * 2)])
+    FLOPBreakdown([.scoring: Double(items) * Double(model.embeddingDim) * 2])
   }
 
   /// One forward pass of the whole model (inputs + all layers) over a sequence of `length` tokens.
