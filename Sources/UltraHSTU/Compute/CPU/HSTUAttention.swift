@@ -56,19 +56,11 @@ extension CPUOps {
   /// Query rows per block; a block computes only the key ranges its rows can see.
   static let attentionBlockRows = 64
 
-  /// The key ranges a block of query rows needs: the union of its rows' prefix intervals and the
-  /// union of their band intervals (merged into one range when they touch).
+  /// The non-empty key ranges a block of query rows needs (the mask's prefix and band unions).
   @inline(__always)
   static func blockKeyRanges(mask: AttentionMask, rows: Range<Int>, length n: Int, targets t: Int) -> [Range<Int>] {
-    var prefixEnd = 0, bandStart = Int.max, bandEnd = 0
-    for i in rows {
-      let (p, b) = mask.keyIntervals(query: i, length: n, targets: t)
-      prefixEnd = max(prefixEnd, p.upperBound)
-      if !b.isEmpty { bandStart = min(bandStart, b.lowerBound); bandEnd = max(bandEnd, b.upperBound) }
-    }
-    if bandEnd == 0 { return prefixEnd > 0 ? [0..<prefixEnd] : [] }
-    if prefixEnd >= bandStart { return [0..<max(prefixEnd, bandEnd)] }
-    return prefixEnd > 0 ? [0..<prefixEnd, bandStart..<bandEnd] : [bandStart..<bandEnd]
+    let (prefix, band) = mask.blockKeyRanges(rows: rows, length: n, targets: t)
+    return [prefix, band].filter { !$0.isEmpty }
   }
 
   /// Fused jagged HSTU attention forward: for every sequence and head
