@@ -5,9 +5,7 @@ extension CPUOps {
     Parallel.forChunks(rows, minimumPerWorker: 512) { r in
       for row in r {
         let xr = x + row * dim, o = out + row * dim
-        var ss: Float = 0
-        for c in 0..<dim { ss += xr[c] * xr[c] }
-        let norm = max(ss.squareRoot(), eps)
+        let norm = max(VectorMath.dot(xr, xr, dim).squareRoot(), eps)
         norms[row] = norm
         let inv = 1 / norm
         for c in 0..<dim { o[c] = xr[c] * inv }
@@ -24,8 +22,7 @@ extension CPUOps {
       for row in r {
         let g = dout + row * dim, yr = y + row * dim, d = dx + row * dim
         let norm = norms[row], inv = 1 / norm
-        var dot: Float = 0
-        if norm > eps { for c in 0..<dim { dot += yr[c] * g[c] } }
+        let dot = norm > eps ? VectorMath.dot(yr, g, dim) : 0
         if accumulate {
           for c in 0..<dim { d[c] += (g[c] - yr[c] * dot) * inv }
         } else {

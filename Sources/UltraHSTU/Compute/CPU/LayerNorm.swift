@@ -10,9 +10,7 @@ extension CPUOps {
     Parallel.forChunks(rows, minimumPerWorker: 256) { r in
       for row in r {
         let xr = x + row * dim, o = out + row * dim
-        var m: Float = 0
-        for c in 0..<dim { m += xr[c] }
-        m /= Float(dim)
+        let m = VectorMath.sum(xr, dim) / Float(dim)
         var v: Float = 0
         for c in 0..<dim { let d = xr[c] - m; v += d * d }
         v /= Float(dim)

@@ -47,10 +47,7 @@ extension CPUOps {
           var maxLogit = -Float.infinity
           for c in 0...negatives {
             if c > 0 && ids[c] == positive { logits[c] = -.infinity; continue }
-            let e = items + ids[c] * dim
-            var dot: Float = 0
-            for d in 0..<dim { dot += u[d] * e[d] }
-            logits[c] = dot * invT
+            logits[c] = VectorMath.dot(u, items + ids[c] * dim, dim) * invT
             maxLogit = max(maxLogit, logits[c])
           }
           var sum: Float = 0
