@@ -25,7 +25,7 @@ let package = Package(
       dependencies: ["UltraHSTU", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       swiftSettings: optimize
     ),
-    .testTarget(name: "UltraHSTUTests", dependencies: ["UltraHSTU"]),
+    .testTarget(name: "UltraHSTUTests", dependencies: ["UltraHSTU"], exclude: ["Fixtures"]),
   ],
   swiftLanguageModes: [.v5]
 )

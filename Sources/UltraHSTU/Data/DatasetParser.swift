@@ -39,7 +39,7 @@ enum DatasetParser {
                   allowsHeader: true, columns: ratedAndTimed)
       case .userItem:
         self.init(separator: .whitespace, header: nil, allowsHeader: false, columns: .positional(2))
-      case .csv, .auto:
+      case .csv, .auto:  // `DatasetLoader` resolves `auto` before parsing; read it as generic csv here.
         let separator = firstLine.contains(FieldParsing.tab) ? FieldParsing.tab : FieldParsing.comma
         self.init(separator: .byte(separator), header: nil, allowsHeader: true, columns: nil)
       }

@@ -16,6 +16,8 @@ final class LineReader {
   private var start = 0
   private var end = 0
   private var atEnd = false
+  /// A read error met after some data arrived, thrown once that data has been consumed.
+  private var deferredError: DatasetError.Kind? = nil
 
   /// Opens `path`; gzip data is decompressed transparently, other files are read as they are.
   init(path: String, chunkSize: Int = 1 << 20) throws {
@@ -74,14 +76,15 @@ final class LineReader {
     }
     start = 0
     end = pending
+    if let kind = deferredError { throw DatasetError(file: path, line: lineNumber + 1, kind) }
     let room = UInt32(clamping: buffer.count - end)
     let got = gzread(file, buffer.baseAddress.map { $0 + end }, room)
     var code: Int32 = Z_OK
     let message = gzerror(file, &code).map { String(cString: $0) } ?? "unknown zlib error"
-    if got < 0 || code == Z_BUF_ERROR || code == Z_DATA_ERROR {
-      let line = lineNumber + 1
-      if code == Z_ERRNO { throw DatasetError(file: path, line: line, .unreadable(message)) }
-      throw DatasetError(file: path, line: line, .corruptGzip(message))
+    if got < 0 || code == Z_BUF_ERROR || code == Z_DATA_ERROR || code == Z_ERRNO {
+      let kind: DatasetError.Kind = code == Z_ERRNO ? .unreadable(message) : .corruptGzip(message)
+      guard got > 0 else { throw DatasetError(file: path, line: lineNumber + 1, kind) }
+      deferredError = kind
     }
     if got == 0 { atEnd = true }
     end += Int(got)

@@ -81,7 +81,7 @@ struct SequenceCache {
 
     guard Self.makeDirectory(directory) else { return }
     let target = file(for: key)
-    let temporary = target + ".tmp.\(getpid())"
+    let temporary = target + ".tmp.\(getpid()).\(UInt32.random(in: .min ... .max))"
     guard Self.write(w.data, to: temporary) else {
       unlink(temporary)
       return
