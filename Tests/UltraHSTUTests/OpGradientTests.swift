@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import UltraHSTU
 
@@ -65,8 +66,13 @@ import UltraHSTU
     var y = [Float](repeating: 0, count: n), m = [Float](repeating: 0, count: rows), s = m
     CPUOps.layerNormForward(x, &y, mean: &m, rstd: &s, gamma: affine ? gamma : nil, beta: affine ? beta : nil, rows: rows, dim: dim)
     var dx = [Float](repeating: 0, count: n), dg = [Float](repeating: 0, count: dim), db = dg
-    CPUOps.layerNormBackward(w, x, mean: m, rstd: s, gamma: affine ? gamma : nil, &dx,
-                             dgamma: affine ? &dg : nil, dbeta: affine ? &db : nil, rows: rows, dim: dim)
+    dg.withUnsafeMutableBufferPointer { dg in
+      db.withUnsafeMutableBufferPointer { db in
+        CPUOps.layerNormBackward(w, x, mean: m, rstd: s, gamma: affine ? gamma : nil, &dx,
+                                 dgamma: affine ? dg.baseAddress : nil, dbeta: affine ? db.baseAddress : nil,
+                                 rows: rows, dim: dim)
+      }
+    }
     #expect(finiteDifferenceError(x, analytic: dx) { forward($0, gamma, beta) } < tolerance)
     if affine {
       #expect(finiteDifferenceError(gamma, analytic: dg) { forward(x, $0, beta) } < tolerance)
