@@ -90,6 +90,13 @@ public struct TrainConfig: Codable, Equatable, Sendable {
   public var seed: UInt64 = 42
 
   public init() {}
+
+  /// Equal in everything but the schedule's length (`epochs`, `patience`), which a resumed run may extend.
+  public func sameRecipe(as other: TrainConfig) -> Bool {
+    var a = self, b = other
+    a.epochs = 0; a.patience = 0; b.epochs = 0; b.patience = 0
+    return a == b
+  }
 }
 
 /// A named model + training recipe.

@@ -64,7 +64,7 @@ public final class Trainer {
   public func resume() throws {
     guard let checkpoint, checkpoint.exists else { return }
     let saved = try checkpoint.loadConfig()
-    guard saved.model == model.config, saved.train == train, saved.itemCount == model.itemCount,
+    guard saved.model == model.config, saved.train.sameRecipe(as: train), saved.itemCount == model.itemCount,
           saved.dataset == datasetName else {
       throw CheckpointError.incompatible("\(checkpoint.directory) was written by another preset, recipe or dataset")
     }
@@ -116,39 +116,53 @@ public final class Trainer {
 
   /// One pass over the training users in a seeded order; returns the mean loss and token count.
   func trainEpoch(_ epoch: Int) -> (Double, Int) {
-    let order = random.permutation(trainableUsers.count, stream: 0xE90C << 32 | UInt64(epoch))
-    var lossSum = 0.0, tokens = 0, batches = 0
+    var lossSum = 0.0, tokens = 0, users = 0, steps = 0
     let started = Date()
     var lastReport = started
-    for start in stride(from: 0, to: order.count, by: train.batchSize) {
+    let all = batches(epoch: epoch)
+    for batch in all {
+      lossSum += Double(step(batch))
+      tokens += batch.tokenCount
+      users += batch.batchSize
+      steps += 1
+      if Date().timeIntervalSince(lastReport) > 10 {
+        lastReport = Date()
+        log(String(format: "  epoch %d  %d/%d users  loss %.4f  %.0f tokens/s", epoch, users, trainableUsers.count,
+                   lossSum / Double(steps), Double(tokens) / lastReport.timeIntervalSince(started)))
+      }
+    }
+    return (lossSum / Double(max(1, steps)), tokens)
+  }
+
+  /// One optimisation step on `batch`; returns its loss.
+  public func step(_ batch: SequenceBatch) -> Float {
+    let value = lossAndGradients(batch, step: UInt64(model.parameters.step + 1))
+    model.parameters.adamWStep(train)
+    return value
+  }
+
+  /// The training loss of `batch` with the dropout masks and negatives of step `step`; leaves the
+  /// gradients of every parameter in the store.
+  public func lossAndGradients(_ batch: SequenceBatch, step: UInt64) -> Float {
+    model.parameters.zeroGradients()
+    let (output, context) = model.forward(batch, training: true, random: random, step: step)
+    let value = loss.forwardBackward(model: model, output: output, batch: batch, train: train, random: random,
+                                     step: step | (1 << 62))
+    model.backward(output, context: context)
+    return value
+  }
+
+  /// The training batches of `epoch`, in the order the epoch visits them.
+  public func batches(epoch: Int) -> [SequenceBatch] {
+    let order = random.permutation(trainableUsers.count, stream: 0xE90C << 32 | UInt64(epoch))
+    return stride(from: 0, to: order.count, by: train.batchSize).map { start in
       var batch = SequenceBatch()
       for o in order[start..<min(start + train.batchSize, order.count)] {
         let u = trainableUsers[o], end = split.trainEnd(user: u)
         batch.append(user: u, events: data.offsets[u]..<(end - 1), maxLength: model.config.maxSequenceLength,
                      data: data, target: data.items[end - 1], targetTime: data.timestamps?[end - 1])
       }
-      lossSum += Double(step(batch))
-      tokens += batch.tokenCount
-      batches += 1
-      if Date().timeIntervalSince(lastReport) > 10 {
-        lastReport = Date()
-        log(String(format: "  epoch %d  %d/%d users  loss %.4f  %.0f tokens/s", epoch, min(start + train.batchSize, order.count),
-                   order.count, lossSum / Double(batches), Double(tokens) / lastReport.timeIntervalSince(started)))
-      }
+      return batch
     }
-    return (lossSum / Double(max(1, batches)), tokens)
-  }
-
-  /// One optimisation step on `batch`; returns its loss.
-  public func step(_ batch: SequenceBatch) -> Float {
-    let p = model.parameters
-    let stepIndex = UInt64(p.step + 1)
-    p.zeroGradients()
-    let (output, context) = model.forward(batch, training: true, random: random, step: stepIndex)
-    let value = loss.forwardBackward(model: model, output: output, batch: batch, train: train, random: random,
-                                     step: stepIndex | (1 << 62))
-    model.backward(output, context: context)
-    p.adamWStep(train)
-    return value
   }
 }

@@ -1,0 +1,113 @@
+import Foundation
+import Testing
+import UltraHSTU
+
+/// Synthetic users whose next item follows a fixed rule (`next = current + stride(u) mod items`):
+/// a sequential model can learn it, a popularity ranking cannot.
+func patternSequences(users: Int, items: Int, length: Int, withTimestamps: Bool = false) -> UserSequences {
+  var offsets = [0], seq: [Int32] = [], times: [Int64] = []
+  for u in 0..<users {
+    let stride = 1 + u % 3
+    var item = (u * 7) % items
+    for e in 0..<length {
+      seq.append(Int32(item + 1))
+      times.append(Int64(1_000_000 + u * 10_000 + e * (60 << (e % 4))))
+      item = (item + stride) % items
+    }
+    offsets.append(seq.count)
+  }
+  return UserSequences(itemCount: items, offsets: offsets, items: seq, ratings: nil,
+                       timestamps: withTimestamps ? times : nil, userIDs: (0..<users).map(Int64.init),
+                       originalItemIDs: [0] + (1...items).map(Int64.init))
+}
+
+func tinyConfig(_ kind: ModelKind, dropout: Float = 0, timeBias: Bool = false) -> ModelConfig {
+  ModelConfig(kind: kind, embeddingDim: 8, layers: 2, heads: 2, attentionDim: 4, linearDim: 4, ffnDim: 8,
+              maxSequenceLength: 12, inputDropout: dropout, linearDropout: dropout, normalizer: .fixed(13),
+              positionBias: kind == .hstu, timeBias: timeBias)
+}
+
+@Suite struct ModelTests {
+  /// Every parameter's gradient of the whole model + loss against central differences.
+  @Test(arguments: [ModelKind.hstu, .sasrec]) func wholeModelGradient(kind: ModelKind) {
+    let data = patternSequences(users: 3, items: 10, length: 9, withTimestamps: true)
+    var train = TrainConfig()
+    train.negatives = 5
+    train.temperature = 0.5
+    let model = SequentialModel(config: tinyConfig(kind, timeBias: kind == .hstu), itemCount: data.itemCount, seed: 3)
+    let trainer = Trainer(model: model, train: train, data: data, presetName: "test", datasetName: "pattern")
+    let batch = trainer.batches(epoch: 1)[0]
+    _ = trainer.lossAndGradients(batch, step: 1)
+    let p = model.parameters
+    let analytic = p.gradients.array
+    let values = p.values.array
+    let error = finiteDifferenceError(values, analytic: analytic, h: 1e-3) { x in
+      x.withUnsafeBufferPointer { p.values.pointer.update(from: $0.baseAddress!, count: x.count) }
+      return Double(trainer.lossAndGradients(batch, step: 1))
+    }
+    #expect(error < 2e-2, "relative gradient error \(error)")
+  }
+
+  @Test func trainingLearnsAPatternAndBeatsMostPopular() throws {
+    let data = patternSequences(users: 90, items: 60, length: 16)
+    var train = TrainConfig()
+    train.epochs = 40
+    train.batchSize = 16
+    train.negatives = 10
+    train.learningRate = 5e-3
+    let model = SequentialModel(config: tinyConfig(.hstu), itemCount: data.itemCount, seed: 1)
+    let trainer = Trainer(model: model, train: train, data: data, presetName: "test", datasetName: "pattern")
+    trainer.log = { _ in }
+    let state = try trainer.run()
+    #expect(state.history.last!.trainLoss < 0.7 * state.history.first!.trainLoss)
+    let split = LeaveOneOutSplit(data)
+    let popular = MostPopular(data, split: split).evaluate(data, split: split, stage: .test)
+    let hr = try #require(state.bestTest?.hitRate(at: 10))
+    #expect(hr > (popular.hitRate(at: 10) ?? 1) + 0.2, "model HR@10 \(hr) vs most-popular \(popular.hitRate(at: 10) ?? 0)")
+  }
+
+  @Test func resumedRunEqualsUninterruptedRun() throws {
+    let data = patternSequences(users: 20, items: 12, length: 10)
+    var train = TrainConfig()
+    train.epochs = 4
+    train.batchSize = 8
+    train.negatives = 6
+    func trainer(_ epochs: Int, directory: String?) -> Trainer {
+      var t = train
+      t.epochs = epochs
+      let model = SequentialModel(config: tinyConfig(.hstu, dropout: 0.2), itemCount: data.itemCount, seed: 5)
+      let trainer = Trainer(model: model, train: t, data: data, presetName: "test", datasetName: "pattern")
+      trainer.log = { _ in }
+      trainer.checkpoint = directory.map(Checkpoint.init)
+      return trainer
+    }
+    let straight = trainer(4, directory: nil)
+    try straight.run()
+
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hstu-resume-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    try trainer(2, directory: dir).run()
+    // A new process would start here: rebuild everything from the checkpoint and continue.
+    let resumed = trainer(4, directory: dir)
+    try resumed.resume()
+    try resumed.run()
+    #expect(resumed.model.parameters.values.array == straight.model.parameters.values.array)
+    #expect(resumed.state.bestTest == straight.state.bestTest)
+    #expect(resumed.state.epoch == 4)
+  }
+
+  @Test func checkpointRoundTripsThroughSafetensors() throws {
+    let model = SequentialModel(config: tinyConfig(.sasrec), itemCount: 7, seed: 2)
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hstu-ckpt-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let ckpt = Checkpoint(directory: dir)
+    try ckpt.saveWeights(model.parameters, name: "w.safetensors", metadata: [:])
+    let other = SequentialModel(config: tinyConfig(.sasrec), itemCount: 7, seed: 99)
+    #expect(other.parameters.values.array != model.parameters.values.array)
+    try ckpt.load(into: other.parameters, weights: "w.safetensors", optimizer: false)
+    #expect(other.parameters.values.array == model.parameters.values.array)
+    // A model of another shape is refused with the tensor named.
+    let wrong = SequentialModel(config: tinyConfig(.sasrec), itemCount: 8, seed: 2)
+    #expect(throws: SafeTensorsError.self) { try ckpt.load(into: wrong.parameters, weights: "w.safetensors", optimizer: false) }
+  }
+}
