@@ -1,0 +1,156 @@
+import ArgumentParser
+import Foundation
+import UltraHSTU
+
+struct Bench: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Measure training throughput and attention scaling; results go to bench/results/.",
+    subcommands: [BenchTrain.self, BenchAttention.self], defaultSubcommand: BenchTrain.self)
+}
+
+/// Times `body` `repeats` times after one warm-up; returns the median seconds.
+func medianSeconds(repeats: Int, _ body: () -> Void) -> Double {
+  body()
+  var times: [Double] = []
+  for _ in 0..<repeats {
+    let t0 = DispatchTime.now().uptimeNanoseconds
+    body()
+    times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+  }
+  return times.sorted()[times.count / 2]
+}
+
+/// OpenBLAS sgemm GFLOP/s on an m×k · k×n product.
+func sgemmGFLOPs(m: Int, n: Int, k: Int) -> Double {
+  let a = HostBuffer(count: m * k), b = HostBuffer(count: k * n), c = HostBuffer(count: m * n)
+  for i in 0..<(m * k) { a[i] = Float(i % 7) * 0.1 }
+  for i in 0..<(k * n) { b[i] = Float(i % 5) * 0.1 }
+  let s = medianSeconds(repeats: 5) {
+    BLAS.shared.sgemm(m: m, n: n, k: k, a: a.pointer, lda: k, b: b.pointer, ldb: n, c: c.pointer, ldc: n)
+  }
+  return 2 * Double(m * n * k) / s / 1e9
+}
+
+func writeResult(_ object: [String: Any], to path: String) throws {
+  let json = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+  try writeAtomically(json, to: path)
+  FileHandle.standardError.write("wrote \(path)\n".data(using: .utf8)!)
+}
+
+struct BenchTrain: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "train", abstract: "Training tokens/s and GFLOP/s of a preset, next to OpenBLAS sgemm GFLOP/s in the same run.")
+
+  @OptionGroup var dataOptions: DataOptions
+
+  @Option(help: "Timed training steps (after two warm-up steps).")
+  var steps = 30
+
+  @Option(help: "Output JSON (default bench/results/cpu-train-<preset>.json).")
+  var output: String?
+
+  func run() throws {
+    let preset = try dataOptions.resolvedPreset()
+    let (data, name) = try dataOptions.load()
+    let info = RunInfo.current()
+    let model = SequentialModel(config: preset.model, itemCount: data.itemCount, seed: preset.train.seed)
+    let trainer = Trainer(model: model, train: preset.train, data: data, presetName: preset.name, datasetName: name)
+    let batches = trainer.batches(epoch: 1)
+    guard !batches.isEmpty else { throw ValidationError("the dataset has no training sequences") }
+    for b in batches.prefix(2) { _ = trainer.step(b) }
+    var tokens = 0
+    let t0 = Date()
+    for i in 0..<steps {
+      let b = batches[(i + 2) % batches.count]
+      _ = trainer.step(b)
+      tokens += b.tokenCount
+    }
+    let seconds = Date().timeIntervalSince(t0)
+    let tokensPerSecond = Double(tokens) / seconds
+    let evalSeconds = medianSeconds(repeats: 1) {
+      _ = Evaluator.evaluate(model: model, data: data, split: trainer.split, stage: .validation)
+    }
+    let flopsPerToken = FLOPBreakdown.average(lengths: trainer.trainingLengths) { n in
+      FLOPCount.training(model: preset.model, length: n, negatives: preset.train.negatives)
+    }.perToken.total
+    let achieved = tokensPerSecond * flopsPerToken / 1e9
+    let rows = batches[0].tokenCount, d = preset.model.embeddingDim
+    let projectionShape = sgemmGFLOPs(m: rows, n: 2 * preset.model.heads * (preset.model.linearDim + preset.model.attentionDim), k: d)
+    let square = sgemmGFLOPs(m: 1024, n: 1024, k: 1024)
+    let epochSeconds = Double(trainer.tokensPerEpoch) / tokensPerSecond + evalSeconds
+    let lines = [
+      "preset \(preset.name) on \(name), \(Parallel.workers) threads, OpenBLAS core \(BLAS.shared.coreName)",
+      String(format: "training: %.0f tokens/s, %.0f FLOPs/token -> %.1f GFLOP/s", tokensPerSecond, flopsPerToken, achieved),
+      String(format: "OpenBLAS sgemm: %.1f GFLOP/s (1024^3), %.1f GFLOP/s (%dx%dx%d, the projection's shape)",
+             square, projectionShape, rows, 2 * preset.model.heads * (preset.model.linearDim + preset.model.attentionDim), d),
+      String(format: "training efficiency: %.0f%% of square sgemm", 100 * achieved / square),
+      String(format: "one validation pass: %.2f s; projected 101 epochs (train + validation each epoch): %.1f min",
+             evalSeconds, 101 * epochSeconds / 60),
+    ]
+    lines.forEach { print($0) }
+    try writeResult([
+      "preset": preset.name, "dataset": name, "threads": Parallel.workers, "openblas_core": BLAS.shared.coreName,
+      "train_tokens_per_second": tokensPerSecond, "train_flops_per_token": flopsPerToken, "train_gflops": achieved,
+      "sgemm_gflops_square_1024": square, "sgemm_gflops_projection_shape": projectionShape,
+      "validation_seconds": evalSeconds, "tokens_per_epoch": trainer.tokensPerEpoch,
+      "projected_101_epochs_minutes": 101 * epochSeconds / 60, "timed_steps": steps,
+      "date": info.date, "commit": info.commit, "machine": info.machine,
+    ], to: output ?? "bench/results/cpu-train-\(preset.name).json")
+  }
+}
+
+struct BenchAttention: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "attention",
+    abstract: "Forward+backward time per token of the CPU HSTU attention op: semi-local vs full causal, L = 256 … 8192.")
+
+  @Option(help: "Local window K1.") var k1 = 64
+  @Option(help: "Global rows/columns K2.") var k2 = 64
+  @Option(help: "Heads.") var heads = 2
+  @Option(help: "Head dimension.") var headDim = 32
+  @Option(help: "Tokens per measurement (sequences of length L are batched up to this).") var tokens = 8192
+  @Option(help: "Comma-separated lengths.") var lengths = "256,512,1024,2048,4096,8192"
+  @Option(help: "Output JSON.") var output = "bench/results/sla-scaling.json"
+
+  func run() throws {
+    let ls = lengths.split(separator: ",").compactMap { Int($0) }
+    guard !ls.isEmpty, ls.allSatisfy({ $0 > 0 }) else { throw ValidationError("--lengths must be positive integers") }
+    let info = RunInfo.current()
+    let masks: [(String, AttentionMask)] = [("causal", .causal), ("sla-meta", .semiLocalMeta(k1: k1, k2: k2)),
+                                            ("sla-prefix", .semiLocalPrefix(k1: k1, k2: k2))]
+    var rows: [[String: Any]] = []
+    print("mask        L      s/token (fwd+bwd)")
+    for l in ls {
+      let batch = max(1, tokens / l), t = batch * l, width = heads * headDim
+      let q = HostBuffer(count: t * width), k = HostBuffer(count: t * width), v = HostBuffer(count: t * width)
+      let r = CounterRandom(seed: 1)
+      for i in 0..<(t * width) {
+        q[i] = 0.1 * r.normal(stream: 1, counter: UInt64(i)); k[i] = 0.1 * r.normal(stream: 2, counter: UInt64(i))
+        v[i] = r.normal(stream: 3, counter: UInt64(i))
+      }
+      let out = HostBuffer(count: t * width), dq = HostBuffer(count: t * width), dk = HostBuffer(count: t * width)
+      let dv = HostBuffer(count: t * width)
+      let offsets = HostArray<Int>()
+      offsets.assign((0...batch).map { $0 * l })
+      let shape = JaggedShape(offsets: offsets.pointer, batch: batch)
+      for (name, mask) in masks {
+        let s = medianSeconds(repeats: 3) {
+          CPUOps.hstuAttentionForward(q: q.pointer, k: k.pointer, v: v.pointer, out: out.pointer, shape: shape, heads: heads,
+                                      attentionDim: headDim, linearDim: headDim, mask: mask, normalizer: .fixed(l), bias: .none)
+          CPUOps.hstuAttentionBackward(dout: v.pointer, q: q.pointer, k: k.pointer, v: v.pointer, dq: dq.pointer, dk: dk.pointer,
+                                       dv: dv.pointer, shape: shape, heads: heads, attentionDim: headDim, linearDim: headDim,
+                                       mask: mask, normalizer: .fixed(l), bias: .none, biasGradient: .init())
+        }
+        let perToken = s / Double(t)
+        print(String(format: "%-10@ %5d  %.3e", name as NSString, l, perToken))
+        rows.append(["mask": name, "L": l, "K1": mask.isFullCausal ? 0 : k1, "K2": mask.isFullCausal ? 0 : k2,
+                     "heads": heads, "head_dim": headDim, "seconds_per_token": perToken,
+                     "kept_pairs_per_token": Double(mask.keyCount(length: l)) / Double(l),
+                     "date": info.date, "commit": info.commit, "machine": info.machine])
+      }
+    }
+    let json = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
+    try writeAtomically(json, to: output)
+    FileHandle.standardError.write("wrote \(output)\n".data(using: .utf8)!)
+  }
+}
