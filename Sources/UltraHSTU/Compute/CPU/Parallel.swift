@@ -20,18 +20,19 @@ public enum Parallel {
     }
   }
 
-  /// Runs `body(i)` for every `i` in `0..<count`, items handed out dynamically (good for uneven work).
-  public static func forEach(_ count: Int, _ body: (Int) -> Void) {
-    if count <= 1 || workers == 1 { for i in 0..<count { body(i) }; return }
+  /// Runs `body(worker, i)` for every `i` in `0..<count`, items handed out dynamically (good for
+  /// uneven work); `worker` in `0..<workers` identifies the calling worker, for per-worker scratch.
+  public static func forEach(_ count: Int, _ body: (_ worker: Int, _ item: Int) -> Void) {
+    if count <= 1 || workers == 1 { for i in 0..<count { body(0, i) }; return }
     let next = UnsafeMutablePointer<Int>.allocate(capacity: 1)
     next.initialize(to: 0)
     defer { next.deallocate() }
     let lock = NSLock()
-    DispatchQueue.concurrentPerform(iterations: min(workers, count)) { _ in
+    DispatchQueue.concurrentPerform(iterations: min(workers, count)) { worker in
       while true {
         lock.lock(); let i = next.pointee; next.pointee += 1; lock.unlock()
         if i >= count { return }
-        body(i)
+        body(worker, i)
       }
     }
   }

@@ -1,0 +1,217 @@
+import Foundation
+
+/// Learned relative attention bias of research HSTU (rab^{p,t}), shared across heads.
+public struct RelativeAttentionBias {
+  /// rab^p: one scalar per relative distance `i − j` (length ≥ longest sequence), or nil.
+  public var positionTable: UnsafePointer<Float>?
+  /// rab^t: one scalar per time bucket, or nil.
+  public var timeTable: UnsafePointer<Float>?
+  /// Time bucket of every (query, key) pair, per sequence an n×n row-major block at `bucketOffsets[b]`.
+  public var timeBuckets: UnsafePointer<UInt8>?
+  public var bucketOffsets: UnsafePointer<Int>?
+
+  public init(positionTable: UnsafePointer<Float>? = nil, timeTable: UnsafePointer<Float>? = nil,
+              timeBuckets: UnsafePointer<UInt8>? = nil, bucketOffsets: UnsafePointer<Int>? = nil) {
+    self.positionTable = positionTable
+    self.timeTable = timeTable
+    self.timeBuckets = timeBuckets
+    self.bucketOffsets = bucketOffsets
+  }
+
+  public static let none = RelativeAttentionBias()
+
+  @inline(__always) func value(sequence b: Int, n: Int, i: Int, j: Int) -> Float {
+    var s: Float = 0
+    if let positionTable { s += positionTable[i - j] }
+    if let timeTable, let timeBuckets, let bucketOffsets { s += timeTable[Int(timeBuckets[bucketOffsets[b] + i * n + j])] }
+    return s
+  }
+}
+
+/// A jagged batch's shape as seen by attention: sequence `b` owns rows `offsets[b]..<offsets[b+1]`.
+public struct JaggedShape {
+  public var offsets: UnsafePointer<Int>
+  public var batch: Int
+  /// Number of candidate tokens at the end of each sequence (nil: none).
+  public var targets: UnsafePointer<Int32>?
+
+  public init(offsets: UnsafePointer<Int>, batch: Int, targets: UnsafePointer<Int32>? = nil) {
+    self.offsets = offsets
+    self.batch = batch
+    self.targets = targets
+  }
+
+  @inline(__always) func length(_ b: Int) -> Int { offsets[b + 1] - offsets[b] }
+  @inline(__always) func targetCount(_ b: Int) -> Int { targets.map { Int($0[b]) } ?? 0 }
+  var maxLength: Int { (0..<batch).map(length).max() ?? 0 }
+}
+
+/// Time bucket of research HSTU: `clamp(trunc(ln(max(|Δt|, 1)) / 0.301), 0, buckets)`.
+@inline(__always) public func hstuTimeBucket(_ dt: Int64, buckets: Int) -> UInt8 {
+  let a = Double(max(abs(dt), 1))
+  return UInt8(min(buckets, max(0, Int(Foundation.log(a) / 0.301))))
+}
+
+extension CPUOps {
+  /// Query rows per block; a block computes only the key ranges its rows can see.
+  static let attentionBlockRows = 64
+
+  /// The non-empty key ranges a block of query rows needs (the mask's prefix and band unions).
+  @inline(__always)
+  static func blockKeyRanges(mask: AttentionMask, rows: Range<Int>, length n: Int, targets t: Int) -> [Range<Int>] {
+    let (prefix, band) = mask.blockKeyRanges(rows: rows, length: n, targets: t)
+    return [prefix, band].filter { !$0.isEmpty }
+  }
+
+  /// Fused jagged HSTU attention forward: for every sequence and head
+  /// `out_i = Σ_j M_ij · SiLU(q_i·k_j + rab_ij) / N · v_j`.
+  /// Layouts: `q`, `k` are `[T, heads·attentionDim]`, `v`, `out` are `[T, heads·linearDim]`.
+  /// Only the key blocks the mask lets a query block see are computed; the L×L matrix never exists.
+  public static func hstuAttentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                          out: UnsafeMutablePointer<Float>, shape: JaggedShape, heads: Int,
+                                          attentionDim dqk: Int, linearDim dv: Int, mask: AttentionMask,
+                                          normalizer: AttentionNormalizer, bias: RelativeAttentionBias) {
+    let ldq = heads * dqk, ldv = heads * dv, bq = attentionBlockRows
+    let maxN = shape.maxLength
+    withAttentionWorkers(scratchPerWorker: bq * maxN) { scratch in
+      Parallel.forEach(shape.batch * heads) { worker, item in
+        let b = item / heads, h = item % heads
+        let base = shape.offsets[b], n = shape.length(b), t = shape.targetCount(b)
+        let divisor = 1 / normalizer.divisor(length: n - t)
+        let qh = q + base * ldq + h * dqk, kh = k + base * ldq + h * dqk
+        let vh = v + base * ldv + h * dv, oh = out + base * ldv + h * dv
+        for i in 0..<n { (oh + i * ldv).update(repeating: 0, count: dv) }
+        let s = scratch[worker]
+        for qs in stride(from: 0, to: n, by: bq) {
+          let rows = qs..<min(qs + bq, n)
+          for range in blockKeyRanges(mask: mask, rows: rows, length: n, targets: t) {
+            let width = range.count
+            BLAS.shared.sgemm(transB: true, m: rows.count, n: width, k: dqk, a: qh + qs * ldq, lda: ldq,
+                              b: kh + range.lowerBound * ldq, ldb: ldq, c: s, ldc: width)
+            for i in rows {
+              let (p, band) = mask.keyIntervals(query: i, length: n, targets: t)
+              let row = s + (i - qs) * width
+              for j in range {
+                if p.contains(j) || band.contains(j) {
+                  let x = row[j - range.lowerBound] + bias.value(sequence: b, n: n, i: i, j: j)
+                  row[j - range.lowerBound] = x / (1 + Foundation.exp(-x)) * divisor
+                } else {
+                  row[j - range.lowerBound] = 0
+                }
+              }
+            }
+            BLAS.shared.sgemm(m: rows.count, n: dv, k: width, a: s, lda: width, b: vh + range.lowerBound * ldv,
+                              ldb: ldv, beta: 1, c: oh + qs * ldv, ldc: ldv)
+          }
+        }
+      }
+    }
+  }
+
+  /// Gradients of the bias tables; accumulated (+=).
+  public struct RelativeAttentionBiasGradient {
+    public var positionTable: UnsafeMutablePointer<Float>?
+    public var timeTable: UnsafeMutablePointer<Float>?
+    public var positionCount: Int
+    public var timeCount: Int
+
+    public init(positionTable: UnsafeMutablePointer<Float>? = nil, positionCount: Int = 0,
+                timeTable: UnsafeMutablePointer<Float>? = nil, timeCount: Int = 0) {
+      self.positionTable = positionTable
+      self.positionCount = positionCount
+      self.timeTable = timeTable
+      self.timeCount = timeCount
+    }
+  }
+
+  /// Backward of `hstuAttentionForward`: recomputes S and P block by block, then
+  /// `dV = Pᵀ dO`, `dP = dO Vᵀ`, `dS = dP ⊙ M ⊙ SiLU'(S) / N`, `dQ = dS K`, `dK = dSᵀ Q`,
+  /// `drab_ij += Σ_heads dS_ij`. `dq`, `dk`, `dv` are overwritten; bias gradients accumulate.
+  public static func hstuAttentionBackward(dout: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                           v: UnsafePointer<Float>, dq: UnsafeMutablePointer<Float>,
+                                           dk: UnsafeMutablePointer<Float>, dv dvOut: UnsafeMutablePointer<Float>,
+                                           shape: JaggedShape, heads: Int, attentionDim dqk: Int, linearDim dv: Int,
+                                           mask: AttentionMask, normalizer: AttentionNormalizer,
+                                           bias: RelativeAttentionBias, biasGradient: RelativeAttentionBiasGradient) {
+    let ldq = heads * dqk, ldv = heads * dv, bq = attentionBlockRows
+    let maxN = shape.maxLength
+    // One bias-gradient row per (sequence, head), summed in a fixed order afterwards, so the
+    // result does not depend on which worker ran which item.
+    let items = shape.batch * heads
+    let biasWidth = biasGradient.positionCount + biasGradient.timeCount
+    let biasPartials = UnsafeMutablePointer<Float>.allocate(capacity: max(1, items * biasWidth))
+    biasPartials.initialize(repeating: 0, count: max(1, items * biasWidth))
+    defer { biasPartials.deallocate() }
+    withAttentionWorkers(scratchPerWorker: 2 * bq * maxN) { scratch in
+      Parallel.forEach(items) { worker, item in
+        let b = item / heads, h = item % heads
+        let base = shape.offsets[b], n = shape.length(b), t = shape.targetCount(b)
+        let divisor = 1 / normalizer.divisor(length: n - t)
+        let qh = q + base * ldq + h * dqk, kh = k + base * ldq + h * dqk
+        let vh = v + base * ldv + h * dv, doh = dout + base * ldv + h * dv
+        let dqh = dq + base * ldq + h * dqk, dkh = dk + base * ldq + h * dqk, dvh = dvOut + base * ldv + h * dv
+        for i in 0..<n {
+          (dqh + i * ldq).update(repeating: 0, count: dqk)
+          (dkh + i * ldq).update(repeating: 0, count: dqk)
+          (dvh + i * ldv).update(repeating: 0, count: dv)
+        }
+        let p = scratch[worker], ds = p + bq * maxN
+        let dPos = biasPartials + item * biasWidth, dTime = dPos + biasGradient.positionCount
+        for qs in stride(from: 0, to: n, by: bq) {
+          let rows = qs..<min(qs + bq, n), m = rows.count
+          for range in blockKeyRanges(mask: mask, rows: rows, length: n, targets: t) {
+            let width = range.count, k0 = range.lowerBound
+            BLAS.shared.sgemm(transB: true, m: m, n: width, k: dqk, a: qh + qs * ldq, lda: ldq,
+                              b: kh + k0 * ldq, ldb: ldq, c: p, ldc: width)
+            BLAS.shared.sgemm(transB: true, m: m, n: width, k: dv, a: doh + qs * ldv, lda: ldv,
+                              b: vh + k0 * ldv, ldb: ldv, c: ds, ldc: width)
+            for i in rows {
+              let (pre, band) = mask.keyIntervals(query: i, length: n, targets: t)
+              let pr = p + (i - qs) * width, dr = ds + (i - qs) * width
+              for j in range {
+                let c = j - k0
+                if pre.contains(j) || band.contains(j) {
+                  let x = pr[c] + bias.value(sequence: b, n: n, i: i, j: j)
+                  let sg = 1 / (1 + Foundation.exp(-x))
+                  pr[c] = x * sg * divisor
+                  let g = dr[c] * sg * (1 + x * (1 - sg)) * divisor
+                  dr[c] = g
+                  if biasGradient.positionTable != nil { dPos[i - j] += g }
+                  if biasGradient.timeTable != nil, let tb = bias.timeBuckets, let bo = bias.bucketOffsets {
+                    dTime[Int(tb[bo[b] + i * n + j])] += g
+                  }
+                } else {
+                  pr[c] = 0; dr[c] = 0
+                }
+              }
+            }
+            BLAS.shared.sgemm(transA: true, m: width, n: dv, k: m, a: p, lda: width, b: doh + qs * ldv, ldb: ldv,
+                              beta: 1, c: dvh + k0 * ldv, ldc: ldv)
+            BLAS.shared.sgemm(m: m, n: dqk, k: width, a: ds, lda: width, b: kh + k0 * ldq, ldb: ldq,
+                              beta: 1, c: dqh + qs * ldq, ldc: ldq)
+            BLAS.shared.sgemm(transA: true, m: width, n: dqk, k: m, a: ds, lda: width, b: qh + qs * ldq, ldb: ldq,
+                              beta: 1, c: dkh + k0 * ldq, ldc: ldq)
+          }
+        }
+      }
+    }
+    guard biasWidth > 0 else { return }
+    for item in 0..<items {
+      let part = biasPartials + item * biasWidth
+      if let d = biasGradient.positionTable { for i in 0..<biasGradient.positionCount { d[i] += part[i] } }
+      if let d = biasGradient.timeTable {
+        for i in 0..<biasGradient.timeCount { d[i] += part[biasGradient.positionCount + i] }
+      }
+    }
+  }
+
+  /// Runs `body` with one scratch block per worker and OpenBLAS single-threaded (the parallelism
+  /// is over sequences and heads here, so BLAS calls must not spawn threads of their own).
+  static func withAttentionWorkers(scratchPerWorker: Int, _ body: ([UnsafeMutablePointer<Float>]) -> Void) {
+    let scratch = (0..<Parallel.workers).map { _ in UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratchPerWorker)) }
+    defer { scratch.forEach { $0.deallocate() } }
+    BLAS.shared.setThreads(1)
+    defer { BLAS.shared.setThreads(Parallel.workers) }
+    body(scratch)
+  }
+}

@@ -1,0 +1,154 @@
+import Foundation
+
+/// One epoch's record.
+public struct EpochRecord: Codable, Sendable {
+  public var epoch: Int
+  public var trainLoss: Double
+  public var trainTokens: Int
+  public var trainSeconds: Double
+  public var validation: RankingMetrics
+}
+
+/// The trainer's resumable state (`state.json` of a checkpoint).
+public struct TrainerState: Codable, Sendable {
+  /// Epochs completed.
+  public var epoch = 0
+  public var bestEpoch = 0
+  public var bestValidationNDCG10 = -1.0
+  /// Test metrics of the best validation epoch.
+  public var bestTest: RankingMetrics? = nil
+  public var bestValidation: RankingMetrics? = nil
+  public var epochsWithoutImprovement = 0
+  public var history: [EpochRecord] = []
+  /// Training seconds accumulated over all sessions of this run.
+  public var wallSeconds = 0.0
+  public var stopped = false
+}
+
+/// Trains a `SequentialModel` on leave-one-out sequences with sampled softmax, validating every
+/// epoch, early-stopping on validation NDCG@10 and reporting the test metrics of the best epoch.
+public final class Trainer {
+  public let model: SequentialModel
+  public let train: TrainConfig
+  public let data: UserSequences
+  public let split: LeaveOneOutSplit
+  public let presetName: String
+  public let datasetName: String
+  public var checkpoint: Checkpoint?
+  /// Receives progress lines.
+  public var log: (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
+  public private(set) var state = TrainerState()
+  private let loss = RetrievalLoss()
+  private let random: CounterRandom
+  /// Users with at least two training events (one input, one label).
+  private let trainableUsers: [Int]
+
+  public init(model: SequentialModel, train: TrainConfig, data: UserSequences, presetName: String, datasetName: String) {
+    self.model = model
+    self.train = train
+    self.data = data
+    self.split = LeaveOneOutSplit(data)
+    self.presetName = presetName
+    self.datasetName = datasetName
+    self.random = CounterRandom(seed: train.seed)
+    let split = self.split
+    trainableUsers = (0..<data.userCount).filter { split.trainEnd(user: $0) - data.offsets[$0] >= 2 }
+  }
+
+  var checkpointConfig: CheckpointConfig {
+    CheckpointConfig(preset: presetName, model: model.config, train: train, itemCount: model.itemCount,
+                     dataset: datasetName, originalItemIDs: data.originalItemIDs)
+  }
+
+  /// Continues from `checkpoint` when it holds a run of the same recipe and data.
+  public func resume() throws {
+    guard let checkpoint, checkpoint.exists else { return }
+    let saved = try checkpoint.loadConfig()
+    guard saved.model == model.config, saved.train == train, saved.itemCount == model.itemCount,
+          saved.dataset == datasetName else {
+      throw CheckpointError.incompatible("\(checkpoint.directory) was written by another preset, recipe or dataset")
+    }
+    state = try checkpoint.loadState(TrainerState.self)
+    try checkpoint.load(into: model.parameters, optimizer: true)
+    log("resumed from \(checkpoint.directory) after epoch \(state.epoch) (step \(model.parameters.step))")
+  }
+
+  /// Sequence length of every training user in an epoch (min(train events − 1, max length)).
+  public var trainingLengths: [Int] {
+    trainableUsers.map { min(split.trainEnd(user: $0) - data.offsets[$0] - 1, model.config.maxSequenceLength) }
+  }
+
+  /// Training tokens of one epoch.
+  public var tokensPerEpoch: Int { trainingLengths.reduce(0, +) }
+
+  /// Runs epochs until `train.epochs` or early stopping; returns the final state.
+  @discardableResult
+  public func run() throws -> TrainerState {
+    while state.epoch < train.epochs && !state.stopped {
+      let epoch = state.epoch + 1
+      let started = Date()
+      let (meanLoss, tokens) = trainEpoch(epoch)
+      let trainSeconds = Date().timeIntervalSince(started)
+      let validation = Evaluator.evaluate(model: model, data: data, split: split, stage: .validation)
+      let ndcg = validation.ndcg(at: 10) ?? 0
+      state.epoch = epoch
+      state.history.append(EpochRecord(epoch: epoch, trainLoss: meanLoss, trainTokens: tokens,
+                                       trainSeconds: trainSeconds, validation: validation))
+      if ndcg > state.bestValidationNDCG10 {
+        state.bestValidationNDCG10 = ndcg
+        state.bestEpoch = epoch
+        state.bestValidation = validation
+        state.bestTest = Evaluator.evaluate(model: model, data: data, split: split, stage: .test)
+        state.epochsWithoutImprovement = 0
+        try checkpoint?.saveWeights(model.parameters, name: "best.safetensors", metadata: ["epoch": String(epoch)])
+      } else {
+        state.epochsWithoutImprovement += 1
+        if train.patience > 0 && state.epochsWithoutImprovement >= train.patience { state.stopped = true }
+      }
+      state.wallSeconds += Date().timeIntervalSince(started)
+      log(String(format: "epoch %d  loss %.4f  %.0f tokens/s  val HR@10 %.4f NDCG@10 %.4f  best epoch %d%@",
+                 epoch, meanLoss, Double(tokens) / trainSeconds, validation.hitRate(at: 10) ?? 0, ndcg, state.bestEpoch,
+                 state.stopped ? "  (early stop)" : ""))
+      try checkpoint?.save(config: checkpointConfig, parameters: model.parameters, state: state)
+    }
+    return state
+  }
+
+  /// One pass over the training users in a seeded order; returns the mean loss and token count.
+  func trainEpoch(_ epoch: Int) -> (Double, Int) {
+    let order = random.permutation(trainableUsers.count, stream: 0xE90C << 32 | UInt64(epoch))
+    var lossSum = 0.0, tokens = 0, batches = 0
+    let started = Date()
+    var lastReport = started
+    for start in stride(from: 0, to: order.count, by: train.batchSize) {
+      var batch = SequenceBatch()
+      for o in order[start..<min(start + train.batchSize, order.count)] {
+        let u = trainableUsers[o], end = split.trainEnd(user: u)
+        batch.append(user: u, events: data.offsets[u]..<(end - 1), maxLength: model.config.maxSequenceLength,
+                     data: data, target: data.items[end - 1], targetTime: data.timestamps?[end - 1])
+      }
+      lossSum += Double(step(batch))
+      tokens += batch.tokenCount
+      batches += 1
+      if Date().timeIntervalSince(lastReport) > 10 {
+        lastReport = Date()
+        log(String(format: "  epoch %d  %d/%d users  loss %.4f  %.0f tokens/s", epoch, min(start + train.batchSize, order.count),
+                   order.count, lossSum / Double(batches), Double(tokens) / lastReport.timeIntervalSince(started)))
+      }
+    }
+    return (lossSum / Double(max(1, batches)), tokens)
+  }
+
+  /// One optimisation step on `batch`; returns its loss.
+  public func step(_ batch: SequenceBatch) -> Float {
+    let p = model.parameters
+    let stepIndex = UInt64(p.step + 1)
+    p.zeroGradients()
+    let (output, context) = model.forward(batch, training: true, random: random, step: stepIndex)
+    let value = loss.forwardBackward(model: model, output: output, batch: batch, train: train, random: random,
+                                     step: stepIndex | (1 << 62))
+    model.backward(output, context: context)
+    p.adamWStep(train)
+    return value
+  }
+}

@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import UltraHSTU
+
+/// Options shared by commands that read a dataset and pick a preset.
+struct DataOptions: ParsableArguments {
+  @Option(help: "Interaction log to read (gzip or plain). Default: the embedded MovieLens ml-latest-small.")
+  var data: String?
+
+  @Option(help: "Format of --data: \(DatasetFormat.allCases.map(\.rawValue).joined(separator: ", ")).")
+  var format: String = DatasetFormat.auto.rawValue
+
+  @Option(help: "Model preset: \(Preset.all.map(\.name).joined(separator: ", ")).")
+  var preset: String = "hstu"
+
+  func load() throws -> (UserSequences, String) {
+    guard let fmt = DatasetFormat(rawValue: format) else {
+      throw ValidationError("unknown --format \(format); expected one of \(DatasetFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    guard let path = data ?? EmbeddedDataset.mlLatestSmallRatingsPath else {
+      throw ValidationError("no --data given and the embedded dataset is not installed next to the binary")
+    }
+    let started = Date()
+    let sequences = try DatasetLoader.load(path: path, format: fmt)
+    FileHandle.standardError.write(String(format: "loaded %@: %d users, %d items, %d events (%.2f s)\n", path,
+                                          sequences.userCount, sequences.itemCount, sequences.eventCount,
+                                          Date().timeIntervalSince(started)).data(using: .utf8)!)
+    return (sequences, data == nil ? "ml-latest-small (embedded)" : (path as NSString).lastPathComponent)
+  }
+
+  func resolvedPreset() throws -> Preset {
+    guard let p = Preset.named(preset) else {
+      throw ValidationError("unknown --preset \(preset); expected one of \(Preset.all.map(\.name).joined(separator: ", "))")
+    }
+    return p
+  }
+}
+
+struct Train: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Train a model with leave-one-out validation and early stopping; print and save test metrics.")
+
+  @OptionGroup var dataOptions: DataOptions
+
+  @Option(help: "Maximum epochs (default: the preset's).")
+  var epochs: Int?
+
+  @Option(help: "Stop after this many epochs without a better validation NDCG@10 (0 = never).")
+  var patience: Int?
+
+  @Option(help: "Random seed.")
+  var seed: UInt64?
+
+  @Option(help: "Checkpoint folder (safetensors weights + JSON config, written atomically every epoch).")
+  var checkpoint: String?
+
+  @Flag(help: "Continue the run saved in --checkpoint.")
+  var resume = false
+
+  @Option(help: "Write the final report (validation-selected test metrics) as JSON here.")
+  var output: String?
+
+  func run() throws {
+    let preset = try dataOptions.resolvedPreset()
+    var train = preset.train
+    if let epochs { guard epochs > 0 else { throw ValidationError("--epochs must be positive") }; train.epochs = epochs }
+    if let patience { guard patience >= 0 else { throw ValidationError("--patience must be >= 0") }; train.patience = patience }
+    if let seed { train.seed = seed }
+    if resume && checkpoint == nil { throw ValidationError("--resume needs --checkpoint") }
+    let (data, name) = try dataOptions.load()
+    let model = SequentialModel(config: preset.model, itemCount: data.itemCount, seed: train.seed)
+    let trainer = Trainer(model: model, train: train, data: data, presetName: preset.name, datasetName: name)
+    if let checkpoint {
+      trainer.checkpoint = Checkpoint(directory: checkpoint)
+      if !resume && trainer.checkpoint!.exists {
+        throw ValidationError("\(checkpoint) already holds a run; pass --resume to continue it or choose another folder")
+      }
+      if resume { try trainer.resume() }
+    }
+    FileHandle.standardError.write("training \(preset.name) (\(model.parameters.count) parameters) on \(name): \(trainer.tokensPerEpoch) tokens/epoch, up to \(train.epochs) epochs\n".data(using: .utf8)!)
+    let state = try trainer.run()
+    let report = TrainingReport(preset: preset.name, dataset: name, state: state, model: preset.model, train: train,
+                                lengths: trainer.trainingLengths, itemCount: data.itemCount)
+    let json = try report.json()
+    print(String(decoding: json, as: UTF8.self))
+    if let output { try writeAtomically(json, to: output) }
+  }
+}
