@@ -8,11 +8,11 @@ public struct HSTUAttentionShape {
   public var heads: Int
   public var dqk: Int
   public var dv: Int
-  /// The normaliser N; nil divides each sequence by its own length.
-  public var normalizer: Int?
+  /// The normaliser N (`.trueLength` divides by each sequence's history length n − targets).
+  public var normalizer: AttentionNormalizer
   public var mask: AttentionMask
 
-  public init(batch: Int, maxLength: Int, heads: Int, dqk: Int, dv: Int, normalizer: Int?, mask: AttentionMask) {
+  public init(batch: Int, maxLength: Int, heads: Int, dqk: Int, dv: Int, normalizer: AttentionNormalizer, mask: AttentionMask) {
     self.batch = batch
     self.maxLength = maxLength
     self.heads = heads
@@ -60,7 +60,8 @@ extension CUDADevice {
   }
 
   private func inverseNormalizer(_ shape: HSTUAttentionShape) -> Float {
-    shape.normalizer.map { 1 / Float($0) } ?? 0
+    if case .fixed(let n) = shape.normalizer { return 1 / Float(n) }
+    return 0
   }
 
   /// out = Σ_j mask · SiLU(q·k + pos) / N · v for every token and head; see `AttentionKernels`.

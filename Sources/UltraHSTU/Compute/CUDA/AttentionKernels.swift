@@ -3,6 +3,7 @@
 ///
 /// Per sequence b (tokens offsets[b]..<offsets[b+1], n of them) and head h:
 ///   S[i,j] = q_i·k_j + pos[i-j],  P[i,j] = mask(i,j) · SiLU(S[i,j]) / N,  out_i = Σ_j P[i,j] v_j
+/// (N is a constant, or each sequence's history length n − t.)
 ///   dV = Pᵀ dO, dP = dO Vᵀ, dS = dP ⊙ mask ⊙ SiLU'(S) / N, dQ = dS K, dK = dSᵀ Q, dPos[i-j] += Σ_h dS
 /// with SiLU'(s) = σ(s)(1 + s(1 − σ(s))). The L×L matrices are never stored: the forward walks key
 /// tiles of each query tile, the backward walks query tiles of each key tile (dQ by fp32 atomics).
@@ -102,7 +103,7 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   const int qTile = (n + BM - 1) / BM - 1 - (int)blockIdx.x;   // longest rows first
   if (qTile < 0) return;
   const int t = targets ? targets[b] : 0;
-  const float invN = invNConst > 0.f ? invNConst : 1.0f / (float)n;
+  const float invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, n - t);
   const int q0 = qTile * BM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
 
@@ -239,7 +240,7 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
   const int k0 = blockIdx.x * BN;
   if (k0 >= n) return;
   const int t = targets ? targets[b] : 0;
-  const float invN = invNConst > 0.f ? invNConst : 1.0f / (float)n;
+  const float invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, n - t);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, mi = lane >> 3;
   const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
   const bf16_t* qBase = q + (size_t)start * ldqk + h * DQK;
