@@ -8,12 +8,12 @@ enum ElementwiseKernels {
   static let source = CUDAPrelude.source + #"""
 extern "C" __global__ void silu_forward(const float* __restrict__ x, float* __restrict__ y, long long count) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
-    const float v = x[i]; y[i] = v * sigmoidf_fast(v);
+    const float v = x[i]; y[i] = v * sigmoidf_exact(v);
   }
 }
 extern "C" __global__ void silu_backward(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx, long long count) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
-    const float v = x[i], s = sigmoidf_fast(v); dx[i] = dy[i] * s * (1.f + v * (1.f - s));
+    const float v = x[i], s = sigmoidf_exact(v); dx[i] = dy[i] * s * (1.f + v * (1.f - s));
   }
 }
 /// Forward (x -> y) and backward (dy -> dx) are the same map: both multiply by keep / (1 - p).
