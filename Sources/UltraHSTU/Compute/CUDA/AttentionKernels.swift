@@ -1,0 +1,426 @@
+/// Fused jagged HSTU attention, forward and backward, on tensor cores (mma.sync m16n8k16, bf16
+/// operands, fp32 accumulators).
+///
+/// Per sequence b (tokens offsets[b]..<offsets[b+1], n of them) and head h:
+///   S[i,j] = q_i·k_j + pos[i-j],  P[i,j] = mask(i,j) · SiLU(S[i,j]) / N,  out_i = Σ_j P[i,j] v_j
+/// (N is a constant, or each sequence's history length n − t.)
+///   dV = Pᵀ dO, dP = dO Vᵀ, dS = dP ⊙ mask ⊙ SiLU'(S) / N, dQ = dS K, dK = dSᵀ Q, dPos[i-j] += Σ_h dS
+/// with SiLU'(s) = σ(s)(1 + s(1 − σ(s))). The L×L matrices are never stored: the forward walks key
+/// tiles of each query tile, the backward walks query tiles of each key tile (dQ by fp32 atomics).
+/// The mask is `AttentionMask`: each query sees at most the key intervals [0,a) and [b,c); a small
+/// pre-pass stores their extremes per 64-query tile, and both kernels visit only the key tiles those
+/// intervals touch (O((K1+K2)·L) work for semi-local masks) and mask element-wise only on tiles that
+/// are not entirely visible.
+///
+/// Layouts: q, k bf16 [T, H·DQK]; v, dO bf16 [T, H·DV]; out, dq, dk, dv fp32 (row-major, head h in
+/// columns h·d..<(h+1)·d). DQK and DV are compile-time constants (multiples of 16, at most 128).
+enum AttentionKernels {
+  static let source = CUDAPrelude.source + #"""
+#ifndef DQK
+#define DQK 128
+#endif
+#ifndef DV
+#define DV 128
+#endif
+#define FWD_WARPS 8
+#define BM (16 * FWD_WARPS)   // forward: query rows per block (16 per warp)
+#define BN 64                  // forward: keys per tile; backward: keys per block
+#define BWD_WARPS 4
+#define QT 64                  // backward: queries per tile; also the bounds-table granularity
+#define SQK (DQK + 8)          // shared row strides in bf16 elements (+16 bytes: conflict-free ldmatrix)
+#define SV (DV + 8)
+#define SDS (QT + 8)
+#define BIG 0x3fffffff
+
+struct MaskArgs { int window, tail, prefix, contextual; };
+
+/// AttentionMask.keyIntervals: query i of a sequence of n tokens whose last t are targets sees
+/// keys [0,a) and [b,c).
+__device__ __forceinline__ void key_intervals(int i, int n, int t, MaskArgs m, int& a, int& b, int& c) {
+  int history = n - t;
+  if (i >= history) { a = history; b = i; c = i + 1; return; }
+  if (m.window < 0 || i < m.contextual || i >= history - m.tail) { a = 0; b = 0; c = i + 1; return; }
+  int start = max(0, i - m.window);
+  a = min(max(m.prefix, m.contextual), start); b = start; c = i + 1;
+}
+__device__ __forceinline__ bool allowed(int j, int a, int b, int c) { return j < a || (j >= b && j < c); }
+
+/// Per sequence and 64-query tile: {max a, min b, max c, min a, max b, min c} over its valid rows.
+extern "C" __global__ void hstu_attention_bounds(const int* __restrict__ offsets, const int* __restrict__ targets,
+    int* __restrict__ bounds, int tilesPerSequence, int window, int tail, int prefix, int contextual) {
+  __shared__ int r[6];
+  MaskArgs m = {window, tail, prefix, contextual};
+  int b = blockIdx.y, tile = blockIdx.x;
+  int n = offsets[b + 1] - offsets[b], t = targets ? targets[b] : 0;
+  if (threadIdx.x == 0) { r[0] = 0; r[1] = BIG; r[2] = 0; r[3] = BIG; r[4] = 0; r[5] = BIG; }
+  __syncthreads();
+  int i = tile * QT + threadIdx.x;
+  if (i < n) {
+    int a, bb, c; key_intervals(i, n, t, m, a, bb, c);
+    atomicMax(&r[0], a); atomicMin(&r[1], bb); atomicMax(&r[2], c);
+    atomicMin(&r[3], a); atomicMax(&r[4], bb); atomicMin(&r[5], c);
+  }
+  __syncthreads();
+  if (threadIdx.x < 8) {
+    int v = threadIdx.x < 6 ? r[threadIdx.x] : 0;
+    if (tile * QT >= n) v = 0;  // an empty tile sees nothing
+    bounds[((size_t)b * tilesPerSequence + tile) * 8 + threadIdx.x] = v;
+  }
+}
+
+/// The key tiles (of BN keys) that queries with these bounds can see: [0, e1) then [s2, e2).
+__device__ __forceinline__ void key_tile_ranges(int amax, int bmin, int cmax, int& e1, int& s2, int& e2) {
+  e1 = (amax + BN - 1) / BN;
+  s2 = max(bmin / BN, e1);
+  e2 = max((cmax + BN - 1) / BN, s2);
+}
+
+/// Loads `rows` x D bf16 (row stride ld elements in global) into shared memory with cp.async;
+/// rows at or past `valid` are zero-filled.
+template <int D, int S, int THREADS>
+__device__ __forceinline__ void load_tile(bf16_t* smem, const bf16_t* g, size_t ld, int rows, int valid) {
+  constexpr int CHUNKS = D / 8;
+  for (int x = threadIdx.x; x < rows * CHUNKS; x += THREADS) {
+    int r = x / CHUNKS, c = x % CHUNKS;
+    bool ok = r < valid;
+    cp_async_16(smem + r * S + c * 8, ok ? (const void*)(g + (size_t)r * ld + c * 8) : (const void*)g, ok);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32)
+hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+    const int* __restrict__ offsets, const int* __restrict__ targets, const int* __restrict__ bounds,
+    const float* __restrict__ pos, int posLength, float* __restrict__ out,
+    int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  bf16_t* sQ = (bf16_t*)shared;
+  bf16_t* sK = sQ + BM * SQK;            // [2][BN][SQK]
+  bf16_t* sV = sK + 2 * BN * SQK;        // [2][BN][SV]
+  MaskArgs m = {window, tail, prefix, contextual};
+
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int start = offsets[b], n = offsets[b + 1] - start;
+  const int qTile = (n + BM - 1) / BM - 1 - (int)blockIdx.x;   // longest rows first
+  if (qTile < 0) return;
+  const int t = targets ? targets[b] : 0;
+  const float invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, n - t);
+  const int q0 = qTile * BM;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+
+  int amax = 0, bmin = BIG, cmax = 0, amin = BIG, bmax = 0, cmin = BIG;
+  for (int s = 0; s < BM / QT; ++s) {
+    int tile = q0 / QT + s;
+    if (tile * QT >= n) break;
+    const int* e = bounds + ((size_t)b * tilesPerSequence + tile) * 8;
+    amax = max(amax, e[0]); bmin = min(bmin, e[1]); cmax = max(cmax, e[2]);
+    amin = min(amin, e[3]); bmax = max(bmax, e[4]); cmin = min(cmin, e[5]);
+  }
+  int e1, s2, e2; key_tile_ranges(amax, bmin, cmax, e1, s2, e2);
+  const int tiles = e1 + (e2 - s2);
+
+  // The two rows this thread owns in every accumulator fragment, and their key intervals.
+  const int row0 = q0 + warp * 16 + g, row1 = row0 + 8;
+  int a0 = 0, b0 = 0, c0 = 0, a1 = 0, b1 = 0, c1 = 0;
+  if (row0 < n) key_intervals(row0, n, t, m, a0, b0, c0);
+  if (row1 < n) key_intervals(row1, n, t, m, a1, b1, c1);
+
+  const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
+  const bf16_t* kBase = k + (size_t)start * ldqk + h * DQK;
+  const bf16_t* vBase = v + (size_t)start * ldv + h * DV;
+  load_tile<DQK, SQK, FWD_WARPS * 32>(sQ, q + (size_t)(start + q0) * ldqk + h * DQK, ldqk, BM, n - q0);
+  if (tiles > 0) {
+    int k0 = (0 < e1 ? 0 : s2) * BN;
+    load_tile<DQK, SQK, FWD_WARPS * 32>(sK, kBase + (size_t)k0 * ldqk, ldqk, BN, n - k0);
+    load_tile<DV, SV, FWD_WARPS * 32>(sV, vBase + (size_t)k0 * ldv, ldv, BN, n - k0);
+  }
+  cp_async_commit();
+
+  float o[DV / 8][4];
+  #pragma unroll
+  for (int x = 0; x < DV / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;
+  u32 qf[DQK / 16][4];
+
+  for (int it = 0; it < tiles; ++it) {
+    const int kt = it < e1 ? it : s2 + (it - e1);
+    const int k0 = kt * BN, stage = it & 1;
+    if (it + 1 < tiles) {
+      const int nk0 = (it + 1 < e1 ? it + 1 : s2 + (it + 1 - e1)) * BN;
+      load_tile<DQK, SQK, FWD_WARPS * 32>(sK + (stage ^ 1) * BN * SQK, kBase + (size_t)nk0 * ldqk, ldqk, BN, n - nk0);
+      load_tile<DV, SV, FWD_WARPS * 32>(sV + (stage ^ 1) * BN * SV, vBase + (size_t)nk0 * ldv, ldv, BN, n - nk0);
+    }
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    if (it == 0) {
+      #pragma unroll
+      for (int kk = 0; kk < DQK / 16; ++kk)
+        ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], sQ + (warp * 16 + (lane & 15)) * SQK + kk * 16 + (lane >> 4) * 8);
+    }
+    const bf16_t* cK = sK + stage * BN * SQK;
+    const bf16_t* cV = sV + stage * BN * SV;
+
+    // S = Q Kᵀ for this warp's 16 rows and the tile's 64 keys.
+    float s[BN / 8][4];
+    #pragma unroll
+    for (int x = 0; x < BN / 8; ++x) s[x][0] = s[x][1] = s[x][2] = s[x][3] = 0.f;
+    #pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk) {
+      #pragma unroll
+      for (int np = 0; np < BN / 16; ++np) {
+        u32 r0, r1, r2, r3;
+        const int mi = lane >> 3;
+        ldmatrix_x4(r0, r1, r2, r3, cK + (np * 16 + (lane & 7) + (mi >> 1) * 8) * SQK + kk * 16 + (mi & 1) * 8);
+        mma_bf16_16816(s[2 * np], qf[kk], r0, r1);
+        mma_bf16_16816(s[2 * np + 1], qf[kk], r2, r3);
+      }
+    }
+
+    // P = mask ⊙ SiLU(S + pos) / N, packed straight into bf16 A fragments.
+    const bool full = (k0 + BN <= amin) || (k0 >= bmax && k0 + BN <= cmin);
+    u32 pf[BN / 16][4];
+    #pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) {
+      float p[4];
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = e < 2 ? row0 : row1;
+        const int j = k0 + nt * 8 + 2 * tq + (e & 1);
+        const bool ok = full || (e < 2 ? allowed(j, a0, b0, c0) : allowed(j, a1, b1, c1));
+        float x = s[nt][e];
+        if (pos) x += pos[min(max(i - j, 0), posLength - 1)];
+        p[e] = ok ? x * sigmoidf_fast(x) * invN : 0.f;
+      }
+      pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
+      pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
+    }
+
+    // O += P V.
+    #pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      #pragma unroll
+      for (int dp = 0; dp < DV / 16; ++dp) {
+        u32 r0, r1, r2, r3;
+        const int mi = lane >> 3;
+        ldmatrix_x4_trans(r0, r1, r2, r3, cV + (kk * 16 + (lane & 7) + (mi & 1) * 8) * SV + dp * 16 + (mi >> 1) * 8);
+        mma_bf16_16816(o[2 * dp], pf[kk], r0, r1);
+        mma_bf16_16816(o[2 * dp + 1], pf[kk], r2, r3);
+      }
+    }
+    __syncthreads();
+  }
+  cp_async_wait<0>();
+
+  float* oBase = out + (size_t)start * ldv + h * DV;
+  #pragma unroll
+  for (int nt = 0; nt < DV / 8; ++nt) {
+    const int col = nt * 8 + 2 * tq;
+    if (row0 < n) *(float2*)(oBase + (size_t)row0 * ldv + col) = make_float2(o[nt][0], o[nt][1]);
+    if (row1 < n) *(float2*)(oBase + (size_t)row1 * ldv + col) = make_float2(o[nt][2], o[nt][3]);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(BWD_WARPS * 32, 2)
+hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+    const bf16_t* __restrict__ dout, const int* __restrict__ offsets, const int* __restrict__ targets,
+    const int* __restrict__ bounds, const float* __restrict__ pos, int posLength,
+    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dpos,
+    int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  bf16_t* sK = (bf16_t*)shared;             // [BN][SQK]
+  bf16_t* sV = sK + BN * SQK;               // [BN][SV]
+  bf16_t* sQ = sV + BN * SV;                // [2][QT][SQK]
+  bf16_t* sO = sQ + 2 * QT * SQK;           // [2][QT][SV]  (dO)
+  bf16_t* sDS = sO + 2 * QT * SV;           // [BN][SDS]    dSᵀ
+  int* sInt = (int*)(sDS + BN * SDS);       // [3][QT]      a, b, c of the tile's queries
+  float* sPos = (float*)(sInt + 3 * QT);    // [QT + BN]    dPos partial sums by i - j
+  MaskArgs m = {window, tail, prefix, contextual};
+
+  const int b = blockIdx.z, h = blockIdx.y;
+  const int start = offsets[b], n = offsets[b + 1] - start;
+  const int k0 = blockIdx.x * BN;
+  if (k0 >= n) return;
+  const int t = targets ? targets[b] : 0;
+  const float invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, n - t);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, mi = lane >> 3;
+  const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
+  const bf16_t* qBase = q + (size_t)start * ldqk + h * DQK;
+  const bf16_t* oBase = dout + (size_t)start * ldv + h * DV;
+  const int nTiles = (n + QT - 1) / QT;
+
+  // The query tiles that see this key tile, in order.
+  auto sees = [&](int tile) {
+    const int* e = bounds + ((size_t)b * tilesPerSequence + tile) * 8;
+    return k0 < e[0] || (k0 + BN > e[1] && k0 < e[2]);
+  };
+  auto next_tile = [&](int from) { while (from < nTiles && !sees(from)) ++from; return from; };
+
+  load_tile<DQK, SQK, BWD_WARPS * 32>(sK, k + (size_t)(start + k0) * ldqk + h * DQK, ldqk, BN, n - k0);
+  load_tile<DV, SV, BWD_WARPS * 32>(sV, v + (size_t)(start + k0) * ldv + h * DV, ldv, BN, n - k0);
+  int tile = next_tile(0);
+  if (tile < nTiles) {
+    load_tile<DQK, SQK, BWD_WARPS * 32>(sQ, qBase + (size_t)tile * QT * ldqk, ldqk, QT, n - tile * QT);
+    load_tile<DV, SV, BWD_WARPS * 32>(sO, oBase + (size_t)tile * QT * ldv, ldv, QT, n - tile * QT);
+  }
+  cp_async_commit();
+
+  float accK[DQK / 8][4], accV[DV / 8][4];
+  #pragma unroll
+  for (int x = 0; x < DQK / 8; ++x) accK[x][0] = accK[x][1] = accK[x][2] = accK[x][3] = 0.f;
+  #pragma unroll
+  for (int x = 0; x < DV / 8; ++x) accV[x][0] = accV[x][1] = accV[x][2] = accV[x][3] = 0.f;
+  const int key0 = k0 + warp * 16 + g, key1 = key0 + 8;   // this thread's two keys (rows of Sᵀ)
+
+  for (int stage = 0; tile < nTiles; stage ^= 1) {
+    const int q0 = tile * QT;
+    const int nextTile = next_tile(tile + 1);
+    if (nextTile < nTiles) {
+      load_tile<DQK, SQK, BWD_WARPS * 32>(sQ + (stage ^ 1) * QT * SQK, qBase + (size_t)nextTile * QT * ldqk, ldqk, QT, n - nextTile * QT);
+      load_tile<DV, SV, BWD_WARPS * 32>(sO + (stage ^ 1) * QT * SV, oBase + (size_t)nextTile * QT * ldv, ldv, QT, n - nextTile * QT);
+    }
+    cp_async_commit();
+    const int* e = bounds + ((size_t)b * tilesPerSequence + tile) * 8;
+    const bool full = (k0 + BN <= e[3]) || (k0 >= e[4] && k0 + BN <= e[5]);
+    for (int x = threadIdx.x; x < QT; x += BWD_WARPS * 32) {
+      int a = 0, bb = 0, c = 0;
+      if (q0 + x < n) key_intervals(q0 + x, n, t, m, a, bb, c);
+      sInt[x] = a; sInt[QT + x] = bb; sInt[2 * QT + x] = c;
+    }
+    if (pos) for (int x = threadIdx.x; x < QT + BN; x += BWD_WARPS * 32) sPos[x] = 0.f;
+    cp_async_wait<1>();
+    __syncthreads();
+    const bf16_t* cQ = sQ + stage * QT * SQK;
+    const bf16_t* cO = sO + stage * QT * SV;
+
+    // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ for this warp's 16 keys and the tile's 64 queries.
+    float st[QT / 8][4], dpt[QT / 8][4];
+    #pragma unroll
+    for (int x = 0; x < QT / 8; ++x) {
+      st[x][0] = st[x][1] = st[x][2] = st[x][3] = 0.f;
+      dpt[x][0] = dpt[x][1] = dpt[x][2] = dpt[x][3] = 0.f;
+    }
+    #pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk) {
+      u32 af[4];
+      ldmatrix_x4(af[0], af[1], af[2], af[3], sK + (warp * 16 + (lane & 15)) * SQK + kk * 16 + (lane >> 4) * 8);
+      #pragma unroll
+      for (int np = 0; np < QT / 16; ++np) {
+        u32 r0, r1, r2, r3;
+        ldmatrix_x4(r0, r1, r2, r3, cQ + (np * 16 + (lane & 7) + (mi >> 1) * 8) * SQK + kk * 16 + (mi & 1) * 8);
+        mma_bf16_16816(st[2 * np], af, r0, r1);
+        mma_bf16_16816(st[2 * np + 1], af, r2, r3);
+      }
+    }
+    #pragma unroll
+    for (int kk = 0; kk < DV / 16; ++kk) {
+      u32 af[4];
+      ldmatrix_x4(af[0], af[1], af[2], af[3], sV + (warp * 16 + (lane & 15)) * SV + kk * 16 + (lane >> 4) * 8);
+      #pragma unroll
+      for (int np = 0; np < QT / 16; ++np) {
+        u32 r0, r1, r2, r3;
+        ldmatrix_x4(r0, r1, r2, r3, cO + (np * 16 + (lane & 7) + (mi >> 1) * 8) * SV + kk * 16 + (mi & 1) * 8);
+        mma_bf16_16816(dpt[2 * np], af, r0, r1);
+        mma_bf16_16816(dpt[2 * np + 1], af, r2, r3);
+      }
+    }
+
+    // Pᵀ and dSᵀ element-wise, packed into bf16 A fragments; dSᵀ also to shared memory for dQ.
+    u32 pf[QT / 16][4], df[QT / 16][4];
+    #pragma unroll
+    for (int nt = 0; nt < QT / 8; ++nt) {
+      float p[4], ds[4];
+      #pragma unroll
+      for (int e2 = 0; e2 < 4; ++e2) {
+        const int j = e2 < 2 ? key0 : key1;
+        const int il = nt * 8 + 2 * tq + (e2 & 1), i = q0 + il;
+        const bool ok = full || allowed(j, sInt[il], sInt[QT + il], sInt[2 * QT + il]);
+        float x = st[nt][e2];
+        if (pos) x += pos[min(max(i - j, 0), posLength - 1)];
+        const float sg = sigmoidf_fast(x);
+        p[e2] = ok ? x * sg * invN : 0.f;
+        ds[e2] = ok ? dpt[nt][e2] * sg * (1.f + x * (1.f - sg)) * invN : 0.f;
+        if (pos && ok) atomicAdd(&sPos[i - j - (q0 - k0) + BN - 1], ds[e2]);
+      }
+      pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
+      pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
+      df[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(ds[0], ds[1]);
+      df[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(ds[2], ds[3]);
+      *(u32*)(sDS + (warp * 16 + g) * SDS + nt * 8 + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 0];
+      *(u32*)(sDS + (warp * 16 + g + 8) * SDS + nt * 8 + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 1];
+    }
+
+    // dV += Pᵀ dO and dK += dSᵀ Q.
+    #pragma unroll
+    for (int kk = 0; kk < QT / 16; ++kk) {
+      #pragma unroll
+      for (int dp = 0; dp < DV / 16; ++dp) {
+        u32 r0, r1, r2, r3;
+        ldmatrix_x4_trans(r0, r1, r2, r3, cO + (kk * 16 + (lane & 7) + (mi & 1) * 8) * SV + dp * 16 + (mi >> 1) * 8);
+        mma_bf16_16816(accV[2 * dp], pf[kk], r0, r1);
+        mma_bf16_16816(accV[2 * dp + 1], pf[kk], r2, r3);
+      }
+      #pragma unroll
+      for (int dp = 0; dp < DQK / 16; ++dp) {
+        u32 r0, r1, r2, r3;
+        ldmatrix_x4_trans(r0, r1, r2, r3, cQ + (kk * 16 + (lane & 7) + (mi & 1) * 8) * SQK + dp * 16 + (mi >> 1) * 8);
+        mma_bf16_16816(accK[2 * dp], df[kk], r0, r1);
+        mma_bf16_16816(accK[2 * dp + 1], df[kk], r2, r3);
+      }
+    }
+    __syncthreads();
+
+    // dQ[q0 + warp*16 .. +16, :] += dS K over this block's 64 keys, in two halves of columns.
+    const int qr0 = q0 + warp * 16 + g, qr1 = qr0 + 8;
+    #pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float acc[DQK / 16][4];
+      #pragma unroll
+      for (int x = 0; x < DQK / 16; ++x) acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+      #pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        u32 af[4];
+        ldmatrix_x4_trans(af[0], af[1], af[2], af[3], sDS + (kk * 16 + (lane & 7) + (mi >> 1) * 8) * SDS + warp * 16 + (mi & 1) * 8);
+        #pragma unroll
+        for (int dp = 0; dp < DQK / 32; ++dp) {
+          u32 r0, r1, r2, r3;
+          const int col = half * (DQK / 2) + dp * 16;
+          ldmatrix_x4_trans(r0, r1, r2, r3, sK + (kk * 16 + (lane & 7) + (mi & 1) * 8) * SQK + col + (mi >> 1) * 8);
+          mma_bf16_16816(acc[2 * dp], af, r0, r1);
+          mma_bf16_16816(acc[2 * dp + 1], af, r2, r3);
+        }
+      }
+      float* dqBase = dq + (size_t)start * ldqk + h * DQK + half * (DQK / 2);
+      #pragma unroll
+      for (int nt = 0; nt < DQK / 16; ++nt) {
+        const int col = nt * 8 + 2 * tq;
+        if (qr0 < n) { atomicAdd(dqBase + (size_t)qr0 * ldqk + col, acc[nt][0]); atomicAdd(dqBase + (size_t)qr0 * ldqk + col + 1, acc[nt][1]); }
+        if (qr1 < n) { atomicAdd(dqBase + (size_t)qr1 * ldqk + col, acc[nt][2]); atomicAdd(dqBase + (size_t)qr1 * ldqk + col + 1, acc[nt][3]); }
+      }
+    }
+    if (pos) {
+      for (int x = threadIdx.x; x < QT + BN - 1; x += BWD_WARPS * 32) {
+        const int d = x + (q0 - k0) - (BN - 1);
+        if (d >= 0 && d < posLength && sPos[x] != 0.f) atomicAdd(dpos + d, sPos[x]);
+      }
+    }
+    __syncthreads();
+    tile = nextTile;
+  }
+  cp_async_wait<0>();
+
+  float* dkBase = dk + (size_t)start * ldqk + h * DQK;
+  float* dvBase = dv + (size_t)start * ldv + h * DV;
+  #pragma unroll
+  for (int nt = 0; nt < DQK / 8; ++nt) {
+    const int col = nt * 8 + 2 * tq;
+    if (key0 < n) *(float2*)(dkBase + (size_t)key0 * ldqk + col) = make_float2(accK[nt][0], accK[nt][1]);
+    if (key1 < n) *(float2*)(dkBase + (size_t)key1 * ldqk + col) = make_float2(accK[nt][2], accK[nt][3]);
+  }
+  #pragma unroll
+  for (int nt = 0; nt < DV / 8; ++nt) {
+    const int col = nt * 8 + 2 * tq;
+    if (key0 < n) *(float2*)(dvBase + (size_t)key0 * ldv + col) = make_float2(accV[nt][0], accV[nt][1]);
+    if (key1 < n) *(float2*)(dvBase + (size_t)key1 * ldv + col) = make_float2(accV[nt][2], accV[nt][3]);
+  }
+}
+"""#
+}

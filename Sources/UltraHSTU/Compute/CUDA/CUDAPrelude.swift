@@ -1,0 +1,79 @@
+/// CUDA C shared by every kernel family: bf16 conversions, tensor-core fragments (ldmatrix,
+/// mma.sync), asynchronous copies and the counter-based random generator. Written against no
+/// header at all, so NVRTC needs nothing from the toolkit's include folder.
+enum CUDAPrelude {
+  static let source = #"""
+typedef unsigned short bf16_t;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+__device__ __forceinline__ float bf16_to_float(bf16_t x) { return __uint_as_float(((u32)x) << 16); }
+__device__ __forceinline__ bf16_t float_to_bf16(float x) {
+  bf16_t r; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(x)); return r;
+}
+/// Two floats as one bf16x2 register, `lo` in the low half (the lower column of an mma fragment).
+__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
+  u32 r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
+}
+/// σ(x) = (1 + tanh(x/2)) / 2: one MUFU op (tanh.approx, rel. err ~2^-11) instead of an exp and an IEEE division.
+__device__ __forceinline__ float sigmoidf_fast(float x) {
+  float t; asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(0.5f * x)); return fmaf(0.5f, t, 0.5f);
+}
+/// The exact-rounding sigmoid for fp32 ops checked to 1e-5 against the CPU.
+__device__ __forceinline__ float sigmoidf_exact(float x) { return 1.0f / (1.0f + __expf(-x)); }
+
+__device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
+/// 16 bytes global -> shared without a register round trip; `valid == false` writes zeros.
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(smem_u32(smem)), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+
+/// Four 8x8 b16 matrices from shared memory (lane l gives the address of row l%8 of matrix l/8).
+__device__ __forceinline__ void ldmatrix_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_u32(p)));
+}
+/// c[16x8] += a[16x16] * b[16x8], bf16 inputs, fp32 accumulators.
+__device__ __forceinline__ void mma_bf16_16816(float* c, const u32* a, u32 b0, u32 b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/// The package's counter-based generator (Support/Random.swift): SplitMix64's finaliser.
+__device__ __forceinline__ u64 mix64(u64 z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+__device__ __forceinline__ float counter_unit(u64 seed, u64 stream, u64 counter) {
+  u64 bits = mix64(mix64(seed ^ mix64(stream)) + counter);
+  return (float)(bits >> 40) * (1.0f / 16777216.0f);
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+/// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024); all threads get it.
+__device__ __forceinline__ float block_sum(float x, float* scratch32) {
+  x = warp_sum(x);
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) scratch32[warp] = x;
+  __syncthreads();
+  float total = 0.f;
+  for (int w = 0; w < (int)(blockDim.x >> 5); ++w) total += scratch32[w];
+  return total;
+}
+
+"""#
+}

@@ -1,0 +1,125 @@
+/// Matrix products through cuBLASLt (libcublasLt, loaded with dlopen), row-major, with the
+/// epilogues this model needs: `D = A·B (+ bias) (+ C)`.
+///
+/// Row-major `D[m,n] = A[m,k]·B[k,n]` is issued as the column-major product `Dᵀ = Bᵀ·Aᵀ`, so the
+/// buffers are passed unchanged and a bias of length `n` (one per output feature) is cuBLASLt's
+/// per-row bias of `Dᵀ`. The residual is cuBLASLt's `C` with beta = 1 (C may alias D).
+final class CuBLASLt: @unchecked Sendable {
+  typealias Handle = OpaquePointer?
+  let library: DynamicLibrary
+  private(set) var handle: Handle = nil
+
+  private let cublasLtCreate: @convention(c) (UnsafeMutablePointer<Handle>) -> Int32
+  private let cublasLtMatmulDescCreate: @convention(c) (UnsafeMutablePointer<Handle>, Int32, Int32) -> Int32
+  private let cublasLtMatmulDescDestroy: @convention(c) (Handle) -> Int32
+  private let cublasLtMatmulDescSetAttribute: @convention(c) (Handle, Int32, UnsafeRawPointer, Int) -> Int32
+  private let cublasLtMatrixLayoutCreate: @convention(c) (UnsafeMutablePointer<Handle>, Int32, UInt64, UInt64, Int64) -> Int32
+  private let cublasLtMatrixLayoutDestroy: @convention(c) (Handle) -> Int32
+  private let cublasLtMatmulPreferenceCreate: @convention(c) (UnsafeMutablePointer<Handle>) -> Int32
+  private let cublasLtMatmulPreferenceDestroy: @convention(c) (Handle) -> Int32
+  private let cublasLtMatmulPreferenceSetAttribute: @convention(c) (Handle, Int32, UnsafeRawPointer, Int) -> Int32
+  private let cublasLtMatmulAlgoGetHeuristic: @convention(c) (
+    Handle, Handle, Handle, Handle, Handle, Handle, Handle, Int32, UnsafeMutableRawPointer, UnsafeMutablePointer<Int32>
+  ) -> Int32
+  private let cublasLtMatmul: @convention(c) (
+    Handle, Handle, UnsafeRawPointer, CUdeviceptr, Handle, CUdeviceptr, Handle, UnsafeRawPointer,
+    CUdeviceptr, Handle, CUdeviceptr, Handle, UnsafeRawPointer?, CUdeviceptr, Int, Handle
+  ) -> Int32
+
+  // Values from library_types.h and cublasLt.h.
+  enum DataType: Int32 { case f32 = 0, bf16 = 14 }
+  private static let computeF32: Int32 = 68
+  private static let descTransA: Int32 = 3, descTransB: Int32 = 4, descEpilogue: Int32 = 7
+  private static let descBiasPointer: Int32 = 8, descBiasDataType: Int32 = 26
+  private static let epilogueDefault: UInt32 = 1, epilogueBias: UInt32 = 4
+  private static let prefMaxWorkspace: Int32 = 1
+  /// sizeof(cublasLtMatmulHeuristicResult_t): a 64-byte algo, size_t, int, float, int[4].
+  private static let heuristicResultSize = 96
+
+  private struct Key: Hashable { var m, n, k: Int; var transA, transB: Bool; var a, b, d: Int32; var bias, residual: Bool }
+  private var algorithms: [Key: [UInt8]] = [:]
+
+  init() throws {
+    let lib = try DynamicLibrary(name: "libcublasLt", candidates: toolkitLibraryCandidates("libcublasLt"))
+    library = lib
+    cublasLtCreate = try lib.function("cublasLtCreate")
+    cublasLtMatmulDescCreate = try lib.function("cublasLtMatmulDescCreate")
+    cublasLtMatmulDescDestroy = try lib.function("cublasLtMatmulDescDestroy")
+    cublasLtMatmulDescSetAttribute = try lib.function("cublasLtMatmulDescSetAttribute")
+    cublasLtMatrixLayoutCreate = try lib.function("cublasLtMatrixLayoutCreate")
+    cublasLtMatrixLayoutDestroy = try lib.function("cublasLtMatrixLayoutDestroy")
+    cublasLtMatmulPreferenceCreate = try lib.function("cublasLtMatmulPreferenceCreate")
+    cublasLtMatmulPreferenceDestroy = try lib.function("cublasLtMatmulPreferenceDestroy")
+    cublasLtMatmulPreferenceSetAttribute = try lib.function("cublasLtMatmulPreferenceSetAttribute")
+    cublasLtMatmulAlgoGetHeuristic = try lib.function("cublasLtMatmulAlgoGetHeuristic")
+    cublasLtMatmul = try lib.function("cublasLtMatmul")
+    try check(cublasLtCreate(&handle), "cublasLtCreate")
+  }
+
+  private func check(_ code: Int32, _ call: @autoclosure () -> String) throws {
+    if code != 0 { throw CUDAError.cublas(call: call(), code: code) }
+  }
+
+  /// Row-major `D[m,n] = op(A)·op(B) (+ bias[n]) (+ C)`, fp32 accumulation.
+  ///
+  /// `transA` means A is stored `[k,m]`; `transB` means B is stored `[n,k]`. `residual` is added
+  /// with beta = 1 and may be the same buffer as `d`. The workspace comes from the caller's arena.
+  func matmul(
+    m: Int, n: Int, k: Int,
+    a: CUdeviceptr, transA: Bool = false, aType: DataType,
+    b: CUdeviceptr, transB: Bool = false, bType: DataType,
+    d: CUdeviceptr, dType: DataType,
+    bias: CUdeviceptr? = nil, residual: CUdeviceptr? = nil,
+    workspace: CUdeviceptr, workspaceSize: Int, stream: OpaquePointer?
+  ) throws {
+    var desc: Handle = nil
+    try check(cublasLtMatmulDescCreate(&desc, Self.computeF32, DataType.f32.rawValue), "cublasLtMatmulDescCreate")
+    defer { _ = cublasLtMatmulDescDestroy(desc) }
+    // Column-major view: Dᵀ[n,m] = op(B)ᵀ[n,k] · op(A)ᵀ[k,m]; the first operand is B's buffer.
+    var opFirst: Int32 = transB ? 1 : 0, opSecond: Int32 = transA ? 1 : 0
+    try check(cublasLtMatmulDescSetAttribute(desc, Self.descTransA, &opFirst, 4), "set TRANSA")
+    try check(cublasLtMatmulDescSetAttribute(desc, Self.descTransB, &opSecond, 4), "set TRANSB")
+    var epilogue = bias == nil ? Self.epilogueDefault : Self.epilogueBias
+    try check(cublasLtMatmulDescSetAttribute(desc, Self.descEpilogue, &epilogue, 4), "set EPILOGUE")
+    if var biasPointer = bias {
+      try check(cublasLtMatmulDescSetAttribute(desc, Self.descBiasPointer, &biasPointer, 8), "set BIAS_POINTER")
+      var biasType = DataType.f32.rawValue
+      try check(cublasLtMatmulDescSetAttribute(desc, Self.descBiasDataType, &biasType, 4), "set BIAS_DATA_TYPE")
+    }
+
+    var layoutFirst: Handle = nil, layoutSecond: Handle = nil, layoutD: Handle = nil
+    // B stored row-major [k,n] is column-major [n,k] with ld n; transposed ([n,k] row-major) it is [k,n] with ld k.
+    try check(cublasLtMatrixLayoutCreate(&layoutFirst, bType.rawValue, UInt64(transB ? k : n), UInt64(transB ? n : k), Int64(transB ? k : n)), "layout B")
+    defer { _ = cublasLtMatrixLayoutDestroy(layoutFirst) }
+    try check(cublasLtMatrixLayoutCreate(&layoutSecond, aType.rawValue, UInt64(transA ? m : k), UInt64(transA ? k : m), Int64(transA ? m : k)), "layout A")
+    defer { _ = cublasLtMatrixLayoutDestroy(layoutSecond) }
+    try check(cublasLtMatrixLayoutCreate(&layoutD, dType.rawValue, UInt64(n), UInt64(m), Int64(n)), "layout D")
+    defer { _ = cublasLtMatrixLayoutDestroy(layoutD) }
+
+    let key = Key(m: m, n: n, k: k, transA: transA, transB: transB, a: aType.rawValue, b: bType.rawValue, d: dType.rawValue, bias: bias != nil, residual: residual != nil)
+    let algorithm: [UInt8]
+    if let cached = algorithms[key] {
+      algorithm = cached
+    } else {
+      var preference: Handle = nil
+      try check(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
+      defer { _ = cublasLtMatmulPreferenceDestroy(preference) }
+      var limit = UInt64(workspaceSize)
+      try check(cublasLtMatmulPreferenceSetAttribute(preference, Self.prefMaxWorkspace, &limit, 8), "set MAX_WORKSPACE_BYTES")
+      var result = [UInt8](repeating: 0, count: Self.heuristicResultSize)
+      var found: Int32 = 0
+      try check(result.withUnsafeMutableBytes {
+        cublasLtMatmulAlgoGetHeuristic(handle, desc, layoutFirst, layoutSecond, layoutD, layoutD, preference, 1, $0.baseAddress!, &found)
+      }, "cublasLtMatmulAlgoGetHeuristic(m=\(m) n=\(n) k=\(k))")
+      guard found > 0 else { throw CUDAError.unsupported("cuBLASLt found no algorithm for m=\(m) n=\(n) k=\(k)") }
+      algorithm = Array(result[0..<64])
+      algorithms[key] = algorithm
+    }
+
+    var alpha: Float = 1, beta: Float = residual == nil ? 0 : 1
+    try check(algorithm.withUnsafeBytes { algo in
+      cublasLtMatmul(handle, desc, &alpha, b, layoutFirst, a, layoutSecond, &beta, residual ?? d, layoutD, d, layoutD,
+                     algo.baseAddress, workspace, workspaceSize, stream)
+    }, "cublasLtMatmul(m=\(m) n=\(n) k=\(k))")
+  }
+}

@@ -1,0 +1,423 @@
+import ArgumentParser
+import Foundation
+import UltraHSTU
+
+/// `hstu gpu-check`: every CUDA op against the CPU op (CPUOps) on the same random inputs.
+struct GPUCheck: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "gpu-check",
+    abstract: "Compare every CUDA op with the CPU op on random inputs (max relative error, pass/fail).")
+
+  @Flag(help: "Only compile all kernels with NVRTC (no GPU needed) and print their resource usage.")
+  var compileOnly = false
+
+  @Option(help: "Seed of the random inputs.")
+  var seed: UInt64 = 1
+
+  func run() throws {
+    if compileOnly {
+      print("NVRTC \(try CUDAKernelCatalog.nvrtcVersion())")
+      for (module, log) in try CUDAKernelCatalog.compileAll() {
+        print("== \(module)")
+        print(log.split(separator: "\n").filter { $0.contains("registers") || $0.contains("spill") || $0.contains("Compiling entry") || $0.contains("arning") }.joined(separator: "\n"))
+      }
+      return
+    }
+    let device = try CUDADevice(arenaBytes: 2 << 30)
+    print("device: \(device.name) (\(device.architecture), \(device.multiprocessors) SMs)")
+    var checker = ParityChecker(device: device, random: CounterRandom(seed: seed))
+    try checker.runAll()
+    print(checker.summary())
+    if checker.failures > 0 { throw ExitCode(1) }
+  }
+}
+
+/// Inputs, the comparisons and their report for `gpu-check`.
+struct ParityChecker {
+  let device: CUDADevice
+  let random: CounterRandom
+  var stream: UInt64 = 0
+  var rows: [(op: String, error: Float, tolerance: Float)] = []
+  var failures: Int { rows.filter { !($0.error <= $0.tolerance) }.count }
+
+  init(device: CUDADevice, random: CounterRandom) {
+    self.device = device
+    self.random = random
+  }
+
+  mutating func randoms(_ count: Int, scale: Float = 1) -> [Float] {
+    stream += 1
+    let s = stream
+    return (0..<count).map { random.normal(stream: s, counter: UInt64($0)) * scale }
+  }
+
+  /// max |gpu − cpu| / max |cpu| (NaN anywhere fails).
+  static func relativeError(_ gpu: [Float], _ cpu: [Float]) -> Float {
+    precondition(gpu.count == cpu.count)
+    var diff: Float = 0, scale: Float = 0
+    for i in 0..<gpu.count {
+      if gpu[i].isNaN || cpu[i].isNaN { return .nan }
+      diff = max(diff, abs(gpu[i] - cpu[i]))
+      scale = max(scale, abs(cpu[i]))
+    }
+    return diff / max(scale, 1e-30)
+  }
+
+  mutating func record(_ op: String, _ gpu: [Float], _ cpu: [Float], tolerance: Float) {
+    let e = Self.relativeError(gpu, cpu)
+    rows.append((op, e, tolerance))
+    print(String(format: "%-58@ max rel err %.3e  (tol %.0e)  %@", op as NSString, e, tolerance, e <= tolerance ? "PASS" : "FAIL"))
+  }
+
+  func summary() -> String {
+    "\(rows.count - failures) passed, \(failures) failed"
+  }
+
+  mutating func runAll() throws {
+    try checkAttention(name: "causal, pos bias, N = n", lengths: [200, 77, 130, 1], heads: 2, dqk: 64, dv: 64,
+                       mask: .causal, normalizer: .trueLength, targets: nil, withPos: true)
+    try checkAttention(name: "window 40 + tail 16 (Meta SLA), 5 targets, N = 256", lengths: [256, 190, 64], heads: 2, dqk: 128, dv: 128,
+                       mask: AttentionMask(localWindow: 40, globalTailRows: 16), normalizer: .fixed(256), targets: 5, withPos: true)
+    try checkAttention(name: "window 30 + prefix 10 + context 3 (TorchEasyRec SLA)", lengths: [300, 45], heads: 3, dqk: 64, dv: 64,
+                       mask: AttentionMask(localWindow: 30, globalPrefixColumns: 10, contextualPrefix: 3), normalizer: .trueLength, targets: nil, withPos: false)
+    try checkLayerNorm(affine: false, gated: false)
+    try checkLayerNorm(affine: true, gated: false)
+    try checkLayerNorm(affine: false, gated: true)
+    try checkElementwise()
+    try checkEmbedding()
+    try checkGEMM()
+    try checkSampledSoftmax()
+    try checkAdamW()
+  }
+
+  // MARK: attention
+
+  mutating func checkAttention(name: String, lengths: [Int], heads: Int, dqk: Int, dv: Int, mask: AttentionMask,
+                               normalizer: AttentionNormalizer, targets: Int?, withPos: Bool) throws {
+    let mark = device.arena.mark()
+    defer { device.arena.release(to: mark) }
+    var offsets = [0]
+    for n in lengths { offsets.append(offsets.last! + n) }
+    let total = offsets.last!, maxLength = lengths.max()!
+    // bf16-rounded inputs, so the CPU reference sees exactly what the GPU sees.
+    func bf(_ x: [Float]) -> [Float] { x.map { BFloat16($0).float } }
+    let q = bf(randoms(total * heads * dqk, scale: 0.5)), k = bf(randoms(total * heads * dqk, scale: 0.5))
+    let v = bf(randoms(total * heads * dv)), dOut = bf(randoms(total * heads * dv))
+    let pos = withPos ? randoms(maxLength, scale: 0.5) : []
+    let targetCounts = lengths.map { Int32(min(targets ?? 0, $0 - 1)) }
+
+    // CPU
+    var cpuOut = [Float](repeating: 0, count: total * heads * dv)
+    var cpuDq = [Float](repeating: 0, count: total * heads * dqk), cpuDk = cpuDq, cpuDv = cpuOut
+    var cpuDPos = [Float](repeating: 0, count: max(1, maxLength))
+    offsets.withUnsafeBufferPointer { off in
+      targetCounts.withUnsafeBufferPointer { tc in
+        pos.withUnsafeBufferPointer { p in
+          let shape = JaggedShape(offsets: off.baseAddress!, batch: lengths.count, targets: targets == nil ? nil : tc.baseAddress)
+          let bias = withPos ? RelativeAttentionBias(positionTable: p.baseAddress) : .none
+          CPUOps.hstuAttentionForward(q: q, k: k, v: v, out: &cpuOut, shape: shape, heads: heads, attentionDim: dqk,
+                                      linearDim: dv, mask: mask, normalizer: normalizer, bias: bias)
+          cpuDPos.withUnsafeMutableBufferPointer { dp in
+            let grad = CPUOps.RelativeAttentionBiasGradient(positionTable: withPos ? dp.baseAddress : nil, positionCount: withPos ? maxLength : 0)
+            CPUOps.hstuAttentionBackward(dout: dOut, q: q, k: k, v: v, dq: &cpuDq, dk: &cpuDk, dv: &cpuDv, shape: shape,
+                                         heads: heads, attentionDim: dqk, linearDim: dv, mask: mask, normalizer: normalizer,
+                                         bias: bias, biasGradient: grad)
+          }
+        }
+      }
+    }
+
+    // GPU
+    let shape = HSTUAttentionShape(batch: lengths.count, maxLength: maxLength, heads: heads, dqk: dqk, dv: dv, normalizer: normalizer, mask: mask)
+    let dQ = try device.array(q.map(BFloat16.init)), dK = try device.array(k.map(BFloat16.init))
+    let dV = try device.array(v.map(BFloat16.init)), dDO = try device.array(dOut.map(BFloat16.init))
+    let dOff = try device.array(offsets.map(Int32.init)), dT = targets == nil ? nil : try device.array(targetCounts)
+    let dPosTable = withPos ? try device.array(pos) : nil
+    let out = try device.allocate(Float.self, count: cpuOut.count)
+    let gq = try device.allocate(Float.self, count: cpuDq.count), gk = try device.allocate(Float.self, count: cpuDk.count)
+    let gv = try device.allocate(Float.self, count: cpuDv.count)
+    let gpos = withPos ? try device.allocate(Float.self, count: maxLength) : nil
+    for buffer in [out, gk, gv] { try device.fill(buffer, word: 0x7FC0_0000) }  // NaN poison: every element must be written
+    try device.hstuAttentionForward(shape, q: dQ, k: dK, v: dV, offsets: dOff, targets: dT, pos: dPosTable, out: out)
+    try device.hstuAttentionBackward(shape, q: dQ, k: dK, v: dV, dOut: dDO, offsets: dOff, targets: dT, pos: dPosTable,
+                                     dq: gq, dk: gk, dv: gv, dPos: gpos)
+    try device.synchronize()
+    let label = "attention [\(name)] d=\(dqk)/\(dv)"
+    record("\(label) out", try device.download(out), cpuOut, tolerance: 2e-2)
+    record("\(label) dq", try device.download(gq), cpuDq, tolerance: 2e-2)
+    record("\(label) dk", try device.download(gk), cpuDk, tolerance: 2e-2)
+    record("\(label) dv", try device.download(gv), cpuDv, tolerance: 2e-2)
+    if let gpos { record("\(label) dpos", try device.download(gpos), cpuDPos, tolerance: 2e-2) }
+  }
+
+  // MARK: LayerNorm, LayerNorm·U
+
+  mutating func checkLayerNorm(affine: Bool, gated: Bool) throws {
+    let mark = device.arena.mark()
+    defer { device.arena.release(to: mark) }
+    let rows = 333, dim = 200, eps: Float = 1e-6, count = rows * dim
+    let x = randoms(count, scale: 2), dy = randoms(count)
+    let gamma = affine ? randoms(dim) : [], beta = affine ? randoms(dim) : []
+    let u = gated ? randoms(count) : []
+    // CPU: LayerNorm, then (gated) the product with u.
+    var n = [Float](repeating: 0, count: count), mean = [Float](repeating: 0, count: rows), rstd = mean
+    var y = n, dx = n, du = n, dn = dy
+    var dg = [Float](repeating: 0, count: dim), db = dg
+    CPUOps.layerNormForward(x, &n, mean: &mean, rstd: &rstd, gamma: affine ? gamma : nil, beta: affine ? beta : nil, rows: rows, dim: dim, eps: eps)
+    if gated {
+      CPUOps.mulForward(u, n, &y, count: count)
+      CPUOps.mulBackward(dy, u, n, &du, &dn, count: count)
+    } else {
+      y = n
+    }
+    if affine {
+      CPUOps.layerNormBackward(dn, x, mean: mean, rstd: rstd, gamma: gamma, &dx, dgamma: &dg, dbeta: &db, rows: rows, dim: dim)
+    } else {
+      CPUOps.layerNormBackward(dn, x, mean: mean, rstd: rstd, gamma: nil, &dx, dgamma: nil, dbeta: nil, rows: rows, dim: dim)
+    }
+    // GPU
+    let gx = try device.array(x), gdy = try device.array(dy)
+    let gg = affine ? try device.array(gamma) : nil, gb = affine ? try device.array(beta) : nil
+    let gu = gated ? try device.array(u) : nil
+    let gy = try device.allocate(Float.self, count: count), gdx = try device.allocate(Float.self, count: count)
+    let gmean = try device.allocate(Float.self, count: rows), grstd = try device.allocate(Float.self, count: rows)
+    let gdg = try device.array([Float](repeating: 0, count: dim)), gdb = try device.array([Float](repeating: 0, count: dim))
+    let gdu = gated ? try device.allocate(Float.self, count: count) : nil
+    try device.layerNormForward(x: gx, gamma: gg, beta: gb, gate: gu, y: gy, mean: gmean, rstd: grstd, rows: rows, dim: dim, eps: eps)
+    try device.layerNormBackward(dy: gdy, x: gx, gamma: gg, beta: gb, gate: gu, mean: gmean, rstd: grstd, dx: gdx,
+                                 dGamma: affine ? gdg : nil, dBeta: affine ? gdb : nil, dGate: gdu, rows: rows, dim: dim)
+    try device.synchronize()
+    let label = gated ? "LayerNorm(o)·u" : (affine ? "LayerNorm affine" : "LayerNorm")
+    record("\(label) forward", try device.download(gy), y, tolerance: 1e-5)
+    record("\(label) dx", try device.download(gdx), dx, tolerance: 1e-4)
+    if affine {
+      record("\(label) dgamma", try device.download(gdg), dg, tolerance: 1e-4)
+      record("\(label) dbeta", try device.download(gdb), db, tolerance: 1e-4)
+    }
+    if let gdu { record("\(label) du", try device.download(gdu), du, tolerance: 1e-5) }
+  }
+
+  // MARK: SiLU, dropout
+
+  mutating func checkElementwise() throws {
+    let mark = device.arena.mark()
+    defer { device.arena.release(to: mark) }
+    let count = 100_003
+    let x = randoms(count, scale: 3), dy = randoms(count)
+    var y = [Float](repeating: 0, count: count), dx = y, drop = y, ddrop = y
+    CPUOps.siluForward(x, &y, count: count)
+    CPUOps.siluBackward(dy, x, &dx, count: count)
+    let rng = CounterRandom(seed: 77)
+    CPUOps.dropoutForward(x, &drop, count: count, p: 0.2, random: rng, stream: 5)
+    CPUOps.dropoutBackward(dy, &ddrop, count: count, p: 0.2, random: rng, stream: 5)
+    let gx = try device.array(x), gdy = try device.array(dy)
+    let gy = try device.allocate(Float.self, count: count), gdx = try device.allocate(Float.self, count: count)
+    let gd = try device.allocate(Float.self, count: count), gdd = try device.allocate(Float.self, count: count)
+    try device.siluForward(x: gx, y: gy)
+    try device.siluBackward(x: gx, dy: gdy, dx: gdx)
+    try device.dropout(gx, into: gd, rate: 0.2, seed: 77, stream: 5)
+    try device.dropout(gdy, into: gdd, rate: 0.2, seed: 77, stream: 5)
+    try device.synchronize()
+    record("SiLU forward", try device.download(gy), y, tolerance: 1e-5)
+    record("SiLU backward", try device.download(gdx), dx, tolerance: 1e-5)
+    record("dropout p=0.2 forward (same counter RNG)", try device.download(gd), drop, tolerance: 1e-6)
+    record("dropout p=0.2 backward", try device.download(gdd), ddrop, tolerance: 1e-6)
+  }
+
+  // MARK: embedding
+
+  mutating func checkEmbedding() throws {
+    let mark = device.arena.mark()
+    defer { device.arena.release(to: mark) }
+    let vocabulary = 1000, dim = 96, rows = 5000, scale: Float = 3
+    let table = randoms(vocabulary * dim)
+    stream += 1
+    let s = stream
+    let ids = (0..<rows).map { Int32(random.below(vocabulary, stream: s, counter: UInt64($0))) }
+    let dOut = randoms(rows * dim)
+    var out = [Float](repeating: 0, count: rows * dim), dTable = [Float](repeating: 0, count: vocabulary * dim)
+    CPUOps.embeddingForward(ids: ids, table: table, scale: scale, positionIndex: nil, positionTable: nil, &out, rows: rows, dim: dim)
+    CPUOps.embeddingBackward(dOut, ids: ids, scale: scale, positionIndex: nil, dTable: &dTable, dPositionTable: nil, rows: rows, dim: dim)
+    let gt = try device.array(table), gi = try device.array(ids), gdo = try device.array(dOut)
+    let go = try device.allocate(Float.self, count: rows * dim), gdt = try device.array([Float](repeating: 0, count: vocabulary * dim))
+    try device.embeddingGather(table: gt, ids: gi, out: go, dim: dim, scale: scale)
+    try device.embeddingScatterAdd(dOut: gdo, ids: gi, dTable: gdt, dim: dim, scale: scale)
+    try device.synchronize()
+    record("embedding gather", try device.download(go), out, tolerance: 1e-6)
+    record("embedding scatter-add", try device.download(gdt), dTable, tolerance: 1e-5)
+  }
+
+  // MARK: GEMM
+
+  mutating func checkGEMM() throws {
+    let mark = device.arena.mark()
+    defer { device.arena.release(to: mark) }
+    let m = 300, k = 256, n = 520
+    let x = randoms(m * k).map { BFloat16($0).float }, w = randoms(k * n).map { BFloat16($0).float }
+    let bias = randoms(n), residual = randoms(m * n)
+    var ref = [Float](repeating: 0, count: m * n)
+    CPUOps.linearForward(x, weight: w, bias: bias, &ref, rows: m, inDim: k, outDim: n)
+    CPUOps.addInPlace(&ref, residual, count: m * n)
+    let gx = try device.array(x.map(BFloat16.init)), gw = try device.array(w.map(BFloat16.init))
+    let gb = try device.array(bias), gd = try device.array(residual)
+    try device.gemm(m: m, n: n, k: k, a: gx, b: gw, d: gd, bias: gb, residual: gd)
+    try device.synchronize()
+    record("GEMM bf16 (cuBLASLt) + bias + residual", try device.download(gd), ref, tolerance: 1e-3)
+    // Transposed operands (the backward's dX = dY·Wᵀ and dW = Xᵀ·dY), fp32 operands.
+    let dy = randoms(m * n)
+    var dxRef = [Float](repeating: 0, count: m * k), dwRef = [Float](repeating: 0, count: k * n)
+    CPUOps.linearBackward(dy, x, weight: w, &dxRef, dWeight: &dwRef, dBias: nil, rows: m, inDim: k, outDim: n)
+    let gdy = try device.array(dy), gx32 = try device.array(x), gw32 = try device.array(w)
+    let gdx = try device.allocate(Float.self, count: m * k), gdw = try device.allocate(Float.self, count: k * n)
+    try device.gemm(m: m, n: k, k: n, a: gdy, b: gw32, transB: true, d: gdx)
+    try device.gemm(m: k, n: n, k: m, a: gx32, transA: true, b: gdy, d: gdw)
+    try device.synchronize()
+    record("GEMM fp32 dX = dY·Wᵀ (tf32 allowed)", try device.download(gdx), dxRef, tolerance: 1e-2)
+    record("GEMM fp32 dW = Xᵀ·dY", try device.download(gdw), dwRef, tolerance: 1e-2)
+  }
+
+  // MARK: sampled softmax
+
+  mutating func checkSampledSoftmax() throws {
+    let mark = device.arena.mark()
+    defer { device.arena.release(to: mark) }
+    let rows = 257, dim = 64, itemCount = 50, negatives = 40, temperature: Float = 0.05
+    let user = randoms(rows * dim), items = randoms((itemCount + 1) * dim)
+    stream += 1
+    let s = stream
+    let positives = (0..<rows).map { Int32(1 + random.below(itemCount, stream: s, counter: UInt64($0))) }
+    let rng = CounterRandom(seed: 9)
+    let negativeIds = (0..<rows).flatMap { r in
+      (0..<negatives).map { Int32(CPUOps.sampledNegative(row: r, sample: $0, negatives: negatives, itemCount: itemCount, random: rng, stream: 3)) }
+    }
+    // CPU: L2-normalise, loss on the normalised embeddings, then back through the normalisation.
+    var uh = user, un = [Float](repeating: 0, count: rows), ih = items, inorm = [Float](repeating: 0, count: itemCount + 1)
+    CPUOps.l2NormalizeForward(user, &uh, norms: &un, rows: rows, dim: dim)
+    CPUOps.l2NormalizeForward(items, &ih, norms: &inorm, rows: itemCount + 1, dim: dim)
+    var duh = [Float](repeating: 0, count: rows * dim), dih = [Float](repeating: 0, count: (itemCount + 1) * dim)
+    let loss = CPUOps.sampledSoftmaxLoss(user: uh, positives: positives, rows: rows, dim: dim, items: ih, itemCount: itemCount,
+                                         negatives: negatives, temperature: temperature, random: rng, stream: 3, dUser: &duh, dItems: &dih)
+    var du = duh, di = dih
+    CPUOps.l2NormalizeBackward(duh, uh, norms: un, &du, rows: rows, dim: dim)
+    CPUOps.l2NormalizeBackward(dih, ih, norms: inorm, &di, rows: itemCount + 1, dim: dim)
+    // GPU: the fused kernel.
+    let gu = try device.array(user), gi = try device.array(items), gp = try device.array(positives), gn = try device.array(negativeIds)
+    let gw = try device.array([Float](repeating: 1, count: rows)), gl = try device.allocate(Float.self, count: rows)
+    let gdu = try device.allocate(Float.self, count: rows * dim), gdi = try device.array([Float](repeating: 0, count: (itemCount + 1) * dim))
+    try device.sampledSoftmaxLoss(user: gu, table: gi, positives: gp, negatives: gn, weights: gw, weightSum: Float(rows), loss: gl,
+                                  dUser: gdu, dTable: gdi, rows: rows, dim: dim, numNegatives: negatives, temperature: temperature)
+    try device.synchronize()
+    let gpuLoss = try device.download(gl).reduce(0, +) / Float(rows)
+    record("sampled softmax loss (L2-norm, T=0.05, hits masked)", [gpuLoss], [loss], tolerance: 1e-4)
+    record("sampled softmax d user", try device.download(gdu), du, tolerance: 1e-3)
+    record("sampled softmax d items", try device.download(gdi), di, tolerance: 1e-3)
+  }
+
+  // MARK: AdamW
+
+  mutating func checkAdamW() throws {
+    let mark = device.arena.mark()
+    defer { device.arena.release(to: mark) }
+    let count = 70_001
+    var p = randoms(count), m = randoms(count, scale: 0.1), v = randoms(count, scale: 0.1).map { $0 * $0 }
+    let g = randoms(count)
+    let gp = try device.array(p), gg = try device.array(g), gm = try device.array(m), gv = try device.array(v)
+    CPUOps.adamW(parameters: &p, gradients: g, m: &m, v: &v, count: count, learningRate: 1e-3, beta1: 0.9, beta2: 0.98,
+                 epsilon: 1e-8, weightDecay: 0.01, step: 7)
+    try device.adamW(parameters: gp, gradients: gg, m: gm, v: gv, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01, step: 7)
+    try device.synchronize()
+    record("AdamW parameters", try device.download(gp), p, tolerance: 1e-5)
+    record("AdamW second moment", try device.download(gv), v, tolerance: 1e-5)
+  }
+}
+
+/// `hstu gpu-bench`: HSTU attention forward/backward TFLOP/s (FLOPs the mask keeps) for L = 1k…16k,
+/// head dim 128, next to the cuBLASLt bf16 GEMM rate measured in the same run; and semi-local
+/// (K1 = K2 = 256) time per token vs L. Writes gpu-attention.json and gpu-attention.md.
+struct GPUBench: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "gpu-bench", abstract: "Benchmark the CUDA HSTU attention against cuBLASLt.")
+
+  @Option(help: "Folder for gpu-attention.json and gpu-attention.md.")
+  var out: String = "bench/results"
+
+  @Option(help: "Commit recorded with the results.")
+  var commit: String = "unknown"
+
+  @Option(help: "Tokens per call (batch = tokens / L).")
+  var tokens: Int = 32768
+
+  @Option(help: "Heads.")
+  var heads: Int = 4
+
+  @Option(help: "Timed repeats (median reported).")
+  var repeats: Int = 10
+
+  func run() throws {
+    let device = try CUDADevice(arenaBytes: 24 << 30)
+    let random = CounterRandom(seed: 5)
+    func median(_ t: [Double]) -> Double { t.sorted()[t.count / 2] }
+    func noise(_ count: Int, _ stream: UInt64) -> [BFloat16] {
+      (0..<count).map { BFloat16(random.unit(stream: stream, counter: UInt64($0)) - 0.5) }
+    }
+
+    // cuBLASLt bf16 GEMM on random data, 8192³.
+    let g = 8192
+    let mark0 = device.arena.mark()
+    let a = try device.array(noise(g * g, 1)), b = try device.array(noise(g * g, 2))
+    let c = try device.allocate(BFloat16.self, count: g * g)
+    let gemmMs = median(try device.time(warmup: 3, repeats: repeats) { try device.gemm(m: g, n: g, k: g, a: a, b: b, d: c) })
+    let gemmTF = 2 * Double(g * g) * Double(g) / (gemmMs * 1e-3) / 1e12
+    device.arena.release(to: mark0)
+    print(String(format: "device %@: cuBLASLt bf16 GEMM 8192^3: %.3f ms, %.1f TFLOP/s", device.name, gemmMs, gemmTF))
+
+    struct Row: Codable { var mask: String; var L: Int; var batch: Int; var forwardMs: Double; var backwardMs: Double
+      var forwardTFLOPs: Double; var backwardTFLOPs: Double; var forwardOfGEMM: Double; var nsPerTokenForward: Double; var nsPerTokenBackward: Double }
+    var rows: [Row] = []
+    let d = 128
+    for (maskName, mask) in [("causal", AttentionMask.causal), ("semi-local K1=K2=256", AttentionMask(localWindow: 256, globalTailRows: 256))] {
+      for L in [1024, 2048, 4096, 8192, 16384] {
+        let batch = max(1, tokens / L), total = batch * L
+        let mark = device.arena.mark()
+        defer { device.arena.release(to: mark) }
+        let shape = HSTUAttentionShape(batch: batch, maxLength: L, heads: heads, dqk: d, dv: d, normalizer: .fixed(L), mask: mask)
+        let q = try device.array(noise(total * heads * d, 10)), k = try device.array(noise(total * heads * d, 11))
+        let v = try device.array(noise(total * heads * d, 12)), dO = try device.array(noise(total * heads * d, 13))
+        let offsets = try device.array((0...batch).map { Int32($0 * L) })
+        let o = try device.allocate(Float.self, count: total * heads * d)
+        let dq = try device.allocate(Float.self, count: total * heads * d), dk = try device.allocate(Float.self, count: total * heads * d)
+        let dv = try device.allocate(Float.self, count: total * heads * d)
+        let fwd = median(try device.time(repeats: repeats) { try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, out: o) })
+        let bwd = median(try device.time(repeats: repeats) {
+          try device.hstuAttentionBackward(shape, q: q, k: k, v: v, dOut: dO, offsets: offsets, dq: dq, dk: dk, dv: dv)
+        })
+        let kept = Double(HSTUAttentionShape.keptPairs(lengths: [L], mask: mask)) * Double(batch * heads)
+        let fwdTF = 2 * kept * Double(2 * d) / (fwd * 1e-3) / 1e12
+        let bwdTF = 2 * kept * Double(5 * d) / (bwd * 1e-3) / 1e12
+        let row = Row(mask: maskName, L: L, batch: batch, forwardMs: fwd, backwardMs: bwd, forwardTFLOPs: fwdTF, backwardTFLOPs: bwdTF,
+                      forwardOfGEMM: fwdTF / gemmTF, nsPerTokenForward: fwd * 1e6 / Double(total), nsPerTokenBackward: bwd * 1e6 / Double(total))
+        rows.append(row)
+        print(String(format: "%-22@ L=%5d B=%3d  fwd %8.3f ms %6.1f TF/s (%4.1f%% of GEMM)  bwd %8.3f ms %6.1f TF/s  fwd %.2f ns/token",
+                     maskName as NSString, L, batch, fwd, fwdTF, 100 * fwdTF / gemmTF, bwd, bwdTF, row.nsPerTokenForward))
+      }
+    }
+
+    struct Report: Codable { var date: String; var commit: String; var device: String; var heads: Int; var headDim: Int
+      var tokensPerCall: Int; var gemmBF16TFLOPs: Double; var gemmShape: String; var rows: [Row] }
+    let date = ISO8601DateFormatter().string(from: Date())
+    let report = Report(date: date, commit: commit, device: device.name, heads: heads, headDim: d, tokensPerCall: tokens,
+                        gemmBF16TFLOPs: gemmTF, gemmShape: "8192x8192x8192 bf16, fp32 accumulate", rows: rows)
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(report).write(to: URL(fileURLWithPath: out + "/gpu-attention.json"))
+    var md = "# HSTU attention on \(device.name)\n\n\(date), commit \(commit). bf16 q/k/v/dO, fp32 accumulation and outputs, "
+    md += "\(heads) heads × head dim \(d), \(tokens) tokens per call; TFLOP/s count only the (query, key) pairs the mask keeps "
+    md += "(forward 4·d per pair, backward 10·d). cuBLASLt bf16 GEMM 8192³ in the same run: \(String(format: "%.1f", gemmTF)) TFLOP/s.\n\n"
+    md += "| mask | L | batch | fwd ms | fwd TFLOP/s | fwd % of GEMM | bwd ms | bwd TFLOP/s | fwd ns/token | bwd ns/token |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    for r in rows {
+      md += String(format: "| %@ | %d | %d | %.3f | %.1f | %.1f%% | %.3f | %.1f | %.2f | %.2f |\n", r.mask as NSString, r.L, r.batch, r.forwardMs,
+                   r.forwardTFLOPs, 100 * r.forwardOfGEMM, r.backwardMs, r.backwardTFLOPs, r.nsPerTokenForward, r.nsPerTokenBackward)
+    }
+    try md.write(toFile: out + "/gpu-attention.md", atomically: true, encoding: .utf8)
+  }
+}
