@@ -5,18 +5,19 @@ import UltraHSTU
 /// Synthetic users whose next item follows a fixed rule (`next = current + stride(u) mod items`):
 /// a sequential model can learn it, a popularity ranking cannot.
 func patternSequences(users: Int, items: Int, length: Int, withTimestamps: Bool = false) -> UserSequences {
-  var offsets = [0], seq: [Int32] = [], times: [Int64] = []
+  var offsets = [0], seq: [Int32] = [], times: [Int64] = [], ratings: [Float] = []
   for u in 0..<users {
     let stride = 1 + u % 3
     var item = (u * 7) % items
     for e in 0..<length {
       seq.append(Int32(item + 1))
+      ratings.append(Float(1 + (item + e) % 5))
       times.append(Int64(1_000_000 + u * 10_000 + e * (60 << (e % 4))))
       item = (item + stride) % items
     }
     offsets.append(seq.count)
   }
-  return UserSequences(itemCount: items, offsets: offsets, items: seq, ratings: nil,
+  return UserSequences(itemCount: items, offsets: offsets, items: seq, ratings: ratings,
                        timestamps: withTimestamps ? times : nil, userIDs: (0..<users).map(Int64.init),
                        originalItemIDs: [0] + (1...items).map(Int64.init))
 }
@@ -28,13 +29,31 @@ func tinyConfig(_ kind: ModelKind, dropout: Float = 0, timeBias: Bool = false) -
 }
 
 @Suite struct ModelTests {
+  /// Model variants whose whole-model gradients are checked.
+  static let variants: [(String, ModelConfig)] = {
+    var actionAware = tinyConfig(.hstu, timeBias: true)
+    actionAware.input = .actionAware
+    actionAware.actionSignals = [.rating, .timeGap]
+    var interleaved = tinyConfig(.hstu)
+    interleaved.input = .interleaved
+    var ultra = tinyConfig(.hstu, timeBias: true)
+    ultra.input = .actionAware
+    ultra.mask = .semiLocalMeta(k1: 2, k2: 2)
+    ultra.truncation = AttentionTruncation(layersBefore: 1, keepLast: 4)
+    var truncatedSASRec = tinyConfig(.sasrec)
+    truncatedSASRec.truncation = AttentionTruncation(layersBefore: 1, keepLast: 3)
+    return [("hstu", tinyConfig(.hstu, timeBias: true)), ("sasrec", tinyConfig(.sasrec)), ("action-aware", actionAware),
+            ("interleaved", interleaved), ("sla+truncation", ultra), ("sasrec+truncation", truncatedSASRec)]
+  }()
+
   /// Every parameter's gradient of the whole model + loss against central differences.
-  @Test(arguments: [ModelKind.hstu, .sasrec]) func wholeModelGradient(kind: ModelKind) {
+  @Test(arguments: variants.map(\.0)) func wholeModelGradient(variant: String) {
+    let config = Self.variants.first { $0.0 == variant }!.1
     let data = patternSequences(users: 3, items: 10, length: 9, withTimestamps: true)
     var train = TrainConfig()
     train.negatives = 5
     train.temperature = 0.5
-    let model = SequentialModel(config: tinyConfig(kind, timeBias: kind == .hstu), itemCount: data.itemCount, seed: 3)
+    let model = SequentialModel(config: config, itemCount: data.itemCount, seed: 3)
     let trainer = Trainer(model: model, train: train, data: data, presetName: "test", datasetName: "pattern")
     let batch = trainer.batches(epoch: 1)[0]
     _ = trainer.lossAndGradients(batch, step: 1)
@@ -46,6 +65,22 @@ func tinyConfig(_ kind: ModelKind, dropout: Float = 0, timeBias: Bool = false) -
       return Double(trainer.lossAndGradients(batch, step: 1))
     }
     #expect(error < 2e-2, "relative gradient error \(error)")
+  }
+
+  /// Selective rematerialisation recomputes activations instead of keeping them: same gradients.
+  @Test func rematerialisationGivesTheSameGradients() {
+    let data = patternSequences(users: 4, items: 10, length: 9)
+    var config = tinyConfig(.hstu, dropout: 0.2)
+    config.layers = 3
+    func gradients(_ remat: Bool) -> [Float] {
+      var c = config
+      c.rematerialize = remat
+      let model = SequentialModel(config: c, itemCount: data.itemCount, seed: 8)
+      let trainer = Trainer(model: model, train: TrainConfig(), data: data, presetName: "t", datasetName: "p")
+      _ = trainer.lossAndGradients(trainer.batches(epoch: 1)[0], step: 3)
+      return model.parameters.gradients.array
+    }
+    #expect(gradients(true) == gradients(false))
   }
 
   @Test func trainingLearnsAPatternAndBeatsMostPopular() throws {

@@ -6,7 +6,7 @@ public enum Evaluator {
   public static let batchSize = 256
 
   public static func evaluate(model: SequentialModel, data: UserSequences, split: LeaveOneOutSplit,
-                              stage: LeaveOneOutSplit.Stage) -> RankingMetrics {
+                              stage: LeaveOneOutSplit.Stage, actions: ActionFeatures? = nil) -> RankingMetrics {
     let d = model.config.embeddingDim, tableRows = model.itemCount + 1
     let normalizedItems = HostBuffer(count: tableRows * d), itemNorms = HostBuffer(count: tableRows)
     CPUOps.l2NormalizeForward(model.itemTable, normalizedItems.pointer, norms: itemNorms.pointer, rows: tableRows, dim: d)
@@ -19,15 +19,16 @@ public enum Evaluator {
       for u in users[start..<min(start + batchSize, users.count)] {
         guard let history = split.history(user: u, stage: stage), !history.isEmpty,
               let target = split.targetIndex(user: u, stage: stage) else { continue }
-        batch.append(user: u, events: history, maxLength: model.config.maxSequenceLength, data: data,
-                     target: data.items[target], targetTime: data.timestamps?[target])
+        batch.append(user: u, events: history, maxEvents: model.config.maxSequenceLength, data: data,
+                     target: data.items[target], targetTime: data.timestamps?[target], input: model.config.input,
+                     actionFeatures: actions)
         targets.append(Int(data.items[target]))
       }
       let b = batch.batchSize
       if b == 0 { continue }
-      let (output, _) = model.forward(batch, training: false, random: CounterRandom(seed: 0), step: 0)
+      let encoded = model.forward(batch, training: false, random: CounterRandom(seed: 0), step: 0)
       let last = lastRows.reserve(b * d)
-      for s in 0..<b { (last + s * d).update(from: output + (batch.offsets[s + 1] - 1) * d, count: d) }
+      for s in 0..<b { (last + s * d).update(from: encoded.output + (encoded.offsets[s + 1] - 1) * d, count: d) }
       CPUOps.l2NormalizeForward(last, normalizedUsers.reserve(b * d), norms: userNorms.reserve(b), rows: b, dim: d)
       BLAS.shared.sgemm(transB: true, m: b, n: tableRows, k: d, a: normalizedUsers.pointer, lda: d,
                         b: normalizedItems.pointer, ldb: d, c: scores.reserve(b * tableRows), ldc: tableRows)
@@ -36,7 +37,7 @@ public enum Evaluator {
         Parallel.forChunks(b) { r in
           for s in r {
             let row = UnsafeBufferPointer(start: scores.pointer + s * tableRows, count: tableRows)
-            let history = batch.items[batch.offsets[s]..<batch.offsets[s + 1]]
+            let history = batch.items[batch.offsets[s]..<batch.offsets[s + 1]].filter { $0 != 0 }
             parts[s].add(rank: RankingMetrics.rank(of: targets[s], scores: row, excluding: history))
           }
         }

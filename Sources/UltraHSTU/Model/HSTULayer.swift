@@ -6,18 +6,28 @@
 ///     y   = u ⊙ LayerNorm(o)
 ///     x'  = x + Dropout(y) · W_o + b_o
 ///
-/// Activations of the last forward are kept for the backward.
+/// Activations of the last forward are kept for the backward. With selective rematerialisation
+/// the recomputable ones (`HSTURecomputable`) live in one buffer set shared by all layers and are
+/// rebuilt from the layer's input and attention output at the start of its backward.
 final class HSTULayer {
   let config: ModelConfig
   let index: Int
   let uvqkWeight, outputWeight, outputBias: ParameterEntry
   let positionBias, timeBias: ParameterEntry?
 
-  // Activations, each [T, width].
-  let input = HostBuffer(), normed = HostBuffer(), mean1 = HostBuffer(), rstd1 = HostBuffer()
-  let preActivation = HostBuffer(), u = HostBuffer(), v = HostBuffer(), q = HostBuffer(), k = HostBuffer()
-  let attention = HostBuffer(), attentionNormed = HostBuffer(), mean2 = HostBuffer(), rstd2 = HostBuffer()
-  let gated = HostBuffer(), gatedDropped = HostBuffer()
+  // Kept activations, each [T, width].
+  let input = HostBuffer(), mean1 = HostBuffer(), rstd1 = HostBuffer()
+  let attention = HostBuffer(), mean2 = HostBuffer(), rstd2 = HostBuffer()
+  let saved: HSTURecomputable
+  var normed: HostBuffer { saved.normed }
+  var preActivation: HostBuffer { saved.preActivation }
+  var u: HostBuffer { saved.u }
+  var v: HostBuffer { saved.v }
+  var q: HostBuffer { saved.q }
+  var k: HostBuffer { saved.k }
+  var attentionNormed: HostBuffer { saved.attentionNormed }
+  var gated: HostBuffer { saved.gated }
+  var gatedDropped: HostBuffer { saved.gatedDropped }
   // Gradient scratch.
   let dGated = HostBuffer(), dU = HostBuffer(), dAttentionNormed = HostBuffer(), dAttention = HostBuffer()
   let dUVQK = HostBuffer(), dQ = HostBuffer(), dK = HostBuffer(), dV = HostBuffer(), dNormed = HostBuffer()
@@ -27,18 +37,19 @@ final class HSTULayer {
   var valueWidth: Int { config.heads * config.linearDim }
   var queryWidth: Int { config.heads * config.attentionDim }
 
-  init(config: ModelConfig, index: Int, parameters: ParameterStore) {
+  init(config: ModelConfig, index: Int, parameters: ParameterStore, prefix: String, shared: HSTURecomputable?) {
     self.config = config
     self.index = index
+    saved = shared ?? HSTURecomputable()
     let d = config.embeddingDim, hv = config.heads * config.linearDim
     let width = 2 * config.heads * (config.linearDim + config.attentionDim)
-    uvqkWeight = parameters.declare("layers.\(index).uvqk.weight", [d, width], .normal(std: 0.02))
-    outputWeight = parameters.declare("layers.\(index).output.weight", [hv, d], .xavierUniform(fanIn: hv, fanOut: d))
-    outputBias = parameters.declare("layers.\(index).output.bias", [d], .uniformFanIn(hv))
+    uvqkWeight = parameters.declare("\(prefix)layers.\(index).uvqk.weight", [d, width], .normal(std: 0.02))
+    outputWeight = parameters.declare("\(prefix)layers.\(index).output.weight", [hv, d], .xavierUniform(fanIn: hv, fanOut: d))
+    outputBias = parameters.declare("\(prefix)layers.\(index).output.bias", [d], .uniformFanIn(hv))
     positionBias = config.positionBias
-      ? parameters.declare("layers.\(index).rab.position", [config.maxSequenceLength], .normal(std: 0.02)) : nil
+      ? parameters.declare("\(prefix)layers.\(index).rab.position", [config.maxTokens], .normal(std: 0.02)) : nil
     timeBias = config.timeBias
-      ? parameters.declare("layers.\(index).rab.time", [config.timeBuckets + 1], .normal(std: 0.02)) : nil
+      ? parameters.declare("\(prefix)layers.\(index).rab.time", [config.timeBuckets + 1], .normal(std: 0.02)) : nil
   }
 
   func bias(_ p: ParameterStore, _ c: ForwardContext) -> RelativeAttentionBias {
@@ -49,33 +60,49 @@ final class HSTULayer {
 
   /// `x` holds the layer input on entry and its output on exit.
   func forward(_ x: UnsafeMutablePointer<Float>, _ p: ParameterStore, _ c: ForwardContext) {
-    let t = c.tokens, d = config.embeddingDim, w = projectionWidth, hv = valueWidth, hq = queryWidth
+    let t = c.tokens, d = config.embeddingDim, hv = valueWidth
     input.reserve(t * d).update(from: x, count: t * d)
-    CPUOps.layerNormForward(x, normed.reserve(t * d), mean: mean1.reserve(t), rstd: rstd1.reserve(t),
+    projectInput(p, c)
+    CPUOps.hstuAttentionForward(q: q.pointer, k: k.pointer, v: v.pointer, out: attention.reserve(t * hv),
+                                shape: c.shape, heads: config.heads, attentionDim: config.attentionDim,
+                                linearDim: config.linearDim, mask: c.mask, normalizer: config.normalizer,
+                                bias: bias(p, c))
+    gate(c)
+    CPUOps.linearForward(gatedDropped.pointer, weight: p.value(outputWeight), bias: p.value(outputBias), x,
+                         rows: t, inDim: hv, outDim: d)
+    CPUOps.addInPlace(x, input.pointer, count: t * d)
+  }
+
+  /// `n = LayerNorm(x)`, `u, v, q, k = split(SiLU(n · W_uvqk))` from the kept input.
+  private func projectInput(_ p: ParameterStore, _ c: ForwardContext) {
+    let t = c.tokens, d = config.embeddingDim, w = projectionWidth, hv = valueWidth, hq = queryWidth
+    CPUOps.layerNormForward(input.pointer, normed.reserve(t * d), mean: mean1.reserve(t), rstd: rstd1.reserve(t),
                             gamma: nil, beta: nil, rows: t, dim: d)
     CPUOps.linearForward(normed.pointer, weight: p.value(uvqkWeight), bias: nil, preActivation.reserve(t * w),
                          rows: t, inDim: d, outDim: w)
     split(preActivation.pointer, rows: t, into: [(u, hv), (v, hv), (q, hq), (k, hq)]) { src, dst, n in
       CPUOps.siluForward(src, dst, count: n)
     }
-    CPUOps.hstuAttentionForward(q: q.pointer, k: k.pointer, v: v.pointer, out: attention.reserve(t * hv),
-                                shape: c.shape, heads: config.heads, attentionDim: config.attentionDim,
-                                linearDim: config.linearDim, mask: c.mask, normalizer: config.normalizer,
-                                bias: bias(p, c))
+  }
+
+  /// `y = Dropout(u ⊙ LayerNorm(o))` from the kept attention output.
+  private func gate(_ c: ForwardContext) {
+    let t = c.tokens, hv = valueWidth
     CPUOps.layerNormForward(attention.pointer, attentionNormed.reserve(t * hv), mean: mean2.reserve(t),
                             rstd: rstd2.reserve(t), gamma: nil, beta: nil, rows: t, dim: hv)
     CPUOps.mulForward(u.pointer, attentionNormed.pointer, gated.reserve(t * hv), count: t * hv)
     CPUOps.dropoutForward(gated.pointer, gatedDropped.reserve(t * hv), count: t * hv,
                           p: c.training ? config.linearDropout : 0, random: c.random,
                           stream: c.dropoutStream(layer: index, site: 1))
-    CPUOps.linearForward(gatedDropped.pointer, weight: p.value(outputWeight), bias: p.value(outputBias), x,
-                         rows: t, inDim: hv, outDim: d)
-    CPUOps.addInPlace(x, input.pointer, count: t * d)
   }
 
   /// `dx` holds the gradient of the layer output on entry and of its input on exit.
   func backward(_ dx: UnsafeMutablePointer<Float>, _ p: ParameterStore, _ c: ForwardContext) {
     let t = c.tokens, d = config.embeddingDim, w = projectionWidth, hv = valueWidth, hq = queryWidth
+    if config.rematerialize {
+      projectInput(p, c)
+      gate(c)
+    }
     CPUOps.linearBackward(dx, gatedDropped.pointer, weight: p.value(outputWeight), dGated.reserve(t * hv),
                           dWeight: p.gradient(outputWeight), dBias: p.gradient(outputBias), rows: t, inDim: hv, outDim: d)
     CPUOps.dropoutBackward(dGated.pointer, dGated.pointer, count: t * hv, p: c.training ? config.linearDropout : 0,
@@ -102,6 +129,13 @@ final class HSTULayer {
                              dInput.reserve(t * d), dgamma: nil, dbeta: nil, rows: t, dim: d)
     CPUOps.addInPlace(dx, dInput.pointer, count: t * d)
   }
+}
+
+/// The activations selective rematerialisation recomputes instead of keeping per layer.
+final class HSTURecomputable {
+  let normed = HostBuffer(), preActivation = HostBuffer(), u = HostBuffer(), v = HostBuffer()
+  let q = HostBuffer(), k = HostBuffer(), attentionNormed = HostBuffer(), gated = HostBuffer()
+  let gatedDropped = HostBuffer()
 }
 
 /// Splits the columns of `source` (`rows × Σ widths`) into contiguous buffers, applying `transform`

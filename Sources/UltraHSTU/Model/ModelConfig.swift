@@ -22,6 +22,48 @@ public enum AttentionNormalizer: Codable, Equatable, Sendable {
   }
 }
 
+/// How events become tokens (spec/ultra-hstu-paper.md §3.1).
+public enum InputMode: String, Codable, Sendable, CaseIterable {
+  /// One token per event: the item embedding only.
+  case itemsOnly = "items-only"
+  /// ULTRA-HSTU's action-aware input: one token per event, item + action embeddings summed.
+  case actionAware = "action-aware"
+  /// HSTU's interleaved form: an item token then an action token per event (2L tokens); the
+  /// action token predicts the next item.
+  case interleaved
+}
+
+/// An action signal of an event, embedded through its own table (heterogeneous action encoding:
+/// the embeddings of all configured signals are summed).
+public enum ActionSignal: String, Codable, Sendable, CaseIterable {
+  /// The explicit rating, bucketed (whole or half stars); bucket 0 = unknown.
+  case rating
+  /// Log₂-bucketed seconds since the user's previous event; bucket 0 = first event / no timestamps.
+  case timeGap = "time-gap"
+
+  /// Rows of the signal's embedding table.
+  public var tableRows: Int {
+    switch self {
+    case .rating: return RatingScale.halfStars.bucketCount + 1
+    case .timeGap: return TimeGapBuckets().maxBucket + 1
+    }
+  }
+}
+
+/// Attention truncation (§3.7): after `layersBefore` layers on the whole sequence, only the last
+/// `keepLast` tokens of each sequence go through the remaining layers, with `mask`.
+public struct AttentionTruncation: Codable, Equatable, Sendable {
+  public var layersBefore: Int
+  public var keepLast: Int
+  public var mask: AttentionMask
+
+  public init(layersBefore: Int, keepLast: Int, mask: AttentionMask = .causal) {
+    self.layersBefore = layersBefore
+    self.keepLast = keepLast
+    self.mask = mask
+  }
+}
+
 /// Shape and options of a sequential recommender.
 public struct ModelConfig: Codable, Equatable, Sendable {
   public var kind: ModelKind
@@ -49,6 +91,17 @@ public struct ModelConfig: Codable, Equatable, Sendable {
   public var timeBias: Bool
   /// Number of time buckets (the table has `timeBuckets + 1` entries).
   public var timeBuckets: Int
+  /// Attention mask of the layers (before truncation, if any).
+  public var mask: AttentionMask = .causal
+  /// How events become tokens.
+  public var input: InputMode = .itemsOnly
+  /// Action signals embedded in `actionAware` and `interleaved` input.
+  public var actionSignals: [ActionSignal] = [.rating]
+  /// Attention truncation, or nil.
+  public var truncation: AttentionTruncation? = nil
+  /// Selective rematerialisation (§3.6): HSTU layers keep only their input and attention output
+  /// for the backward and recompute the normalised input, U, V, Q, K and the gated output.
+  public var rematerialize = false
 
   public init(kind: ModelKind, embeddingDim: Int, layers: Int, heads: Int, attentionDim: Int, linearDim: Int,
               ffnDim: Int, maxSequenceLength: Int, inputDropout: Float, linearDropout: Float,
@@ -68,6 +121,9 @@ public struct ModelConfig: Codable, Equatable, Sendable {
     self.timeBias = timeBias
     self.timeBuckets = timeBuckets
   }
+
+  /// Tokens per sequence the encoder may see: twice the events for interleaved input.
+  public var maxTokens: Int { input == .interleaved ? 2 * maxSequenceLength : maxSequenceLength }
 }
 
 /// Optimisation, loss and schedule settings.

@@ -19,10 +19,10 @@ final class SASRecLayer {
   let dHidden = HostBuffer(), dN2 = HostBuffer(), dX2 = HostBuffer(), dAttention = HostBuffer()
   let dQ = HostBuffer(), dK = HostBuffer(), dV = HostBuffer(), dKV = HostBuffer(), dN1 = HostBuffer()
 
-  init(config: ModelConfig, index: Int, parameters p: ParameterStore) {
+  init(config: ModelConfig, index: Int, parameters p: ParameterStore, prefix: String) {
     self.config = config
     self.index = index
-    let d = config.embeddingDim, f = config.ffnDim, name = "layers.\(index)"
+    let d = config.embeddingDim, f = config.ffnDim, name = "\(prefix)layers.\(index)"
     ln1Gamma = p.declare("\(name).ln1.weight", [d], .ones)
     ln1Beta = p.declare("\(name).ln1.bias", [d], .zeros)
     qWeight = p.declare("\(name).q.weight", [d, d], .xavierUniform(fanIn: d, fanOut: 3 * d))

@@ -1,14 +1,17 @@
 /// A jagged batch of user histories: sequence `b` owns tokens `offsets[b]..<offsets[b+1]`; no padding.
 public struct SequenceBatch: Sendable {
-  /// Dense item index of each token.
+  /// Dense item index of each token (0 for the action tokens of interleaved input).
   public var items: [Int32] = []
-  /// Position of each token inside its sequence window (0 = oldest kept event).
+  /// Position of each token inside its sequence window (0 = oldest kept token).
   public var positions: [Int32] = []
-  /// For training: the item that follows each token (the label of that position); 0 = unsupervised.
+  /// `[T × signals]` action bucket of each token per signal; −1 = the token has no action
+  /// embedding (item tokens of interleaved input, or input without actions).
+  public var actions: [Int32] = []
+  /// The item each token is trained to predict (its label); 0 = unsupervised.
   public var nextItems: [Int32] = []
   /// Event time of each token (Unix seconds), when the data has timestamps.
   public var keyTimes: [Int64]? = nil
-  /// Time of the event being predicted at each token (the next event; the request time at the end).
+  /// Time of the event being predicted at each token (the next event; the target at the end).
   public var queryTimes: [Int64]? = nil
   /// `batch + 1` token offsets.
   public var offsets: [Int] = [0]
@@ -21,26 +24,47 @@ public struct SequenceBatch: Sendable {
   public var tokenCount: Int { items.count }
   public var maxLength: Int { (0..<batchSize).map { offsets[$0 + 1] - offsets[$0] }.max() ?? 0 }
 
-  /// Appends one sequence made of `events` (absolute indices into `data`), the last `maxLength`
-  /// of them; `next` gives the label for every kept event (the following event, or `target` for
-  /// the last one, 0 for none), `requestTime` the query time of the last token.
-  public mutating func append(user: Int, events: Range<Int>, maxLength: Int, data: UserSequences,
-                              target: Int32, targetTime: Int64?) {
-    let kept = max(events.lowerBound, events.upperBound - maxLength)..<events.upperBound
-    for (p, e) in kept.enumerated() {
-      items.append(data.items[e])
-      positions.append(Int32(p))
-      nextItems.append(e + 1 < kept.upperBound ? data.items[e + 1] : target)
-    }
-    if let ts = data.timestamps {
-      var keys = keyTimes ?? [], queries = queryTimes ?? []
-      for e in kept {
-        keys.append(ts[e])
-        queries.append(e + 1 < kept.upperBound ? ts[e + 1] : (targetTime ?? ts[e]))
+  /// Appends the sequence of `events` (absolute indices into `data`, chronological, the kept
+  /// subset already chosen), laid out as `input` says. Each event's token predicts the following
+  /// event's item, and the last one predicts `target` (0: no label). Only actions of the events
+  /// themselves enter the input, never the action of an event being predicted.
+  public mutating func append(user: Int, events: [Int], data: UserSequences, target: Int32, targetTime: Int64?,
+                              input: InputMode = .itemsOnly, actionFeatures: ActionFeatures? = nil) {
+    let signals = input == .itemsOnly ? 0 : (actionFeatures?.signals.count ?? 0)
+    if data.timestamps != nil && keyTimes == nil { keyTimes = []; queryTimes = [] }
+    var position: Int32 = 0
+    for (k, e) in events.enumerated() {
+      let label = k + 1 < events.count ? data.items[events[k + 1]] : target
+      let keyTime = data.timestamps?[e]
+      let queryTime = k + 1 < events.count ? data.timestamps?[events[k + 1]] : (targetTime ?? keyTime)
+      func token(item: Int32, withActions: Bool, label: Int32) {
+        items.append(item)
+        positions.append(position)
+        position += 1
+        nextItems.append(label)
+        for s in 0..<signals { actions.append(withActions ? actionFeatures?.buckets[s][e] ?? 0 : -1) }
+        if let keyTime, let queryTime {
+          keyTimes!.append(keyTime)
+          queryTimes!.append(queryTime)
+        }
       }
-      keyTimes = keys; queryTimes = queries
+      switch input {
+      case .itemsOnly: token(item: data.items[e], withActions: false, label: label)
+      case .actionAware: token(item: data.items[e], withActions: true, label: label)
+      case .interleaved:
+        token(item: data.items[e], withActions: false, label: 0)
+        token(item: 0, withActions: true, label: label)
+      }
     }
     offsets.append(items.count)
     users.append(user)
+  }
+
+  /// `append` for a contiguous range, keeping its last `maxEvents` events.
+  public mutating func append(user: Int, events: Range<Int>, maxEvents: Int, data: UserSequences, target: Int32,
+                              targetTime: Int64?, input: InputMode = .itemsOnly, actionFeatures: ActionFeatures? = nil) {
+    let kept = max(events.lowerBound, events.upperBound - maxEvents)..<events.upperBound
+    append(user: user, events: Array(kept), data: data, target: target, targetTime: targetTime, input: input,
+           actionFeatures: actionFeatures)
   }
 }

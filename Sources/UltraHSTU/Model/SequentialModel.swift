@@ -9,110 +9,200 @@ protocol EncoderLayer: AnyObject {
 extension HSTULayer: EncoderLayer {}
 extension SASRecLayer: EncoderLayer {}
 
-/// A sequential recommender: item + position embeddings, an encoder stack (HSTU or SASRec),
-/// and per-token output embeddings that score the next item by cosine similarity.
+/// The encoder's output for a batch: one row per token that reached the last layer.
+public struct EncodedBatch {
+  /// `[rows, D]` output embeddings, valid until the next forward.
+  public var output: UnsafeMutablePointer<Float>
+  public var rows: Int
+  /// `batch + 1` offsets of the output rows per sequence (fewer rows than tokens after truncation).
+  public var offsets: UnsafePointer<Int>
+  /// The batch token each output row belongs to.
+  public var tokenIndex: UnsafePointer<Int32>
+}
+
+/// A sequential recommender: item (+ action) + position embeddings, an encoder stack (HSTU or
+/// SASRec) with an optional attention truncation, and per-token output embeddings that score the
+/// next item by cosine similarity.
 public final class SequentialModel {
   public let config: ModelConfig
-  /// Items are `1...itemCount`; row 0 of the item table is padding.
+  /// Items are `1...itemCount`; row 0 of the item table is padding / the interleaved action token.
   public let itemCount: Int
-  public let parameters = ParameterStore()
+  public let parameters: ParameterStore
   let itemEmbedding, positionEmbedding: ParameterEntry
+  let actionEmbeddings: [ParameterEntry]
   let finalGamma, finalBeta: ParameterEntry?
   let layers: [EncoderLayer]
 
-  let embedded = HostBuffer(), hidden = HostBuffer(), finalMean = HostBuffer(), finalRstd = HostBuffer()
-  let output = HostBuffer()
-  let dHidden = HostBuffer()
-  let offsets = HostArray<Int>(), items = HostArray<Int32>(), positions = HostArray<Int32>()
+  let embedded = HostBuffer(), hidden = HostBuffer(), truncated = HostBuffer()
+  let finalMean = HostBuffer(), finalRstd = HostBuffer(), output = HostBuffer(), dHidden = HostBuffer()
+  let offsets = HostArray<Int>(), items = HostArray<Int32>(), positions = HostArray<Int32>(), actions = HostArray<Int32>()
   let timeBuckets = HostArray<UInt8>(), bucketOffsets = HostArray<Int>()
+  let keptOffsets = HostArray<Int>(), keptRows = HostArray<Int32>(), keptTimeBuckets = HostArray<UInt8>()
+  let keptBucketOffsets = HostArray<Int>()
+  private var fullContext: ForwardContext?, keptContext: ForwardContext?
 
-  public init(config: ModelConfig, itemCount: Int, seed: UInt64) {
+  /// A model with its own parameters, initialised from `seed`.
+  public convenience init(config: ModelConfig, itemCount: Int, seed: UInt64) {
+    let store = ParameterStore()
+    self.init(config: config, itemCount: itemCount, parameters: store, prefix: "")
+    store.allocate(seed: seed)
+  }
+
+  /// Declares this model's tensors in `parameters` under `prefix` (the owner allocates them).
+  public init(config: ModelConfig, itemCount: Int, parameters: ParameterStore, prefix: String) {
     self.config = config
     self.itemCount = itemCount
-    let d = config.embeddingDim, parameters = self.parameters
-    itemEmbedding = parameters.declare("item_embedding", [itemCount + 1, d], .truncatedNormal(std: 0.02))
-    positionEmbedding = parameters.declare("position_embedding", [config.maxSequenceLength, d],
-                                           .xavierNormal(fanIn: config.maxSequenceLength, fanOut: d))
+    self.parameters = parameters
+    let d = config.embeddingDim
+    itemEmbedding = parameters.declare(prefix + "item_embedding", [itemCount + 1, d], .truncatedNormal(std: 0.02))
+    positionEmbedding = parameters.declare(prefix + "position_embedding", [config.maxTokens, d],
+                                           .xavierNormal(fanIn: config.maxTokens, fanOut: d))
+    actionEmbeddings = config.input == .itemsOnly ? [] : config.actionSignals.map {
+      parameters.declare(prefix + "action_embedding.\($0.rawValue)", [$0.tableRows, d], .truncatedNormal(std: 0.02))
+    }
+    var stack: [EncoderLayer] = []
     switch config.kind {
     case .hstu:
-      layers = (0..<config.layers).map { HSTULayer(config: config, index: $0, parameters: parameters) }
+      let shared = config.rematerialize ? HSTURecomputable() : nil
+      for i in 0..<config.layers {
+        stack.append(HSTULayer(config: config, index: i, parameters: parameters, prefix: prefix, shared: shared))
+      }
       finalGamma = nil; finalBeta = nil
     case .sasrec:
-      layers = (0..<config.layers).map { SASRecLayer(config: config, index: $0, parameters: parameters) }
-      finalGamma = parameters.declare("final_norm.weight", [d], .ones)
-      finalBeta = parameters.declare("final_norm.bias", [d], .zeros)
+      for i in 0..<config.layers { stack.append(SASRecLayer(config: config, index: i, parameters: parameters, prefix: prefix)) }
+      finalGamma = parameters.declare(prefix + "final_norm.weight", [d], .ones)
+      finalBeta = parameters.declare(prefix + "final_norm.bias", [d], .zeros)
     }
-    parameters.allocate(seed: seed)
+    layers = stack
   }
 
   /// Item table row `i` (raw, not normalised).
   public var itemTable: UnsafeMutablePointer<Float> { parameters.value(itemEmbedding) }
   public var itemTableGradient: UnsafeMutablePointer<Float> { parameters.gradient(itemEmbedding) }
 
-  /// Runs the encoder over `batch`; returns the output embeddings `[T, D]` (valid until the next
-  /// forward) and the context the backward needs.
-  public func forward(_ batch: SequenceBatch, training: Bool, random: CounterRandom, step: UInt64)
-    -> (output: UnsafeMutablePointer<Float>, context: ForwardContext) {
-    let t = batch.tokenCount, d = config.embeddingDim
+  /// Layers that see the whole sequence (all of them without truncation).
+  var layersBeforeTruncation: Int { min(config.truncation?.layersBefore ?? config.layers, config.layers) }
+
+  /// Runs the encoder over `batch`.
+  public func forward(_ batch: SequenceBatch, training: Bool, random: CounterRandom, step: UInt64) -> EncodedBatch {
+    let t = batch.tokenCount, d = config.embeddingDim, scale = Float(d).squareRoot()
     offsets.assign(batch.offsets)
     items.assign(batch.items)
     positions.assign(batch.positions)
-    let hasTime = prepareTimeBuckets(batch)
-    let context = ForwardContext(
-      tokens: t, shape: JaggedShape(offsets: offsets.pointer, batch: batch.batchSize), mask: .causal,
+    actions.assign(batch.actions)
+    let hasTime = prepareTimeBuckets(offsets: batch.offsets, keys: batch.keyTimes, queries: batch.queryTimes,
+                                     rows: nil, into: timeBuckets, starts: bucketOffsets)
+    let full = ForwardContext(
+      tokens: t, shape: JaggedShape(offsets: offsets.pointer, batch: batch.batchSize), mask: config.mask,
       timeBuckets: hasTime ? timeBuckets.pointer : nil, bucketOffsets: hasTime ? bucketOffsets.pointer : nil,
       training: training, random: random, step: step)
-    CPUOps.embeddingForward(ids: items.pointer, table: parameters.value(itemEmbedding), scale: Float(d).squareRoot(),
+    fullContext = full
+    CPUOps.embeddingForward(ids: items.pointer, table: parameters.value(itemEmbedding), scale: scale,
                             positionIndex: positions.pointer, positionTable: parameters.value(positionEmbedding),
                             embedded.reserve(t * d), rows: t, dim: d)
-    CPUOps.dropoutForward(embedded.pointer, hidden.reserve(t * d), count: t * d,
-                          p: training ? config.inputDropout : 0, random: random, stream: context.dropoutStream(layer: 0xFFF, site: 0))
-    for layer in layers { layer.forward(hidden.pointer, parameters, context) }
-    if let finalGamma, let finalBeta {
-      CPUOps.layerNormForward(hidden.pointer, output.reserve(t * d), mean: finalMean.reserve(t), rstd: finalRstd.reserve(t),
-                              gamma: parameters.value(finalGamma), beta: parameters.value(finalBeta), rows: t, dim: d)
-    } else {
-      output.reserve(t * d).update(from: hidden.pointer, count: t * d)
+    for (s, table) in actionEmbeddings.enumerated() {
+      CPUOps.embeddingAccumulate(ids: actions.pointer + s, stride: actionEmbeddings.count, table: parameters.value(table),
+                                 scale: scale, embedded.pointer, rows: t, dim: d)
     }
-    return (output.pointer, context)
+    CPUOps.dropoutForward(embedded.pointer, hidden.reserve(t * d), count: t * d, p: training ? config.inputDropout : 0,
+                          random: random, stream: full.dropoutStream(layer: 0xFFF, site: 0))
+    for layer in layers[0..<layersBeforeTruncation] { layer.forward(hidden.pointer, parameters, full) }
+
+    var x = hidden.pointer, rows = t, context = full
+    if let truncation = config.truncation, layersBeforeTruncation < config.layers {
+      rows = selectTail(batch, keep: truncation.keepLast)
+      CPUOps.gatherRows(hidden.pointer, rows: keptRows.pointer, count: rows, dim: d, truncated.reserve(rows * d))
+      let keptTime = prepareTimeBuckets(offsets: Array(UnsafeBufferPointer(start: keptOffsets.pointer, count: keptOffsets.count)),
+                                        keys: batch.keyTimes, queries: batch.queryTimes, rows: keptRows,
+                                        into: keptTimeBuckets, starts: keptBucketOffsets)
+      context = ForwardContext(
+        tokens: rows, shape: JaggedShape(offsets: keptOffsets.pointer, batch: batch.batchSize), mask: truncation.mask,
+        timeBuckets: keptTime ? keptTimeBuckets.pointer : nil, bucketOffsets: keptTime ? keptBucketOffsets.pointer : nil,
+        training: training, random: random, step: step)
+      keptContext = context
+      x = truncated.pointer
+      for layer in layers[layersBeforeTruncation...] { layer.forward(x, parameters, context) }
+    } else {
+      keptContext = nil
+      keptOffsets.assign(batch.offsets)
+      keptRows.assign((0..<Int32(t)).map { $0 })
+    }
+    if let finalGamma, let finalBeta {
+      CPUOps.layerNormForward(x, output.reserve(rows * d), mean: finalMean.reserve(rows), rstd: finalRstd.reserve(rows),
+                              gamma: parameters.value(finalGamma), beta: parameters.value(finalBeta), rows: rows, dim: d)
+    } else {
+      output.reserve(rows * d).update(from: x, count: rows * d)
+    }
+    return EncodedBatch(output: output.pointer, rows: rows, offsets: keptOffsets.pointer, tokenIndex: keptRows.pointer)
   }
 
-  /// Back-propagates `dOutput` (`[T, D]`, consumed) through the last forward, accumulating into
-  /// the parameter gradients.
-  public func backward(_ dOutput: UnsafeMutablePointer<Float>, context: ForwardContext) {
-    let t = context.tokens, d = config.embeddingDim
+  /// Back-propagates `dOutput` (`[rows, D]` of the last forward, consumed), accumulating into the
+  /// parameter gradients.
+  public func backward(_ dOutput: UnsafeMutablePointer<Float>) {
+    guard let full = fullContext else { return }
+    let d = config.embeddingDim, t = full.tokens, scale = Float(d).squareRoot()
+    let kept = keptContext
+    let rows = kept?.tokens ?? t
+    let lastInput = kept == nil ? hidden.pointer : truncated.pointer
     let dx = dHidden.reserve(t * d)
+    let dTop = kept == nil ? dx : dOutput
     if let finalGamma, let finalBeta {
-      CPUOps.layerNormBackward(dOutput, hidden.pointer, mean: finalMean.pointer, rstd: finalRstd.pointer,
-                               gamma: parameters.value(finalGamma), dx, dgamma: parameters.gradient(finalGamma),
-                               dbeta: parameters.gradient(finalBeta), rows: t, dim: d)
-    } else {
+      CPUOps.layerNormBackward(dOutput, lastInput, mean: finalMean.pointer, rstd: finalRstd.pointer,
+                               gamma: parameters.value(finalGamma), dTop, dgamma: parameters.gradient(finalGamma),
+                               dbeta: parameters.gradient(finalBeta), rows: rows, dim: d)
+    } else if kept == nil {
       dx.update(from: dOutput, count: t * d)
     }
-    for layer in layers.reversed() { layer.backward(dx, parameters, context) }
-    CPUOps.dropoutBackward(dx, dx, count: t * d, p: context.training ? config.inputDropout : 0,
-                           random: context.random, stream: context.dropoutStream(layer: 0xFFF, site: 0))
-    CPUOps.embeddingBackward(dx, ids: items.pointer, scale: Float(d).squareRoot(), positionIndex: positions.pointer,
+    if let kept {
+      for layer in layers[layersBeforeTruncation...].reversed() { layer.backward(dTop, parameters, kept) }
+      dx.update(repeating: 0, count: t * d)
+      CPUOps.scatterRows(dTop, rows: keptRows.pointer, count: rows, dim: d, dx)
+    }
+    for layer in layers[0..<layersBeforeTruncation].reversed() { layer.backward(dx, parameters, full) }
+    CPUOps.dropoutBackward(dx, dx, count: t * d, p: full.training ? config.inputDropout : 0,
+                           random: full.random, stream: full.dropoutStream(layer: 0xFFF, site: 0))
+    CPUOps.embeddingBackward(dx, ids: items.pointer, scale: scale, positionIndex: positions.pointer,
                              dTable: parameters.gradient(itemEmbedding),
                              dPositionTable: parameters.gradient(positionEmbedding), rows: t, dim: d)
+    for (s, table) in actionEmbeddings.enumerated() {
+      CPUOps.embeddingAccumulateBackward(dx, ids: actions.pointer + s, stride: actionEmbeddings.count,
+                                         dTable: parameters.gradient(table), scale: scale, rows: t, dim: d)
+    }
   }
 
-  /// Time buckets of every (query, key) pair, computed once per batch and shared by all layers.
-  /// Returns whether the batch has time buckets (a time bias is configured and the data has timestamps).
-  private func prepareTimeBuckets(_ batch: SequenceBatch) -> Bool {
-    guard config.timeBias, let keys = batch.keyTimes, let queries = batch.queryTimes else { return false }
-    let starts = bucketOffsets.reserve(batch.batchSize + 1)
-    starts[0] = 0
+  /// Chooses the last `keep` tokens of every sequence; fills `keptOffsets`/`keptRows`, returns the count.
+  private func selectTail(_ batch: SequenceBatch, keep: Int) -> Int {
+    var starts = [0], rows: [Int32] = []
     for b in 0..<batch.batchSize {
-      let n = batch.offsets[b + 1] - batch.offsets[b]
-      starts[b + 1] = starts[b] + n * n
+      let lo = max(batch.offsets[b], batch.offsets[b + 1] - keep)
+      rows.append(contentsOf: (lo..<batch.offsets[b + 1]).map { Int32($0) })
+      starts.append(rows.count)
     }
-    let out = timeBuckets.reserve(starts[batch.batchSize])
-    let buckets = config.timeBuckets
-    Parallel.forEach(batch.batchSize) { _, b in
-      let base = batch.offsets[b], n = batch.offsets[b + 1] - base, o = starts[b]
+    keptOffsets.assign(starts)
+    keptRows.assign(rows)
+    return rows.count
+  }
+
+  /// Time buckets of every (query, key) pair per sequence, shared by all layers of a stage;
+  /// `rows` maps the stage's tokens to batch tokens (nil: identity). Returns false without a
+  /// time bias or timestamps.
+  private func prepareTimeBuckets(offsets: [Int], keys: [Int64]?, queries: [Int64]?, rows: HostArray<Int32>?,
+                                  into out: HostArray<UInt8>, starts: HostArray<Int>) -> Bool {
+    guard config.timeBias, let keys, let queries else { return false }
+    let batch = offsets.count - 1
+    let s = starts.reserve(batch + 1)
+    s[0] = 0
+    for b in 0..<batch { let n = offsets[b + 1] - offsets[b]; s[b + 1] = s[b] + n * n }
+    let buckets = out.reserve(s[batch]), count = config.timeBuckets
+    let map = rows?.pointer
+    Parallel.forEach(batch) { _, b in
+      let base = offsets[b], n = offsets[b + 1] - base, o = s[b]
       for i in 0..<n {
-        for j in 0..<n { out[o + i * n + j] = hstuTimeBucket(queries[base + i] - keys[base + j], buckets: buckets) }
+        let qi = map.map { Int($0[base + i]) } ?? base + i
+        for j in 0..<n {
+          let kj = map.map { Int($0[base + j]) } ?? base + j
+          buckets[o + i * n + j] = hstuTimeBucket(queries[qi] - keys[kj], buckets: count)
+        }
       }
     }
     return true

@@ -39,6 +39,8 @@ public final class Trainer {
   public var log: (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
   public private(set) var state = TrainerState()
   private let loss = RetrievalLoss()
+  /// Action buckets of every event, when the model's input uses actions.
+  public let actions: ActionFeatures?
   private let random: CounterRandom
   /// Users with at least two training events (one input, one label).
   private let trainableUsers: [Int]
@@ -51,6 +53,7 @@ public final class Trainer {
     self.presetName = presetName
     self.datasetName = datasetName
     self.random = CounterRandom(seed: train.seed)
+    actions = model.config.input == .itemsOnly ? nil : ActionFeatures(data, signals: model.config.actionSignals)
     let split = self.split
     trainableUsers = (0..<data.userCount).filter { split.trainEnd(user: $0) - data.offsets[$0] >= 2 }
   }
@@ -89,7 +92,7 @@ public final class Trainer {
       let started = Date()
       let (meanLoss, tokens) = trainEpoch(epoch)
       let trainSeconds = Date().timeIntervalSince(started)
-      let validation = Evaluator.evaluate(model: model, data: data, split: split, stage: .validation)
+      let validation = Evaluator.evaluate(model: model, data: data, split: split, stage: .validation, actions: actions)
       let ndcg = validation.ndcg(at: 10) ?? 0
       state.epoch = epoch
       state.history.append(EpochRecord(epoch: epoch, trainLoss: meanLoss, trainTokens: tokens,
@@ -98,7 +101,7 @@ public final class Trainer {
         state.bestValidationNDCG10 = ndcg
         state.bestEpoch = epoch
         state.bestValidation = validation
-        state.bestTest = Evaluator.evaluate(model: model, data: data, split: split, stage: .test)
+        state.bestTest = Evaluator.evaluate(model: model, data: data, split: split, stage: .test, actions: actions)
         state.epochsWithoutImprovement = 0
         try checkpoint?.saveWeights(model.parameters, name: "best.safetensors", metadata: ["epoch": String(epoch)])
       } else {
@@ -145,10 +148,10 @@ public final class Trainer {
   /// gradients of every parameter in the store.
   public func lossAndGradients(_ batch: SequenceBatch, step: UInt64) -> Float {
     model.parameters.zeroGradients()
-    let (output, context) = model.forward(batch, training: true, random: random, step: step)
-    let value = loss.forwardBackward(model: model, output: output, batch: batch, train: train, random: random,
+    let encoded = model.forward(batch, training: true, random: random, step: step)
+    let value = loss.forwardBackward(model: model, encoded: encoded, batch: batch, train: train, random: random,
                                      step: step | (1 << 62))
-    model.backward(output, context: context)
+    model.backward(encoded.output)
     return value
   }
 
@@ -159,8 +162,9 @@ public final class Trainer {
       var batch = SequenceBatch()
       for o in order[start..<min(start + train.batchSize, order.count)] {
         let u = trainableUsers[o], end = split.trainEnd(user: u)
-        batch.append(user: u, events: data.offsets[u]..<(end - 1), maxLength: model.config.maxSequenceLength,
-                     data: data, target: data.items[end - 1], targetTime: data.timestamps?[end - 1])
+        batch.append(user: u, events: data.offsets[u]..<(end - 1), maxEvents: model.config.maxSequenceLength,
+                     data: data, target: data.items[end - 1], targetTime: data.timestamps?[end - 1],
+                     input: model.config.input, actionFeatures: actions)
       }
       return batch
     }
