@@ -53,7 +53,7 @@ struct BenchTrain: ParsableCommand {
     let preset = try dataOptions.resolvedPreset()
     let (data, name) = try dataOptions.load()
     let info = RunInfo.current()
-    let model = SequentialModel(config: preset.model, itemCount: data.itemCount, seed: preset.train.seed)
+    let model = makeModel(config: preset.model, data: data, seed: preset.train.seed)
     let trainer = Trainer(model: model, train: preset.train, data: data, presetName: preset.name, datasetName: name)
     let batches = trainer.batches(epoch: 1)
     guard !batches.isEmpty else { throw ValidationError("the dataset has no training sequences") }

@@ -37,7 +37,7 @@ struct Reproduce: ParsableCommand {
       guard let preset = Preset.named(name) else { throw ValidationError("unknown preset \(name)") }
       var train = preset.train
       if let epochs { train.epochs = epochs }
-      let model = SequentialModel(config: preset.model, itemCount: data.itemCount, seed: train.seed)
+      let model = makeModel(config: preset.model, data: data, seed: train.seed)
       let trainer = Trainer(model: model, train: train, data: data, presetName: name, datasetName: "ml-1m")
       FileHandle.standardError.write("== \(name): up to \(train.epochs) epochs\n".data(using: .utf8)!)
       let state = try trainer.run()

@@ -68,7 +68,7 @@ struct Train: ParsableCommand {
     if let seed { train.seed = seed }
     if resume && checkpoint == nil { throw ValidationError("--resume needs --checkpoint") }
     let (data, name) = try dataOptions.load()
-    let model = SequentialModel(config: preset.model, itemCount: data.itemCount, seed: train.seed)
+    let model = makeModel(config: preset.model, data: data, seed: train.seed)
     let trainer = Trainer(model: model, train: train, data: data, presetName: preset.name, datasetName: name)
     if let checkpoint {
       trainer.checkpoint = Checkpoint(directory: checkpoint)

@@ -40,10 +40,18 @@ func tinyConfig(_ kind: ModelKind, dropout: Float = 0, timeBias: Bool = false) -
     ultra.input = .actionAware
     ultra.mask = .semiLocalMeta(k1: 2, k2: 2)
     ultra.truncation = AttentionTruncation(layersBefore: 1, keepLast: 4)
+    var mot = tinyConfig(.hstu)
+    mot.input = .actionAware
+    var high = tinyConfig(.hstu)
+    high.layers = 1
+    high.embeddingDim = 6
+    high.truncation = AttentionTruncation(layersBefore: 0, keepLast: 3)
+    mot.channels = [TransducerChannel(name: "high", filter: .minimumRating(4), model: high)]
     var truncatedSASRec = tinyConfig(.sasrec)
     truncatedSASRec.truncation = AttentionTruncation(layersBefore: 1, keepLast: 3)
     return [("hstu", tinyConfig(.hstu, timeBias: true)), ("sasrec", tinyConfig(.sasrec)), ("action-aware", actionAware),
-            ("interleaved", interleaved), ("sla+truncation", ultra), ("sasrec+truncation", truncatedSASRec)]
+            ("interleaved", interleaved), ("sla+truncation", ultra), ("sasrec+truncation", truncatedSASRec),
+            ("mixture-of-transducers", mot)]
   }()
 
   /// Every parameter's gradient of the whole model + loss against central differences.
@@ -53,7 +61,7 @@ func tinyConfig(_ kind: ModelKind, dropout: Float = 0, timeBias: Bool = false) -
     var train = TrainConfig()
     train.negatives = 5
     train.temperature = 0.5
-    let model = SequentialModel(config: config, itemCount: data.itemCount, seed: 3)
+    let model = makeModel(config: config, data: data, seed: 3)
     let trainer = Trainer(model: model, train: train, data: data, presetName: "test", datasetName: "pattern")
     let batch = trainer.batches(epoch: 1)[0]
     _ = trainer.lossAndGradients(batch, step: 1)

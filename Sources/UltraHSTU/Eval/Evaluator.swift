@@ -5,7 +5,7 @@ public enum Evaluator {
   /// Users encoded per forward pass.
   public static let batchSize = 256
 
-  public static func evaluate(model: SequentialModel, data: UserSequences, split: LeaveOneOutSplit,
+  public static func evaluate(model: RetrievalModel, data: UserSequences, split: LeaveOneOutSplit,
                               stage: LeaveOneOutSplit.Stage, actions: ActionFeatures? = nil) -> RankingMetrics {
     let d = model.config.embeddingDim, tableRows = model.itemCount + 1
     let normalizedItems = HostBuffer(count: tableRows * d), itemNorms = HostBuffer(count: tableRows)

@@ -64,6 +64,34 @@ public struct AttentionTruncation: Codable, Equatable, Sendable {
   }
 }
 
+/// Which of a user's events a transducer channel sees.
+public enum ChannelFilter: Codable, Equatable, Sendable {
+  /// Every event.
+  case all
+  /// Events rated at least this many stars (e.g. 4: "high ratings", an engagement stream).
+  case minimumRating(Float)
+
+  func accepts(_ data: UserSequences, event e: Int) -> Bool {
+    switch self {
+    case .all: return true
+    case .minimumRating(let r): return (data.ratings?[e] ?? 0) >= r
+    }
+  }
+}
+
+/// An extra event stream of a mixture of transducers (§3.8), with its own encoder stack.
+public struct TransducerChannel: Codable, Equatable, Sendable {
+  public var name: String
+  public var filter: ChannelFilter
+  public var model: ModelConfig
+
+  public init(name: String, filter: ChannelFilter, model: ModelConfig) {
+    self.name = name
+    self.filter = filter
+    self.model = model
+  }
+}
+
 /// Shape and options of a sequential recommender.
 public struct ModelConfig: Codable, Equatable, Sendable {
   public var kind: ModelKind
@@ -102,6 +130,9 @@ public struct ModelConfig: Codable, Equatable, Sendable {
   /// Selective rematerialisation (§3.6): HSTU layers keep only their input and attention output
   /// for the backward and recompute the normalised input, U, V, Q, K and the gated output.
   public var rematerialize = false
+  /// Mixture of transducers: further streams, each encoded by its own stack and fused (projected
+  /// and added) into this model's outputs before the loss. Empty: a single transducer.
+  public var channels: [TransducerChannel] = []
 
   public init(kind: ModelKind, embeddingDim: Int, layers: Int, heads: Int, attentionDim: Int, linearDim: Int,
               ffnDim: Int, maxSequenceLength: Int, inputDropout: Float, linearDropout: Float,

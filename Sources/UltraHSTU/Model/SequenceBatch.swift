@@ -7,6 +7,8 @@ public struct SequenceBatch: Sendable {
   /// `[T × signals]` action bucket of each token per signal; −1 = the token has no action
   /// embedding (item tokens of interleaved input, or input without actions).
   public var actions: [Int32] = []
+  /// The absolute event index (into `UserSequences`) each token comes from.
+  public var events: [Int32] = []
   /// The item each token is trained to predict (its label); 0 = unsupervised.
   public var nextItems: [Int32] = []
   /// Event time of each token (Unix seconds), when the data has timestamps.
@@ -39,6 +41,7 @@ public struct SequenceBatch: Sendable {
       let queryTime = k + 1 < events.count ? data.timestamps?[events[k + 1]] : (targetTime ?? keyTime)
       func token(item: Int32, withActions: Bool, label: Int32) {
         items.append(item)
+        self.events.append(Int32(e))
         positions.append(position)
         position += 1
         nextItems.append(label)

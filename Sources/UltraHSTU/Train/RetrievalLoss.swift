@@ -7,7 +7,7 @@ final class RetrievalLoss {
   let labels = HostArray<Int32>(), supervisedRows = HostArray<Int32>()
 
   /// Returns the mean loss over supervised rows; `encoded.output` is replaced by its gradient.
-  func forwardBackward(model: SequentialModel, encoded: EncodedBatch, batch: SequenceBatch,
+  func forwardBackward(model: RetrievalModel, encoded: EncodedBatch, batch: SequenceBatch,
                        train: TrainConfig, random: CounterRandom, step: UInt64) -> Float {
     let d = model.config.embeddingDim, tableRows = model.itemCount + 1
     var rowList: [Int32] = [], labelList: [Int32] = []

@@ -28,7 +28,7 @@ public struct TrainerState: Codable, Sendable {
 /// Trains a `SequentialModel` on leave-one-out sequences with sampled softmax, validating every
 /// epoch, early-stopping on validation NDCG@10 and reporting the test metrics of the best epoch.
 public final class Trainer {
-  public let model: SequentialModel
+  public let model: RetrievalModel
   public let train: TrainConfig
   public let data: UserSequences
   public let split: LeaveOneOutSplit
@@ -45,7 +45,7 @@ public final class Trainer {
   /// Users with at least two training events (one input, one label).
   private let trainableUsers: [Int]
 
-  public init(model: SequentialModel, train: TrainConfig, data: UserSequences, presetName: String, datasetName: String) {
+  public init(model: RetrievalModel, train: TrainConfig, data: UserSequences, presetName: String, datasetName: String) {
     self.model = model
     self.train = train
     self.data = data
