@@ -175,6 +175,11 @@ public struct TrainConfig: Codable, Equatable, Sendable {
   /// Stop after this many epochs without a better validation NDCG@10 (0 = never stop early).
   public var patience: Int = 20
   public var seed: UInt64 = 42
+  /// Stochastic length (HSTU §2.4): α ∈ (1, 2], or nil for none. Long training windows are cut
+  /// to their ⌊N^{α/2}⌋ most recent events with probability 1 − N^α/n².
+  public var stochasticLengthAlpha: Double? = nil
+  /// Load-balanced batches: a token budget per batch instead of `batchSize` users (nil: users).
+  public var tokenBudget: Int? = nil
 
   public init() {}
 

@@ -76,9 +76,11 @@ public final class Trainer {
     log("resumed from \(checkpoint.directory) after epoch \(state.epoch) (step \(model.parameters.step))")
   }
 
-  /// Sequence length of every training user in an epoch (min(train events − 1, max length)).
+  /// Tokens of every training user's sequence in an epoch before stochastic length:
+  /// min(train events − 1, max length), twice that for interleaved input.
   public var trainingLengths: [Int] {
-    trainableUsers.map { min(split.trainEnd(user: $0) - data.offsets[$0] - 1, model.config.maxSequenceLength) }
+    let perEvent = model.config.input == .interleaved ? 2 : 1
+    return trainableUsers.map { perEvent * min(split.trainEnd(user: $0) - data.offsets[$0] - 1, model.config.maxSequenceLength) }
   }
 
   /// Training tokens of one epoch.
@@ -155,16 +157,31 @@ public final class Trainer {
     return value
   }
 
-  /// The training batches of `epoch`, in the order the epoch visits them.
+  /// The training batches of `epoch`, in the order the epoch visits them: each trainable user's
+  /// last `maxSequenceLength` training events (cut further by stochastic length when configured),
+  /// grouped by a seeded shuffle into `batchSize` users, or into token-budget batches.
   public func batches(epoch: Int) -> [SequenceBatch] {
-    let order = random.permutation(trainableUsers.count, stream: 0xE90C << 32 | UInt64(epoch))
-    return stride(from: 0, to: order.count, by: train.batchSize).map { start in
+    let maxEvents = model.config.maxSequenceLength
+    let cut = train.stochasticLengthAlpha.map { StochasticLength(maxLength: maxEvents, alpha: $0, seed: train.seed) }
+    let windows: [[Int]] = trainableUsers.map { u in
+      let end = split.trainEnd(user: u) - 1
+      let window = Array(max(data.offsets[u], end - maxEvents)..<end)
+      guard let cut else { return window }
+      return cut.keptPositions(length: window.count, epoch: epoch, user: u).map { window[$0] }
+    }
+    let groups: [[Int]]
+    if let budget = train.tokenBudget {
+      groups = TokenBudgetBatcher(budget: budget, seed: train.seed).batches(lengths: windows.map(\.count), epoch: epoch)
+    } else {
+      let order = random.permutation(trainableUsers.count, stream: 0xE90C << 32 | UInt64(epoch))
+      groups = stride(from: 0, to: order.count, by: train.batchSize).map { Array(order[$0..<min($0 + train.batchSize, order.count)]) }
+    }
+    return groups.map { group in
       var batch = SequenceBatch()
-      for o in order[start..<min(start + train.batchSize, order.count)] {
-        let u = trainableUsers[o], end = split.trainEnd(user: u)
-        batch.append(user: u, events: data.offsets[u]..<(end - 1), maxEvents: model.config.maxSequenceLength,
-                     data: data, target: data.items[end - 1], targetTime: data.timestamps?[end - 1],
-                     input: model.config.input, actionFeatures: actions)
+      for o in group {
+        let u = trainableUsers[o], target = split.trainEnd(user: u) - 1
+        batch.append(user: u, events: windows[o], data: data, target: data.items[target],
+                     targetTime: data.timestamps?[target], input: model.config.input, actionFeatures: actions)
       }
       return batch
     }
