@@ -70,9 +70,8 @@ struct BenchTrain: ParsableCommand {
     let evalSeconds = medianSeconds(repeats: 1) {
       _ = Evaluator.evaluate(model: model, data: data, split: trainer.split, stage: .validation)
     }
-    let flopsPerToken = FLOPBreakdown.average(lengths: trainer.trainingLengths) { n in
-      FLOPCount.training(model: preset.model, length: n, negatives: preset.train.negatives)
-    }.perToken.total
+    let lengths = trainer.trainingLengths
+    let flopsPerToken = trainer.flopsPerSample().training.total * Double(lengths.count) / Double(max(1, lengths.reduce(0, +)))
     let achieved = tokensPerSecond * flopsPerToken / 1e9
     let rows = batches[0].tokenCount, d = preset.model.embeddingDim
     let projectionShape = sgemmGFLOPs(m: rows, n: 2 * preset.model.heads * (preset.model.linearDim + preset.model.attentionDim), k: d)

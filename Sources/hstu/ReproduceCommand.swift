@@ -41,8 +41,7 @@ struct Reproduce: ParsableCommand {
       let trainer = Trainer(model: model, train: train, data: data, presetName: name, datasetName: "ml-1m")
       FileHandle.standardError.write("== \(name): up to \(train.epochs) epochs\n".data(using: .utf8)!)
       let state = try trainer.run()
-      let report = TrainingReport(preset: name, dataset: "ml-1m", state: state, model: preset.model, train: train,
-                                  lengths: trainer.trainingLengths, itemCount: data.itemCount)
+      let report = TrainingReport(trainer: trainer)
       var row: [String: Any] = ["preset": name, "epochs": report.epochs, "best_epoch": report.bestEpoch,
                                 "max_epochs": train.epochs, "early_stopped": state.stopped,
                                 "wall_seconds": report.wallSeconds, "train_tokens_per_second": report.trainTokensPerSecond,

@@ -79,8 +79,7 @@ struct Train: ParsableCommand {
     }
     FileHandle.standardError.write("training \(preset.name) (\(model.parameters.count) parameters) on \(name): \(trainer.tokensPerEpoch) tokens/epoch, up to \(train.epochs) epochs\n".data(using: .utf8)!)
     let state = try trainer.run()
-    let report = TrainingReport(preset: preset.name, dataset: name, state: state, model: preset.model, train: train,
-                                lengths: trainer.trainingLengths, itemCount: data.itemCount)
+    let report = TrainingReport(trainer: trainer)
     let json = try report.json()
     print(String(decoding: json, as: UTF8.self))
     if let output { try writeAtomically(json, to: output) }

@@ -145,3 +145,46 @@ public enum FLOPCount {
     forward(model: model, length: length, mask: mask, inputTables: inputTables) + scoring(model: model, items: scoredItems)
   }
 }
+
+// MARK: - Whole models: truncation, action tables, transducer channels
+
+extension FLOPCount {
+  /// Forward FLOPs of the model `config` describes over one sequence of `tokens` tokens: all
+  /// layers before an attention truncation on the whole sequence with `config.mask`, the rest on
+  /// the last `keepLast` tokens; each transducer channel over its own `channelTokens[c]` tokens,
+  /// plus the projection that fuses it into every main token.
+  public static func modelForward(config: ModelConfig, tokens n: Int, channelTokens: [Int] = []) -> FLOPBreakdown {
+    let before = min(config.truncation?.layersBefore ?? config.layers, config.layers)
+    let actionTables = config.input == .itemsOnly ? 0 : config.actionSignals.count
+    let baseTables = config.kind == .sasrec ? 2 : 1
+    var f = input(model: config, length: n, tables: baseTables + actionTables)
+      + encoder(model: config, layers: before, length: n, mask: config.mask)
+    if let t = config.truncation, before < config.layers {
+      f = f + encoder(model: config, layers: config.layers - before, length: min(n, t.keepLast), mask: t.mask)
+    }
+    for (c, channel) in config.channels.enumerated() {
+      let m = c < channelTokens.count ? channelTokens[c] : 0
+      f = f + modelForward(config: channel.model, tokens: m)
+        + FLOPBreakdown([.output: Double(n) * Double(channel.model.embeddingDim * config.embeddingDim) * 2])
+    }
+    return f
+  }
+
+  /// Rows of a sequence of `tokens` tokens that carry a next-item label: the tokens that reach the
+  /// last layer, half of them for interleaved input (only action tokens are supervised).
+  public static func supervisedRows(config: ModelConfig, tokens n: Int) -> Int {
+    let rows = config.truncation.map { $0.layersBefore < config.layers ? min(n, $0.keepLast) : n } ?? n
+    return config.input == .interleaved ? rows / 2 : rows
+  }
+
+  /// Training FLOPs (forward + backward) of one sequence, sampled-softmax loss included.
+  public static func modelTraining(config: ModelConfig, tokens n: Int, channelTokens: [Int] = [], negatives: Int) -> FLOPBreakdown {
+    training(forward: modelForward(config: config, tokens: n, channelTokens: channelTokens)
+      + loss(model: config, supervisedPositions: supervisedRows(config: config, tokens: n), negatives: negatives))
+  }
+
+  /// Inference FLOPs of one retrieval request: encode the history, score all `items` at its last row.
+  public static func modelInference(config: ModelConfig, tokens n: Int, channelTokens: [Int] = [], items: Int) -> FLOPBreakdown {
+    modelForward(config: config, tokens: n, channelTokens: channelTokens) + scoring(model: config, items: items)
+  }
+}

@@ -199,7 +199,7 @@ public struct Preset: Sendable {
   public var train: TrainConfig
 
   /// Presets matching the published MovieLens-1M configurations (anchors.md §1.6).
-  public static let all: [Preset] = [sasrec, hstu, hstuLarge]
+  public static let all: [Preset] = [sasrec, hstu, hstuLarge, ultraHSTU, ultraHSTULarge]
 
   public static func named(_ name: String) -> Preset? { all.first { $0.name == name } }
 
@@ -226,4 +226,35 @@ public struct Preset: Sendable {
                        ffnDim: 0, maxSequenceLength: 200, inputDropout: 0.2, linearDropout: 0.2,
                        normalizer: .fixed(211), positionBias: true, timeBias: false),
     train: TrainConfig())
+
+  /// ML-1M ULTRA-HSTU: action-aware input (rating + time-gap signals), semi-local attention in the
+  /// first layers, attention truncation to the latest 100 tokens, and a mixture of transducers with
+  /// a high-rating (≥ 4 stars) engagement stream.
+  public static let ultraHSTU = Preset(
+    name: "ultra-hstu", summary: "ULTRA-HSTU for ML-1M: action-aware input, SLA, truncation, high-rating transducer",
+    model: ultra(embeddingDim: 50, heads: 2, headDim: 25, layersBefore: 4, layersAfter: 2, channelLayers: 2),
+    train: TrainConfig())
+
+  /// A deeper and wider ULTRA-HSTU for ML-1M.
+  public static let ultraHSTULarge = Preset(
+    name: "ultra-hstu-large", summary: "ULTRA-HSTU-large for ML-1M: d=64, 6+4 layers, high-rating transducer of 3 layers",
+    model: ultra(embeddingDim: 64, heads: 2, headDim: 32, layersBefore: 6, layersAfter: 4, channelLayers: 3),
+    train: TrainConfig())
+
+  static func ultra(embeddingDim d: Int, heads: Int, headDim: Int, layersBefore: Int, layersAfter: Int,
+                    channelLayers: Int) -> ModelConfig {
+    var m = ModelConfig(kind: .hstu, embeddingDim: d, layers: layersBefore + layersAfter, heads: heads,
+                        attentionDim: headDim, linearDim: headDim, ffnDim: 0, maxSequenceLength: 200,
+                        inputDropout: 0.2, linearDropout: 0.2, normalizer: .fixed(211), positionBias: true, timeBias: true)
+    m.input = .actionAware
+    m.actionSignals = [.rating, .timeGap]
+    m.mask = .semiLocalMeta(k1: 64, k2: 32)
+    m.truncation = AttentionTruncation(layersBefore: layersBefore, keepLast: 100)
+    var high = m
+    high.layers = channelLayers
+    high.mask = .causal
+    high.truncation = nil
+    m.channels = [TransducerChannel(name: "high-ratings", filter: .minimumRating(4), model: high)]
+    return m
+  }
 }

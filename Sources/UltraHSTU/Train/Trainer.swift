@@ -83,6 +83,32 @@ public final class Trainer {
     return trainableUsers.map { perEvent * min(split.trainEnd(user: $0) - data.offsets[$0] - 1, model.config.maxSequenceLength) }
   }
 
+  /// Mean FLOPs per sample: a training sequence (forward + backward + loss, before stochastic
+  /// length) and an inference request (encode the test history, score all items).
+  public func flopsPerSample() -> (training: FLOPBreakdown, inference: FLOPBreakdown) {
+    let config = model.config
+    func tokens(_ events: Range<Int>, _ c: ModelConfig, _ filter: ChannelFilter) -> Int {
+      let kept = events.filter { filter.accepts(data, event: $0) }.suffix(c.maxSequenceLength).count
+      return kept * (c.input == .interleaved ? 2 : 1)
+    }
+    func costs(_ events: Range<Int>) -> (main: Int, channels: [Int]) {
+      (tokens(events, config, .all), config.channels.map { tokens(events, $0.model, $0.filter) })
+    }
+    var train = FLOPBreakdown(), infer = FLOPBreakdown()
+    for u in trainableUsers {
+      let window = data.offsets[u]..<(split.trainEnd(user: u) - 1)
+      let (n, channels) = costs(window)
+      train = train + FLOPCount.modelTraining(config: config, tokens: n, channelTokens: channels, negatives: self.train.negatives)
+    }
+    for u in split.evaluationUsers {
+      guard let history = split.history(user: u, stage: .test) else { continue }
+      let (n, channels) = costs(history)
+      infer = infer + FLOPCount.modelInference(config: config, tokens: n, channelTokens: channels, items: model.itemCount)
+    }
+    return (train.scaled(by: 1 / Double(max(1, trainableUsers.count))),
+            infer.scaled(by: 1 / Double(max(1, split.evaluationUsers.count))))
+  }
+
   /// Training tokens of one epoch.
   public var tokensPerEpoch: Int { trainingLengths.reduce(0, +) }
 

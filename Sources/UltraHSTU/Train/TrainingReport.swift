@@ -12,11 +12,15 @@ public struct TrainingReport: Codable, Sendable {
   public var trainTokensPerSecond: Double
   /// Training FLOPs per token (forward + backward, mask-kept attention pairs only; see FLOPCount).
   public var trainFLOPsPerToken: Double
+  /// Mean training FLOPs per user sequence.
+  public var trainFLOPsPerSample: Double
+  /// Mean FLOPs of one retrieval request (encode the history, score every item).
+  public var inferenceFLOPsPerSample: Double
 
-  public init(preset: String, dataset: String, state: TrainerState, model: ModelConfig, train: TrainConfig,
-              lengths: [Int], itemCount: Int) {
-    self.preset = preset
-    self.dataset = dataset
+  public init(trainer: Trainer) {
+    let state = trainer.state
+    preset = trainer.presetName
+    dataset = trainer.datasetName
     epochs = state.epoch
     bestEpoch = state.bestEpoch
     validation = state.bestValidation?.dictionary ?? [:]
@@ -25,10 +29,11 @@ public struct TrainingReport: Codable, Sendable {
     let tokens = state.history.reduce(0) { $0 + $1.trainTokens }
     let seconds = state.history.reduce(0) { $0 + $1.trainSeconds }
     trainTokensPerSecond = seconds > 0 ? Double(tokens) / seconds : 0
-    let perToken = FLOPBreakdown.average(lengths: lengths) { n in
-      FLOPCount.training(model: model, length: n, negatives: train.negatives)
-    }.perToken
-    trainFLOPsPerToken = perToken.total
+    let flops = trainer.flopsPerSample()
+    let lengths = trainer.trainingLengths
+    trainFLOPsPerSample = flops.training.total
+    inferenceFLOPsPerSample = flops.inference.total
+    trainFLOPsPerToken = trainFLOPsPerSample * Double(lengths.count) / Double(max(1, lengths.reduce(0, +)))
   }
 
   public func json() throws -> Data {
