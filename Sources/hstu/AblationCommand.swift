@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import UltraHSTU
+
+/// The ULTRA-HSTU ablation ladder, built on the `hstu` preset: each step adds one component.
+func ablationConfigurations() -> [(name: String, model: ModelConfig)] {
+  let base = Preset.hstu.model
+  var interleaved = base
+  interleaved.input = .interleaved
+  interleaved.actionSignals = [.rating, .timeGap]
+  var actionAware = base
+  actionAware.input = .actionAware
+  actionAware.actionSignals = [.rating, .timeGap]
+  func sla(_ mask: AttentionMask) -> ModelConfig { var m = actionAware; m.mask = mask; return m }
+  var truncated = sla(.semiLocalMeta(k1: 64, k2: 32))
+  truncated.layers = 3
+  truncated.truncation = AttentionTruncation(layersBefore: 2, keepLast: 100)
+  var mot = truncated
+  var high = actionAware
+  high.layers = 1
+  mot.channels = [TransducerChannel(name: "high-ratings", filter: .minimumRating(4), model: high)]
+  return [
+    ("hstu-interleaved-actions", interleaved),
+    ("hstu-ids-only", base),
+    ("+action-aware", actionAware),
+    ("+sla-meta-k1=32-k2=16", sla(.semiLocalMeta(k1: 32, k2: 16))),
+    ("+sla-meta-k1=64-k2=32", sla(.semiLocalMeta(k1: 64, k2: 32))),
+    ("+sla-prefix-k1=32-k2=16", sla(.semiLocalPrefix(k1: 32, k2: 16))),
+    ("+sla-prefix-k1=64-k2=32", sla(.semiLocalPrefix(k1: 64, k2: 32))),
+    ("+truncation", truncated),
+    ("+mot", mot),
+    ("ultra-hstu", Preset.ultraHSTU.model),
+    ("hstu-large", Preset.hstuLarge.model),
+  ]
+}
+
+struct Ablation: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Train the ULTRA-HSTU ablation ladder on a dataset; rows are added to bench/results/ultra-ablation.json.")
+
+  @Option(help: "Interaction log (default: the embedded ml-latest-small).")
+  var data: String?
+
+  @Option(help: "Dataset name written in each row.")
+  var name = "ml-latest-small"
+
+  @Option(help: "Comma-separated configuration names (default: all).")
+  var configs: String?
+
+  @Option(help: "Maximum epochs per configuration.")
+  var epochs = 30
+
+  @Option(help: "Early-stopping patience in epochs.")
+  var patience = 8
+
+  @Option(help: "Output JSON (a Markdown table is written beside it).")
+  var output = "bench/results/ultra-ablation.json"
+
+  func run() throws {
+    let all = ablationConfigurations()
+    let chosen = configs.map { $0.split(separator: ",").map(String.init) } ?? all.map(\.name)
+    for c in chosen where !all.contains(where: { $0.name == c }) {
+      throw ValidationError("unknown configuration \(c); known: \(all.map(\.name).joined(separator: ", "))")
+    }
+    guard let path = data ?? EmbeddedDataset.mlLatestSmallRatingsPath else { throw ValidationError("no --data and no embedded dataset") }
+    let sequences = try DatasetLoader.load(path: path)
+    let info = RunInfo.current()
+    for (configName, model) in all where chosen.contains(configName) {
+      var train = TrainConfig()
+      train.epochs = epochs
+      train.patience = patience
+      let trainer = Trainer(model: makeModel(config: model, data: sequences, seed: train.seed), train: train,
+                            data: sequences, presetName: configName, datasetName: name)
+      FileHandle.standardError.write("== \(name) / \(configName)\n".data(using: .utf8)!)
+      try trainer.run()
+      let report = TrainingReport(trainer: trainer)
+      var row: [String: Any] = ["dataset": name, "config": configName, "epochs": report.epochs, "best_epoch": report.bestEpoch,
+                                "max_epochs": epochs, "train_flops_per_sample": report.trainFLOPsPerSample,
+                                "inference_flops_per_sample": report.inferenceFLOPsPerSample,
+                                "wall_seconds": report.wallSeconds, "train_tokens_per_second": report.trainTokensPerSecond,
+                                "date": info.date, "commit": info.commit, "machine": info.machine]
+      for key in ["HR@10", "NDCG@10", "HR@50", "HR@200", "NDCG@200", "MRR"] { row[key] = report.test[key] ?? 0 }
+      try upsert(row)
+    }
+  }
+
+  /// Replaces the row of the same dataset and configuration (or appends it), then rewrites the table.
+  func upsert(_ row: [String: Any]) throws {
+    var rows = (FileManager.default.contents(atPath: output)
+      .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [[String: Any]] }) ?? []
+    let key = { (r: [String: Any]) in "\(r["dataset"] ?? "")/\(r["config"] ?? "")" }
+    rows.removeAll { key($0) == key(row) }
+    rows.append(row)
+    let order = ablationConfigurations().map(\.name)
+    rows.sort { (($0["dataset"] as? String ?? ""), order.firstIndex(of: $0["config"] as? String ?? "") ?? 99)
+      < (($1["dataset"] as? String ?? ""), order.firstIndex(of: $1["config"] as? String ?? "") ?? 99) }
+    try writeAtomically(JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys]), to: output)
+    var md = "| dataset | config | HR@10 | NDCG@10 | HR@200 | MRR | train GFLOP/sample | inference GFLOP/sample | epochs (best) | wall s | commit |\n"
+    md += "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    for r in rows {
+      let f = { (k: String) in String(format: "%.4f", r[k] as? Double ?? 0) }
+      let g = { (k: String) in String(format: "%.4f", (r[k] as? Double ?? 0) / 1e9) }
+      md += "| \(r["dataset"]!) | \(r["config"]!) | \(f("HR@10")) | \(f("NDCG@10")) | \(f("HR@200")) | \(f("MRR")) | \(g("train_flops_per_sample")) | \(g("inference_flops_per_sample")) | \(r["epochs"]!) (\(r["best_epoch"]!)) / \(r["max_epochs"]!) | \(String(format: "%.0f", r["wall_seconds"] as? Double ?? 0)) | \(r["commit"]!) |\n"
+    }
+    try writeAtomically(Data(md.utf8), to: (output as NSString).deletingPathExtension + ".md")
+  }
+}
