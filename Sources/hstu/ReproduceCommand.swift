@@ -49,8 +49,9 @@ struct Reproduce: ParsableCommand {
                                 "date": info.date, "machine": info.machine]
       for key in ["HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "NDCG@200", "MRR"] { row[key] = report.test[key] ?? 0 }
       if let published = publishedML1M[name] {
+        let gap = published.reduce(into: [String: Double]()) { $0[$1.key] = (report.test[$1.key] ?? 0) - $1.value }
         row["published"] = published
-        row["gap_vs_published"] = published.reduce(into: [String: Double]()) { $0[$1.key] = (report.test[$1.key] ?? 0) - $1.value }
+        row["gap_vs_published"] = gap
       }
       rows.append(row)
       let order = { (row: [String: Any]) in Preset.all.firstIndex { $0.name == row["preset"] as? String } ?? Int.max }
@@ -59,7 +60,30 @@ struct Reproduce: ParsableCommand {
     }
   }
 
+  /// What a row's figures mean next to the published ones, from facts of this run and this data.
+  func note(gap: [String: Double], epochs: Int, maxEpochs: Int, stopped: Bool) -> String {
+    let below = ["HR@10", "NDCG@10"].filter { (gap[$0] ?? 0) < 0 }
+    var parts: [String] = []
+    if below.isEmpty {
+      parts.append("at or above the published HR@10 and NDCG@10")
+    } else {
+      parts.append("below the published " + below.map { String(format: "%@ by %.4f", $0, -(gap[$0] ?? 0)) }.joined(separator: " and "))
+      parts.append("this ML-1M copy has no timestamps, so the time bias rab^t that the published runs learn is off")
+      if !stopped && maxEpochs < 101 { parts.append("trained \(epochs) of the published 101 epochs (epoch cap)") }
+    }
+    if stopped { parts.append("stopped early after \(epochs) epochs (no better validation NDCG@10 for the patience window)") }
+    parts.append("test metrics of the epoch with the best validation NDCG@10; items ranked among the 3,706 rated movies")
+    return parts.joined(separator: "; ")
+  }
+
   func write(_ rows: [[String: Any]]) throws {
+    let rows = rows.map { row -> [String: Any] in
+      guard let gap = row["gap_vs_published"] as? [String: Double] else { return row }
+      var r = row
+      r["note"] = note(gap: gap, epochs: row["epochs"] as? Int ?? 0, maxEpochs: row["max_epochs"] as? Int ?? 101,
+                       stopped: row["early_stopped"] as? Bool ?? false)
+      return r
+    }
     let json = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
     try writeAtomically(json, to: output)
     var md = "| preset | HR@10 | NDCG@10 | HR@50 | NDCG@50 | HR@200 | NDCG@200 | MRR | epochs (best) | wall s | tokens/s | train FLOPs/token |\n"
