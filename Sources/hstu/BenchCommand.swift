@@ -57,16 +57,7 @@ struct BenchTrain: ParsableCommand {
     let trainer = Trainer(model: model, train: preset.train, data: data, presetName: preset.name, datasetName: name)
     let batches = trainer.batches(epoch: 1)
     guard !batches.isEmpty else { throw ValidationError("the dataset has no training sequences") }
-    for b in batches.prefix(2) { _ = trainer.step(b) }
-    var tokens = 0
-    let t0 = Date()
-    for i in 0..<steps {
-      let b = batches[(i + 2) % batches.count]
-      _ = trainer.step(b)
-      tokens += b.tokenCount
-    }
-    let seconds = Date().timeIntervalSince(t0)
-    let tokensPerSecond = Double(tokens) / seconds
+    let tokensPerSecond = timeSteps(trainer, batches)
     let evalSeconds = medianSeconds(repeats: 1) {
       _ = Evaluator.evaluate(model: model, data: data, split: trainer.split, stage: .validation)
     }
@@ -77,7 +68,7 @@ struct BenchTrain: ParsableCommand {
     let projectionShape = sgemmGFLOPs(m: rows, n: 2 * preset.model.heads * (preset.model.linearDim + preset.model.attentionDim), k: d)
     let square = sgemmGFLOPs(m: 1024, n: 1024, k: 1024)
     let epochSeconds = Double(trainer.tokensPerEpoch) / tokensPerSecond + evalSeconds
-    let lines = [
+    var lines = [
       "preset \(preset.name) on \(name), \(Parallel.workers) threads, OpenBLAS core \(BLAS.shared.coreName)",
       String(format: "training: %.0f tokens/s, %.0f FLOPs/token -> %.1f GFLOP/s", tokensPerSecond, flopsPerToken, achieved),
       String(format: "OpenBLAS sgemm: %.1f GFLOP/s (1024^3), %.1f GFLOP/s (%dx%dx%d, the projection's shape)",
@@ -86,15 +77,43 @@ struct BenchTrain: ParsableCommand {
       String(format: "one validation pass: %.2f s; projected 101 epochs (train + validation each epoch): %.1f min",
              evalSeconds, 101 * epochSeconds / 60),
     ]
+    // Selective rematerialisation: the same steps with recomputed activations.
+    var remat: [String: Any] = [:]
+    if preset.model.kind == .hstu, preset.model.channels.isEmpty, let plain = model as? SequentialModel {
+      var config = preset.model
+      config.rematerialize = true
+      let rematModel = SequentialModel(config: config, itemCount: data.itemCount, seed: preset.train.seed)
+      let rematTrainer = Trainer(model: rematModel, train: preset.train, data: data, presetName: preset.name, datasetName: name)
+      let rematSpeed = timeSteps(rematTrainer, batches)
+      remat = ["activation_bytes": plain.activationBytes, "activation_bytes_rematerialized": rematModel.activationBytes,
+               "tokens_per_second_rematerialized": rematSpeed]
+      lines.append(String(format: "selective rematerialisation: kept activations %.1f MB -> %.1f MB (%.0f%% less), %.0f tokens/s (%.1f%% slower)",
+                          Double(plain.activationBytes) / 1e6, Double(rematModel.activationBytes) / 1e6,
+                          100 * (1 - Double(rematModel.activationBytes) / Double(plain.activationBytes)), rematSpeed,
+                          100 * (1 - rematSpeed / tokensPerSecond)))
+    }
     lines.forEach { print($0) }
-    try writeResult([
+    try writeResult(remat.merging([
       "preset": preset.name, "dataset": name, "threads": Parallel.workers, "openblas_core": BLAS.shared.coreName,
       "train_tokens_per_second": tokensPerSecond, "train_flops_per_token": flopsPerToken, "train_gflops": achieved,
       "sgemm_gflops_square_1024": square, "sgemm_gflops_projection_shape": projectionShape,
       "validation_seconds": evalSeconds, "tokens_per_epoch": trainer.tokensPerEpoch,
       "projected_101_epochs_minutes": 101 * epochSeconds / 60, "timed_steps": steps,
       "date": info.date, "commit": info.commit, "machine": info.machine,
-    ], to: output ?? "bench/results/cpu-train-\(preset.name).json")
+    ]) { a, _ in a }, to: output ?? "bench/results/cpu-train-\(preset.name).json")
+  }
+
+  /// Tokens/s over `steps` training steps after two warm-up steps.
+  func timeSteps(_ trainer: Trainer, _ batches: [SequenceBatch]) -> Double {
+    for b in batches.prefix(2) { _ = trainer.step(b) }
+    var tokens = 0
+    let t0 = Date()
+    for i in 0..<steps {
+      let b = batches[(i + 2) % batches.count]
+      _ = trainer.step(b)
+      tokens += b.tokenCount
+    }
+    return Double(tokens) / Date().timeIntervalSince(t0)
   }
 }
 

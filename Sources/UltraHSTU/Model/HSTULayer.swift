@@ -33,6 +33,12 @@ final class HSTULayer {
   let dUVQK = HostBuffer(), dQ = HostBuffer(), dK = HostBuffer(), dV = HostBuffer(), dNormed = HostBuffer()
   let dInput = HostBuffer()
 
+  /// The activation buffers this layer keeps for its backward (the shared recomputable set is
+  /// counted once by the model).
+  var keptActivations: [HostBuffer] {
+    [input, mean1, rstd1, attention, mean2, rstd2] + (config.rematerialize ? [] : saved.buffers)
+  }
+
   var projectionWidth: Int { 2 * config.heads * (config.linearDim + config.attentionDim) }
   var valueWidth: Int { config.heads * config.linearDim }
   var queryWidth: Int { config.heads * config.attentionDim }
@@ -136,6 +142,8 @@ final class HSTURecomputable {
   let normed = HostBuffer(), preActivation = HostBuffer(), u = HostBuffer(), v = HostBuffer()
   let q = HostBuffer(), k = HostBuffer(), attentionNormed = HostBuffer(), gated = HostBuffer()
   let gatedDropped = HostBuffer()
+
+  var buffers: [HostBuffer] { [normed, preActivation, u, v, q, k, attentionNormed, gated, gatedDropped] }
 }
 
 /// Splits the columns of `source` (`rows × Σ widths`) into contiguous buffers, applying `transform`

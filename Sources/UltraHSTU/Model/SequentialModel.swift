@@ -76,6 +76,15 @@ public final class SequentialModel {
     layers = stack
   }
 
+  /// Bytes of the activations HSTU layers hold for the backward after a forward (the
+  /// rematerialised set, shared by all layers, counted once).
+  public var activationBytes: Int {
+    let hstu = layers.compactMap { $0 as? HSTULayer }
+    var buffers = hstu.flatMap(\.keptActivations)
+    if config.rematerialize, let shared = hstu.first?.saved { buffers += shared.buffers }
+    return buffers.reduce(0) { $0 + $1.count * MemoryLayout<Float>.stride }
+  }
+
   /// Item table row `i` (raw, not normalised).
   public var itemTable: UnsafeMutablePointer<Float> { parameters.value(itemEmbedding) }
   public var itemTableGradient: UnsafeMutablePointer<Float> { parameters.gradient(itemEmbedding) }
