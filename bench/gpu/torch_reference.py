@@ -27,17 +27,14 @@ class HSTU(torch.nn.Module):
         super().__init__()
         self.dim, self.heads, self.dh, self.normalizer, self.dropout = dim, heads, head_dim, normalizer, dropout
         hv = heads * head_dim
-        p = torch.nn.ParameterDict()
-        p["item_embedding"] = torch.nn.Parameter(torch.randn(items + 1, dim) * 0.02)
-        p["position_embedding"] = torch.nn.Parameter(torch.randn(max_len, dim) * math.sqrt(2 / (max_len + dim)))
+        shapes = {"item_embedding": (items + 1, dim), "position_embedding": (max_len, dim)}
         for l in range(layers):
-            p[f"layers.{l}.uvqk.weight"] = torch.nn.Parameter(torch.randn(dim, 4 * hv) * 0.02)
-            p[f"layers.{l}.output.weight"] = torch.nn.Parameter(torch.randn(hv, dim) * math.sqrt(2 / (hv + dim)))
-            p[f"layers.{l}.output.bias"] = torch.nn.Parameter(torch.zeros(dim))
-            p[f"layers.{l}.rab.position"] = torch.nn.Parameter(torch.randn(max_len) * 0.02)
-        # ParameterDict keys may not contain '.', so keep a name map.
-        self.names = list(p.keys())
-        self.params = torch.nn.ParameterList([p[n] for n in self.names])
+            shapes.update({f"layers.{l}.uvqk.weight": (dim, 4 * hv), f"layers.{l}.output.weight": (hv, dim),
+                           f"layers.{l}.output.bias": (dim,), f"layers.{l}.rab.position": (max_len,)})
+        # Module parameter names may not contain '.', so the Swift names index a ParameterList.
+        # Random init for the timing runs (the check loads the Swift weights).
+        self.names = list(shapes)
+        self.params = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(s) * 0.02) for s in shapes.values()])
         self.layers = layers
         # Visible (query, key) pairs for full-length sequences: causal, or Meta's semi-local attention
         # (i - j <= K1, or i among the last K2 rows), and the relative distance index of rab^p.
