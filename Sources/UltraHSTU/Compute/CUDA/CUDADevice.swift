@@ -20,8 +20,9 @@ public final class CUDADevice {
   let stream: OpaquePointer?
   private var modules: [String: CUDAModule] = [:]
   private var blasHandle: CuBLASLt?
-  /// Bytes of the arena reserved once for cuBLASLt's workspace.
-  private var blasWorkspace: DeviceArray<UInt8>?
+  /// cuBLASLt's workspace: the first bytes of the arena, reserved at init so that no mark/release
+  /// scope can free it while the handle keeps using it.
+  private let blasWorkspace: DeviceArray<UInt8>
   static let blasWorkspaceBytes = 32 << 20
 
   /// Opens GPU `ordinal` and reserves `arenaBytes` of its memory for the arena.
@@ -58,6 +59,7 @@ public final class CUDADevice {
     var base: CUdeviceptr = 0
     try d.check(d.cuMemAlloc(&base, arenaBytes), "cuMemAlloc(\(arenaBytes) bytes)")
     arena = DeviceArena(base: base, capacity: arenaBytes)
+    blasWorkspace = try arena.allocate(UInt8.self, count: Self.blasWorkspaceBytes)
   }
 
   deinit { _ = driver.cuMemFree(arena.base) }
@@ -144,14 +146,12 @@ public final class CUDADevice {
     try driver.check(driver.cuMemsetD32Async(array.address, word, array.bytes / 4, stream), "cuMemsetD32Async")
   }
 
-  /// The cuBLASLt handle and its workspace, created on first use.
+  /// The cuBLASLt handle (created on first use) and its workspace.
   func blas() throws -> (CuBLASLt, DeviceArray<UInt8>) {
-    if let b = blasHandle, let w = blasWorkspace { return (b, w) }
+    if let b = blasHandle { return (b, blasWorkspace) }
     let b = try CuBLASLt()
-    let w = try allocate(UInt8.self, count: Self.blasWorkspaceBytes)
     blasHandle = b
-    blasWorkspace = w
-    return (b, w)
+    return (b, blasWorkspace)
   }
 
   // MARK: timing

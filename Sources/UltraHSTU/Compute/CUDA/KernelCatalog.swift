@@ -9,6 +9,8 @@ public enum CUDAKernelCatalog {
       ("embedding", EmbeddingKernels.source, [:]),
       ("sampled_softmax", SampledSoftmaxKernels.source, [:]),
       ("adamw", AdamWKernels.source, [:]),
+      ("hstu_block", HSTUBlockKernels.source, [:]),
+      ("retrieval", RetrievalKernels.source, [:]),
     ]
     for d in attentionDims { list.append(("hstu_attention", AttentionKernels.source, ["DQK": d.dqk, "DV": d.dv])) }
     return list

@@ -1,0 +1,270 @@
+/// The HSTU `SequentialModel` on one GPU: the same parameters (names, shapes, layout of the
+/// `ParameterStore`) as fp32 master weights in device memory, with their gradients and AdamW
+/// moments, and every activation a training step or an evaluation pass needs, all carved from the
+/// device arena once at init (a step allocates nothing).
+///
+/// A training step, written out in `forward`, `lossForwardBackward` and `backward`:
+///
+///     x_0 = Dropout(E[item]·√D + P[pos])
+///     per layer: n = LN(x);  pre = n·W_uvqk;  u, v, q, k = SiLU(pre)          (v, q, k bf16, padded heads)
+///                o = Σ_j SiLU(q_i·k_j + rab^p_{i−j}) / N · v_j                 (fused attention, causal)
+///                g = Dropout(u ⊙ LN(o));  x' = x + g·W_o + b_o                 (cuBLASLt, bias + residual fused)
+///     loss = sampled softmax over L2-normalised outputs and items (fused kernel), uniform negatives
+///
+/// Dropout masks and negatives come from the same counter-based streams as the CPU model, so a
+/// step on the same batch and weights gives the CPU's loss and gradients up to bf16 attention
+/// inputs (checked by `hstu gpu-check`). GEMMs run in fp32.
+public final class CUDAModel {
+  public let config: ModelConfig
+  public let itemCount: Int
+  public let device: CUDADevice
+  /// The parameter layout, identical to the CPU model's `ParameterStore.entries`.
+  public let entries: [ParameterEntry]
+  /// Largest number of tokens (and of sequences) a batch may have.
+  public let maxTokens: Int, maxSequences: Int
+  /// All parameters, gradients and AdamW moments, flat in the `entries` layout.
+  public let values: DeviceArray<Float>, gradients: DeviceArray<Float>, firstMoment: DeviceArray<Float>, secondMoment: DeviceArray<Float>
+  /// AdamW steps taken.
+  public var step = 0
+  /// The attention mask of every layer (the CPU model's is causal; benchmarks set semi-local ones).
+  public var mask = AttentionMask.causal
+
+  struct Layer {
+    var uvqk, outputWeight, outputBias: ParameterEntry
+    var positionBias: ParameterEntry?
+    // Saved activations.
+    var normed, mean1, rstd1, pre, u, attention, mean2, rstd2, gated: DeviceArray<Float>
+    var q, k, v: DeviceArray<BFloat16>
+  }
+
+  let itemEmbedding, positionEmbedding: ParameterEntry
+  var layers: [Layer] = []
+  /// hidden[l] is the input of layer l; hidden[layers] the encoder output.
+  var hidden: [DeviceArray<Float>] = []
+  // Batch (Int32): items, positions, labels, offsets, all uploaded in one copy.
+  let batchWords: DeviceArray<Int32>
+  var items: DeviceArray<Int32>, positions: DeviceArray<Int32>, labels: DeviceArray<Int32>, offsets: DeviceArray<Int32>
+  var tokens = 0, sequences = 0, longest = 0
+  // Loss.
+  /// The sampled negatives of the last step, `[T, R]` row-major (capacity for R ≤ 128).
+  public let negatives: DeviceArray<Int32>
+  let ones: DeviceArray<Float>, rowLoss: DeviceArray<Float>
+  /// Sum of the per-step mean losses since the last `takeLossSum()`.
+  let lossSum: DeviceArray<Float>
+  // Backward scratch shared by the layers.
+  let attentionPadded, dx, dGated, dU, dAttention, dq, dk, dv, dPre, dNormed, dInput: DeviceArray<Float>
+  let dAttentionBF16: DeviceArray<BFloat16>
+
+  var width: Int { 2 * config.heads * (config.linearDim + config.attentionDim) }
+  var valueWidth: Int { config.heads * config.linearDim }
+  var paddedValue: Int { CUDADevice.paddedHeadDim(config.linearDim) }
+  var paddedQuery: Int { CUDADevice.paddedHeadDim(config.attentionDim) }
+
+  /// Mirrors `model` on `device`: uploads its current weights, AdamW moments and step.
+  /// `maxTokens` / `maxSequences` bound every batch later passed in.
+  public init(_ model: SequentialModel, device: CUDADevice, maxTokens: Int, maxSequences: Int) throws {
+    let c = model.config
+    guard c.kind == .hstu else { throw CUDAError.unsupported("CUDAModel runs HSTU only (got \(c.kind.rawValue))") }
+    guard !c.timeBias else { throw CUDAError.unsupported("CUDAModel has no time bias (rab^t) yet") }
+    config = c
+    itemCount = model.itemCount
+    self.device = device
+    self.maxTokens = maxTokens
+    self.maxSequences = maxSequences
+    let store = model.parameters
+    entries = store.entries
+    func entry(_ name: String) throws -> ParameterEntry {
+      guard let e = store.entry(name) else { throw CUDAError.unsupported("parameter \(name) missing from the model") }
+      return e
+    }
+    itemEmbedding = try entry("item_embedding")
+    positionEmbedding = try entry("position_embedding")
+    let n = store.count
+    values = try device.allocate(Float.self, count: n)
+    gradients = try device.allocate(Float.self, count: n)
+    firstMoment = try device.allocate(Float.self, count: n)
+    secondMoment = try device.allocate(Float.self, count: n)
+
+    let t = maxTokens, d = c.embeddingDim, hv = c.heads * c.linearDim
+    let w = 2 * c.heads * (c.linearDim + c.attentionDim)
+    let vp = c.heads * CUDADevice.paddedHeadDim(c.linearDim), qp = c.heads * CUDADevice.paddedHeadDim(c.attentionDim)
+    func floats(_ count: Int) throws -> DeviceArray<Float> { try device.allocate(Float.self, count: count) }
+    for l in 0..<c.layers {
+      layers.append(Layer(
+        uvqk: try entry("layers.\(l).uvqk.weight"), outputWeight: try entry("layers.\(l).output.weight"),
+        outputBias: try entry("layers.\(l).output.bias"),
+        positionBias: c.positionBias ? try entry("layers.\(l).rab.position") : nil,
+        normed: try floats(t * d), mean1: try floats(t), rstd1: try floats(t), pre: try floats(t * w), u: try floats(t * hv),
+        attention: try floats(t * hv), mean2: try floats(t), rstd2: try floats(t), gated: try floats(t * hv),
+        q: try device.allocate(BFloat16.self, count: t * qp), k: try device.allocate(BFloat16.self, count: t * qp),
+        v: try device.allocate(BFloat16.self, count: t * vp)))
+    }
+    hidden = try (0...c.layers).map { _ in try floats(t * d) }
+    batchWords = try device.allocate(Int32.self, count: 3 * t + maxSequences + 1)
+    items = batchWords; positions = batchWords; labels = batchWords; offsets = batchWords
+    negatives = try device.allocate(Int32.self, count: t * 128)
+    ones = try device.array([Float](repeating: 1, count: t))
+    rowLoss = try floats(t)
+    lossSum = try floats(1)
+    attentionPadded = try floats(t * vp)
+    dx = try floats(t * d); dGated = try floats(t * hv); dU = try floats(t * hv); dAttention = try floats(t * hv)
+    dq = try floats(t * qp); dk = try floats(t * qp); dv = try floats(t * vp)
+    dPre = try floats(t * w); dNormed = try floats(t * d); dInput = try floats(t * d)
+    dAttentionBF16 = try device.allocate(BFloat16.self, count: t * vp)
+    try device.fill(lossSum)
+    try load(from: store)
+  }
+
+  /// Copies the weights, AdamW moments and step of `store` (same layout) to the device.
+  public func load(from store: ParameterStore) throws {
+    for (host, array) in [(store.values, values), (store.firstMoment, firstMoment), (store.secondMoment, secondMoment)] {
+      try device.upload(Array(UnsafeBufferPointer(start: host.pointer, count: array.count)), to: array)
+    }
+    step = store.step
+  }
+
+  /// Copies the device weights, AdamW moments and step back into `store` (for checkpoints and CPU evaluation).
+  public func save(to store: ParameterStore) throws {
+    for (host, array) in [(store.values, values), (store.firstMoment, firstMoment), (store.secondMoment, secondMoment)] {
+      let v = try device.download(array)
+      v.withUnsafeBufferPointer { host.pointer.update(from: $0.baseAddress!, count: v.count) }
+    }
+    store.step = step
+  }
+
+  func slice(_ a: DeviceArray<Float>, _ e: ParameterEntry) -> DeviceArray<Float> {
+    DeviceArray(address: a.address + CUdeviceptr(4 * e.offset), count: e.count)
+  }
+  func prefix<T>(_ a: DeviceArray<T>, _ count: Int, from start: Int = 0) -> DeviceArray<T> {
+    DeviceArray(address: a.address + CUdeviceptr(start * MemoryLayout<T>.stride), count: count)
+  }
+
+  /// Uploads `batch` (one copy); it becomes the batch of the next `forward`.
+  public func setBatch(_ batch: SequenceBatch) throws {
+    let t = batch.tokenCount, b = batch.batchSize
+    guard t <= maxTokens, b <= maxSequences else {
+      throw CUDAError.unsupported("batch of \(t) tokens / \(b) sequences exceeds the model's \(maxTokens) / \(maxSequences)")
+    }
+    var words = batch.items
+    words.reserveCapacity(3 * t + b + 1)
+    words += batch.positions
+    words += batch.nextItems.count == t ? batch.nextItems : [Int32](repeating: 0, count: t)
+    words += batch.offsets.map { Int32($0) }
+    try device.upload(words, to: batchWords)
+    items = prefix(batchWords, t); positions = prefix(batchWords, t, from: t); labels = prefix(batchWords, t, from: 2 * t)
+    offsets = prefix(batchWords, b + 1, from: 3 * t)
+    tokens = t; sequences = b; longest = batch.maxLength
+  }
+
+  /// The CPU model's dropout stream of `site` in `layer` at `step` (ForwardContext.dropoutStream).
+  static func dropoutStream(step: UInt64, layer: Int, site: Int) -> UInt64 { (step << 16) | UInt64(layer << 4) | UInt64(site) }
+
+  var attentionShape: HSTUAttentionShape {
+    HSTUAttentionShape(batch: sequences, maxLength: longest, heads: config.heads, dqk: paddedQuery, dv: paddedValue,
+                       normalizer: config.normalizer, mask: mask)
+  }
+
+  /// Runs the encoder over the current batch; the output `[T, D]` is `output`.
+  public func forward(training: Bool, seed: UInt64, step: UInt64) throws {
+    let t = tokens, d = config.embeddingDim, hv = valueWidth, w = width
+    try device.embeddingGather(table: slice(values, itemEmbedding), ids: items, positionTable: slice(values, positionEmbedding),
+                               positionIds: positions, out: prefix(hidden[0], t * d), dim: d, scale: Float(d).squareRoot())
+    if training && config.inputDropout > 0 {
+      try device.dropout(prefix(hidden[0], t * d), into: prefix(hidden[0], t * d), rate: config.inputDropout, seed: seed,
+                         stream: Self.dropoutStream(step: step, layer: 0xFFF, site: 0))
+    }
+    for (l, layer) in layers.enumerated() {
+      let x = prefix(hidden[l], t * d)
+      try device.layerNormForward(x: x, y: layer.normed, mean: layer.mean1, rstd: layer.rstd1, rows: t, dim: d, eps: 1e-6)
+      try device.gemm(m: t, n: w, k: d, a: layer.normed, b: slice(values, layer.uvqk), d: layer.pre)
+      try device.uvqkSplitSiLU(pre: layer.pre, u: layer.u, v: layer.v, q: layer.q, k: layer.k, tokens: t, heads: config.heads,
+                               dv: config.linearDim, dqk: config.attentionDim)
+      try device.hstuAttentionForward(attentionShape, q: layer.q, k: layer.k, v: layer.v, offsets: offsets,
+                                      pos: layer.positionBias.map { slice(values, $0) }, out: attentionPadded)
+      try device.unpadHeads(attentionPadded, into: layer.attention, tokens: t, heads: config.heads, dim: config.linearDim)
+      try device.layerNormForward(x: prefix(layer.attention, t * hv), gate: layer.u, y: layer.gated, mean: layer.mean2,
+                                  rstd: layer.rstd2, rows: t, dim: hv, eps: 1e-6)
+      if training && config.linearDropout > 0 {
+        try device.dropout(prefix(layer.gated, t * hv), into: prefix(layer.gated, t * hv), rate: config.linearDropout, seed: seed,
+                           stream: Self.dropoutStream(step: step, layer: l, site: 1))
+      }
+      try device.gemm(m: t, n: d, k: hv, a: layer.gated, b: slice(values, layer.outputWeight), d: hidden[l + 1],
+                      bias: slice(values, layer.outputBias), residual: x)
+    }
+  }
+
+  /// The encoder output of the last `forward`, `[T, D]`.
+  public var output: DeviceArray<Float> { prefix(hidden[config.layers], tokens * config.embeddingDim) }
+
+  /// Sampled-softmax loss of the last training forward with the negatives of `step` (the CPU's
+  /// stream `step | 2⁶²`): adds the mean loss to the device loss sum, writes d output into `dx`
+  /// and accumulates the item-table gradient.
+  func lossForwardBackward(train: TrainConfig, seed: UInt64, step: UInt64) throws {
+    let t = tokens, r = train.negatives
+    guard r <= 128 else { throw CUDAError.unsupported("at most 128 negatives (got \(r))") }
+    let negs = prefix(negatives, t * r)
+    try device.sampleNegatives(negs, itemCount: itemCount, seed: seed, stream: step | (1 << 62))
+    try device.sampledSoftmaxLoss(user: output, table: slice(values, itemEmbedding), positives: labels, negatives: negs,
+                                  weights: prefix(ones, t), weightSum: Float(t), loss: prefix(rowLoss, t), dUser: dx,
+                                  dTable: slice(gradients, itemEmbedding), rows: t, dim: config.embeddingDim, numNegatives: r,
+                                  temperature: train.temperature)
+    try device.accumulateSum(prefix(rowLoss, t), scale: 1 / Float(t), into: lossSum)
+  }
+
+  /// Back-propagates `dx` (d output) through the last training forward into `gradients`.
+  func backward(training: Bool, seed: UInt64, step: UInt64) throws {
+    let t = tokens, d = config.embeddingDim, hv = valueWidth, w = width
+    for (l, layer) in layers.enumerated().reversed() {
+      try device.gemm(m: t, n: hv, k: d, a: dx, b: slice(values, layer.outputWeight), transB: true, d: dGated)
+      try device.gemm(m: hv, n: d, k: t, a: prefix(layer.gated, t * hv), transA: true, b: dx, d: slice(gradients, layer.outputWeight))
+      try device.gemm(m: 1, n: d, k: t, a: prefix(ones, t), b: dx, d: slice(gradients, layer.outputBias))
+      if training && config.linearDropout > 0 {
+        try device.dropout(prefix(dGated, t * hv), into: prefix(dGated, t * hv), rate: config.linearDropout, seed: seed,
+                           stream: Self.dropoutStream(step: step, layer: l, site: 1))
+      }
+      try device.layerNormBackward(dy: dGated, x: layer.attention, gate: layer.u, mean: layer.mean2, rstd: layer.rstd2,
+                                   dx: dAttention, dGate: dU, rows: t, dim: hv)
+      try device.padHeadsBFloat16(dAttention, into: dAttentionBF16, tokens: t, heads: config.heads, dim: config.linearDim)
+      try device.hstuAttentionBackward(attentionShape, q: layer.q, k: layer.k, v: layer.v, dOut: dAttentionBF16, offsets: offsets,
+                                       pos: layer.positionBias.map { slice(values, $0) },
+                                       dq: prefix(dq, t * config.heads * paddedQuery), dk: dk, dv: dv,
+                                       dPos: layer.positionBias.map { slice(gradients, $0) })
+      try device.uvqkMergeSiLUBackward(pre: layer.pre, du: dU, dv: dv, dq: dq, dk: dk, dPre: dPre, tokens: t, heads: config.heads,
+                                       dvDim: config.linearDim, dqkDim: config.attentionDim)
+      try device.gemm(m: t, n: d, k: w, a: dPre, b: slice(values, layer.uvqk), transB: true, d: dNormed)
+      try device.gemm(m: d, n: w, k: t, a: prefix(layer.normed, t * d), transA: true, b: dPre, d: slice(gradients, layer.uvqk))
+      try device.layerNormBackward(dy: dNormed, x: hidden[l], mean: layer.mean1, rstd: layer.rstd1, dx: dInput, rows: t, dim: d)
+      try device.addInPlace(dx, dInput, count: t * d)
+    }
+    if training && config.inputDropout > 0 {
+      try device.dropout(prefix(dx, t * d), into: prefix(dx, t * d), rate: config.inputDropout, seed: seed,
+                         stream: Self.dropoutStream(step: step, layer: 0xFFF, site: 0))
+    }
+    try device.embeddingScatterAdd(dOut: dx, ids: items, dTable: slice(gradients, itemEmbedding), dim: d, scale: Float(d).squareRoot())
+    try device.embeddingScatterAdd(dOut: dx, ids: positions, dTable: slice(gradients, positionEmbedding), dim: d)
+  }
+
+  /// Zeroes the gradients, then forward, loss and backward of the current batch with the dropout
+  /// masks and negatives of `step` (as `Trainer.lossAndGradients`). Queues work only; the loss
+  /// lands in the device loss sum.
+  public func lossAndGradients(train: TrainConfig, step: UInt64) throws {
+    try device.fill(gradients)
+    try forward(training: true, seed: train.seed, step: step)
+    try lossForwardBackward(train: train, seed: train.seed, step: step)
+    try backward(training: true, seed: train.seed, step: step)
+  }
+
+  /// One AdamW step over every parameter with the current gradients.
+  public func adamWStep(_ train: TrainConfig) throws {
+    step += 1
+    try device.adamW(parameters: values, gradients: gradients, m: firstMoment, v: secondMoment, lr: train.learningRate,
+                     beta1: train.beta1, beta2: train.beta2, eps: train.epsilon, weightDecay: train.weightDecay, step: step)
+  }
+
+  /// Returns the loss sum accumulated since the last call and resets it (synchronises).
+  public func takeLossSum() throws -> Float {
+    let value = try device.download(lossSum)[0]
+    try device.fill(lossSum)
+    return value
+  }
+}

@@ -1,0 +1,134 @@
+import ArgumentParser
+import Foundation
+import UltraHSTU
+
+/// `hstu gpu-bench train`: `hstu train` with the steps and the evaluation on the GPU (`CUDATrainer`).
+struct GPUTrain: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "train",
+    abstract: "Train an HSTU preset on the GPU with leave-one-out validation and early stopping; print test metrics.")
+
+  @OptionGroup var dataOptions: DataOptions
+
+  @Option(help: "Maximum epochs (default: the preset's).")
+  var epochs: Int?
+
+  @Option(help: "Stop after this many epochs without a better validation NDCG@10 (0 = never).")
+  var patience: Int?
+
+  @Option(help: "Random seed.")
+  var seed: UInt64?
+
+  @Option(help: "Write the final report (validation-selected test metrics) as JSON here.")
+  var output: String?
+
+  func run() throws {
+    let preset = try dataOptions.resolvedPreset()
+    var train = preset.train
+    if let epochs { train.epochs = epochs }
+    if let patience { train.patience = patience }
+    if let seed { train.seed = seed }
+    let (data, name) = try dataOptions.load()
+    let started = Date()
+    let device = try CUDADevice(arenaBytes: 8 << 30)
+    let model = SequentialModel(config: preset.model, itemCount: data.itemCount, seed: train.seed)
+    let trainer = try CUDATrainer(model: model, train: train, data: data, presetName: preset.name, datasetName: name, device: device)
+    FileHandle.standardError.write("training \(preset.name) on \(device.name) (\(model.parameters.count) parameters) on \(name): \(trainer.tokensPerEpoch) tokens/epoch, up to \(train.epochs) epochs\n".data(using: .utf8)!)
+    let state = try trainer.run()
+    let total = Date().timeIntervalSince(started)
+    let report = TrainingReport(preset: preset.name, dataset: name, state: state, model: preset.model, train: train,
+                                lengths: trainer.trainingLengths, itemCount: data.itemCount)
+    let json = try report.json()
+    print(String(decoding: json, as: UTF8.self))
+    print(String(format: "gpu-train %@: %d epochs, training+evaluation %.2f s (process incl. device init and kernel compile %.2f s)",
+                 preset.name, state.epoch, state.wallSeconds, total))
+    if let output { try writeAtomically(json, to: output) }
+  }
+}
+
+/// `hstu gpu-bench step`: time whole training steps (forward, loss, backward, AdamW) of a synthetic
+/// HSTU on random full-length sequences; optionally dump weights, batch, negatives, loss and
+/// gradients of one dropout-free step for `bench/gpu/torch_reference.py`.
+struct GPUStepBench: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "step", abstract: "Time HSTU training steps on the GPU.")
+
+  @Option var dim = 256
+  @Option var layers = 4
+  @Option var heads = 4
+  @Option(help: "Query/key and value width per head.")
+  var headDim = 64
+  @Option var length = 200
+  @Option var batch = 128
+  @Option(help: "Semi-local attention (Meta reading) K1 = K2 = this; 0 = full causal.")
+  var semiLocal = 0
+  @Option var items = 100_000
+  @Option var negatives = 128
+  @Option var repeats = 10
+  @Option(help: "Dropout of the timed steps (the dumped step always runs without dropout).")
+  var dropout: Float = 0.2
+  @Option(help: "Folder for weights.safetensors + step.safetensors (batch, negatives, loss, gradients).")
+  var dump: String?
+
+  func run() throws {
+    var config = ModelConfig(kind: .hstu, embeddingDim: dim, layers: layers, heads: heads, attentionDim: headDim, linearDim: headDim,
+                             ffnDim: 0, maxSequenceLength: length, inputDropout: 0, linearDropout: 0, normalizer: .fixed(length),
+                             positionBias: true, timeBias: false)
+    var train = TrainConfig()
+    train.negatives = negatives
+    let device = try CUDADevice(arenaBytes: 100 << 30)
+    let model = SequentialModel(config: config, itemCount: items, seed: 3)
+    let random = CounterRandom(seed: 17)
+    var sample = SequenceBatch()
+    for b in 0..<batch {
+      for p in 0..<length {
+        let c = UInt64(sample.items.count)
+        sample.items.append(Int32(1 + random.below(items, stream: 1, counter: c)))
+        sample.positions.append(Int32(p))
+        sample.nextItems.append(Int32(1 + random.below(items, stream: 2, counter: c)))
+      }
+      sample.offsets.append(sample.items.count)
+      sample.users.append(b)
+    }
+    let mask = semiLocal > 0 ? AttentionMask.semiLocalMeta(k1: semiLocal, k2: semiLocal) : .causal
+    let gpu = try CUDAModel(model, device: device, maxTokens: sample.tokenCount, maxSequences: batch)
+    gpu.mask = mask
+    try gpu.setBatch(sample)
+    if let dump {
+      try gpu.lossAndGradients(train: train, step: 1)
+      let loss = try gpu.takeLossSum()
+      let gradients = try device.download(gpu.gradients)
+      let negs = try device.download(gpu.negatives).prefix(sample.tokenCount * negatives)
+      try FileManager.default.createDirectory(atPath: dump, withIntermediateDirectories: true)
+      try Checkpoint(directory: dump).saveWeights(model.parameters, name: "weights.safetensors", metadata: [:])
+      var tensors: [(String, SafeTensors.Tensor)] = [
+        ("items", .init(shape: [sample.tokenCount], values: sample.items.map(Float.init))),
+        ("labels", .init(shape: [sample.tokenCount], values: sample.nextItems.map(Float.init))),
+        ("negatives", .init(shape: [sample.tokenCount, negatives], values: negs.map(Float.init))),
+        ("loss", .init(shape: [1], values: [loss])),
+      ]
+      for e in gpu.entries { tensors.append(("grad." + e.name, .init(shape: e.shape, values: Array(gradients[e.offset..<(e.offset + e.count)])))) }
+      let meta = ["batch": "\(batch)", "length": "\(length)", "dim": "\(dim)", "layers": "\(layers)", "heads": "\(heads)",
+                  "head_dim": "\(headDim)", "semi_local": "\(semiLocal)", "items": "\(items)", "temperature": "\(train.temperature)"]
+      try writeAtomically(SafeTensors.encode(tensors, metadata: meta), to: dump + "/step.safetensors")
+    }
+    config.inputDropout = dropout
+    config.linearDropout = dropout
+    let timed = try CUDAModel(SequentialModel(config: config, itemCount: items, seed: 3), device: device,
+                              maxTokens: sample.tokenCount, maxSequences: batch)
+    timed.mask = mask
+    try timed.setBatch(sample)
+    let ms = try device.time(warmup: 3, repeats: repeats) {
+      try timed.lossAndGradients(train: train, step: UInt64(timed.step + 1))
+      try timed.adamWStep(train)
+    }.sorted()[repeats / 2]
+    let tokens = Double(sample.tokenCount)
+    // Model FLOPs per step: the GEMMs (×3 for forward + backward) and the attention pairs the mask keeps.
+    let w = 2 * heads * 2 * headDim, hv = heads * headDim
+    let gemm = 6 * tokens * Double(dim * w + hv * dim) * Double(layers)
+    let pairs = Double(HSTUAttentionShape.keptPairs(lengths: [length], mask: mask)) * Double(batch * heads * layers)
+    let attention = pairs * 2 * Double(2 * headDim) + pairs * 2 * Double(5 * headDim)
+    let tflops = (gemm + attention) / (ms * 1e-3) / 1e12
+    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d}",
+                 ms, tokens / (ms * 1e-3), (gemm + attention) / 1e12, tflops, tflops / 989, dim, layers, heads, headDim, length, batch, semiLocal))
+  }
+}
