@@ -376,7 +376,7 @@ struct ParityChecker {
 /// (K1 = K2 = 256) time per token vs L. Writes gpu-attention.json and gpu-attention.md.
 struct GPUBench: ParsableCommand {
   static let configuration = CommandConfiguration(commandName: "gpu-bench", abstract: "Benchmark the CUDA HSTU attention against cuBLASLt.",
-                                                  subcommands: [GPUTrain.self, GPUStepBench.self])
+                                                  subcommands: [GPUStepBench.self])
 
   @Option(help: "Folder for gpu-attention.json and gpu-attention.md.")
   var out: String = "bench/results"

@@ -36,11 +36,26 @@ struct DataOptions: ParsableArguments {
   }
 }
 
+/// The engine for a `--device` value: nil (train in this process on the CPU) or the first GPU.
+func trainingEngine(device: String, model: RetrievalModel, train: TrainConfig) throws -> TrainingEngine? {
+  switch device {
+  case "cpu": return nil
+  case "cuda":
+    let gpu = try CUDADevice(arenaBytes: 8 << 30)
+    FileHandle.standardError.write("device: \(gpu.name)\n".data(using: .utf8)!)
+    return try CUDAEngine(model: model, train: train, device: gpu)
+  default: throw ValidationError("unknown --device \(device); expected cpu or cuda")
+  }
+}
+
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Train a model with leave-one-out validation and early stopping; print and save test metrics.")
 
   @OptionGroup var dataOptions: DataOptions
+
+  @Option(help: "Compute device: cpu, or cuda (the first NVIDIA GPU; HSTU presets without ULTRA input features).")
+  var device = "cpu"
 
   @Option(help: "Maximum epochs (default: the preset's).")
   var epochs: Int?
@@ -70,6 +85,7 @@ struct Train: ParsableCommand {
     let (data, name) = try dataOptions.load()
     let model = makeModel(config: preset.model, data: data, seed: train.seed)
     let trainer = Trainer(model: model, train: train, data: data, presetName: preset.name, datasetName: name)
+    trainer.engine = try trainingEngine(device: device, model: model, train: train)
     if let checkpoint {
       trainer.checkpoint = Checkpoint(directory: checkpoint)
       if !resume && trainer.checkpoint!.exists {

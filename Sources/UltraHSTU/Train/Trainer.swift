@@ -35,6 +35,8 @@ public final class Trainer {
   public let presetName: String
   public let datasetName: String
   public var checkpoint: Checkpoint?
+  /// Runs the steps and evaluations elsewhere (a GPU); nil: on the CPU, in this process.
+  public var engine: TrainingEngine?
   /// Receives progress lines.
   public var log: (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
   public private(set) var state = TrainerState()
@@ -73,6 +75,7 @@ public final class Trainer {
     }
     state = try checkpoint.loadState(TrainerState.self)
     try checkpoint.load(into: model.parameters, optimizer: true)
+    try engine?.reload(from: model.parameters)
     log("resumed from \(checkpoint.directory) after epoch \(state.epoch) (step \(model.parameters.step))")
   }
 
@@ -118,9 +121,9 @@ public final class Trainer {
     while state.epoch < train.epochs && !state.stopped {
       let epoch = state.epoch + 1
       let started = Date()
-      let (meanLoss, tokens) = trainEpoch(epoch)
+      let (meanLoss, tokens) = try trainEpoch(epoch)
       let trainSeconds = Date().timeIntervalSince(started)
-      let validation = Evaluator.evaluate(model: model, data: data, split: split, stage: .validation, actions: actions)
+      let validation = try evaluate(.validation)
       let ndcg = validation.ndcg(at: 10) ?? 0
       state.epoch = epoch
       state.history.append(EpochRecord(epoch: epoch, trainLoss: meanLoss, trainTokens: tokens,
@@ -129,9 +132,12 @@ public final class Trainer {
         state.bestValidationNDCG10 = ndcg
         state.bestEpoch = epoch
         state.bestValidation = validation
-        state.bestTest = Evaluator.evaluate(model: model, data: data, split: split, stage: .test, actions: actions)
+        state.bestTest = try evaluate(.test)
         state.epochsWithoutImprovement = 0
-        try checkpoint?.saveWeights(model.parameters, name: "best.safetensors", metadata: ["epoch": String(epoch)])
+        if let checkpoint {
+          try engine?.synchronize(into: model.parameters)
+          try checkpoint.saveWeights(model.parameters, name: "best.safetensors", metadata: ["epoch": String(epoch)])
+        }
       } else {
         state.epochsWithoutImprovement += 1
         if train.patience > 0 && state.epochsWithoutImprovement >= train.patience { state.stopped = true }
@@ -140,27 +146,46 @@ public final class Trainer {
       log(String(format: "epoch %d  loss %.4f  %.0f tokens/s  val HR@10 %.4f NDCG@10 %.4f  best epoch %d%@",
                  epoch, meanLoss, Double(tokens) / trainSeconds, validation.hitRate(at: 10) ?? 0, ndcg, state.bestEpoch,
                  state.stopped ? "  (early stop)" : ""))
-      try checkpoint?.save(config: checkpointConfig, parameters: model.parameters, state: state)
+      if let checkpoint {
+        try engine?.synchronize(into: model.parameters)
+        try checkpoint.save(config: checkpointConfig, parameters: model.parameters, state: state)
+      }
     }
+    try engine?.synchronize(into: model.parameters)
     return state
   }
 
+  /// Full-ranking metrics of `stage`, on the engine when there is one.
+  func evaluate(_ stage: LeaveOneOutSplit.Stage) throws -> RankingMetrics {
+    if let engine { return try engine.evaluate(data, split: split, stage: stage) }
+    return Evaluator.evaluate(model: model, data: data, split: split, stage: stage, actions: actions)
+  }
+
   /// One pass over the training users in a seeded order; returns the mean loss and token count.
-  func trainEpoch(_ epoch: Int) -> (Double, Int) {
+  func trainEpoch(_ epoch: Int) throws -> (Double, Int) {
     var lossSum = 0.0, tokens = 0, users = 0, steps = 0
     let started = Date()
     var lastReport = started
     let all = batches(epoch: epoch)
     for batch in all {
-      lossSum += Double(step(batch))
+      if let engine {
+        try engine.train(batch, step: UInt64(model.parameters.step + steps + 1))
+      } else {
+        lossSum += Double(step(batch))
+      }
       tokens += batch.tokenCount
       users += batch.batchSize
       steps += 1
       if Date().timeIntervalSince(lastReport) > 10 {
         lastReport = Date()
-        log(String(format: "  epoch %d  %d/%d users  loss %.4f  %.0f tokens/s", epoch, users, trainableUsers.count,
-                   lossSum / Double(steps), Double(tokens) / lastReport.timeIntervalSince(started)))
+        let loss = engine == nil ? String(format: "  loss %.4f", lossSum / Double(steps)) : ""
+        log(String(format: "  epoch %d  %d/%d users%@  %.0f tokens/s", epoch, users, trainableUsers.count, loss,
+                   Double(tokens) / lastReport.timeIntervalSince(started)))
       }
+    }
+    if let engine {
+      lossSum = try engine.takeLossSum()
+      model.parameters.step += steps
     }
     return (lossSum / Double(max(1, steps)), tokens)
   }

@@ -36,7 +36,7 @@ public final class CUDAEvaluator {
       for u in users[start..<min(start + Evaluator.batchSize, users.count)] {
         guard let history = split.history(user: u, stage: stage), !history.isEmpty,
               let target = split.targetIndex(user: u, stage: stage) else { continue }
-        batch.append(user: u, events: history, maxLength: model.config.maxSequenceLength, data: data,
+        batch.append(user: u, events: history, maxEvents: model.config.maxSequenceLength, data: data,
                      target: data.items[target], targetTime: data.timestamps?[target])
         targetItems.append(data.items[target])
       }

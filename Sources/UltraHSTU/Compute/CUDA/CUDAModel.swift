@@ -46,7 +46,9 @@ public final class CUDAModel {
   var items: DeviceArray<Int32>, positions: DeviceArray<Int32>, labels: DeviceArray<Int32>, offsets: DeviceArray<Int32>
   var tokens = 0, sequences = 0, longest = 0
   // Loss.
-  /// The sampled negatives of the last step, `[T, R]` row-major (capacity for R ≤ 128).
+  /// Most negatives per row the loss buffers hold.
+  public static let maxNegatives = 128
+  /// The sampled negatives of the last step, `[T, R]` row-major (capacity for R ≤ `maxNegatives`).
   public let negatives: DeviceArray<Int32>
   let ones: DeviceArray<Float>, rowLoss: DeviceArray<Float>
   /// Sum of the per-step mean losses since the last `takeLossSum()`.
@@ -102,7 +104,7 @@ public final class CUDAModel {
     hidden = try (0...c.layers).map { _ in try floats(t * d) }
     batchWords = try device.allocate(Int32.self, count: 3 * t + maxSequences + 1)
     items = batchWords; positions = batchWords; labels = batchWords; offsets = batchWords
-    negatives = try device.allocate(Int32.self, count: t * 128)
+    negatives = try device.allocate(Int32.self, count: t * Self.maxNegatives)
     ones = try device.array([Float](repeating: 1, count: t))
     rowLoss = try floats(t)
     lossSum = try floats(1)

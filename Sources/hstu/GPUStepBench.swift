@@ -2,50 +2,6 @@ import ArgumentParser
 import Foundation
 import UltraHSTU
 
-/// `hstu gpu-bench train`: `hstu train` with the steps and the evaluation on the GPU (`CUDATrainer`).
-struct GPUTrain: ParsableCommand {
-  static let configuration = CommandConfiguration(
-    commandName: "train",
-    abstract: "Train an HSTU preset on the GPU with leave-one-out validation and early stopping; print test metrics.")
-
-  @OptionGroup var dataOptions: DataOptions
-
-  @Option(help: "Maximum epochs (default: the preset's).")
-  var epochs: Int?
-
-  @Option(help: "Stop after this many epochs without a better validation NDCG@10 (0 = never).")
-  var patience: Int?
-
-  @Option(help: "Random seed.")
-  var seed: UInt64?
-
-  @Option(help: "Write the final report (validation-selected test metrics) as JSON here.")
-  var output: String?
-
-  func run() throws {
-    let preset = try dataOptions.resolvedPreset()
-    var train = preset.train
-    if let epochs { train.epochs = epochs }
-    if let patience { train.patience = patience }
-    if let seed { train.seed = seed }
-    let (data, name) = try dataOptions.load()
-    let started = Date()
-    let device = try CUDADevice(arenaBytes: 8 << 30)
-    let model = SequentialModel(config: preset.model, itemCount: data.itemCount, seed: train.seed)
-    let trainer = try CUDATrainer(model: model, train: train, data: data, presetName: preset.name, datasetName: name, device: device)
-    FileHandle.standardError.write("training \(preset.name) on \(device.name) (\(model.parameters.count) parameters) on \(name): \(trainer.tokensPerEpoch) tokens/epoch, up to \(train.epochs) epochs\n".data(using: .utf8)!)
-    let state = try trainer.run()
-    let total = Date().timeIntervalSince(started)
-    let report = TrainingReport(preset: preset.name, dataset: name, state: state, model: preset.model, train: train,
-                                lengths: trainer.trainingLengths, itemCount: data.itemCount)
-    let json = try report.json()
-    print(String(decoding: json, as: UTF8.self))
-    print(String(format: "gpu-train %@: %d epochs, training+evaluation %.2f s (process incl. device init and kernel compile %.2f s)",
-                 preset.name, state.epoch, state.wallSeconds, total))
-    if let output { try writeAtomically(json, to: output) }
-  }
-}
-
 /// `hstu gpu-bench step`: time whole training steps (forward, loss, backward, AdamW) of a synthetic
 /// HSTU on random full-length sequences; optionally dump weights, batch, negatives, loss and
 /// gradients of one dropout-free step for `bench/gpu/torch_reference.py`.

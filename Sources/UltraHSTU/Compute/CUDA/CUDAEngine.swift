@@ -1,0 +1,44 @@
+/// A `Trainer`'s steps and evaluations on one GPU: `CUDAModel` for forward, loss, backward and
+/// AdamW, `CUDAEvaluator` for full ranking. Batches, dropout streams and negatives are the CPU
+/// trainer's, so the run follows the same path as on the CPU.
+public final class CUDAEngine: TrainingEngine {
+  public let gpu: CUDAModel
+  let evaluator: CUDAEvaluator
+  let train: TrainConfig
+
+  /// Mirrors `model` (as initialised or loaded) onto `device`, sized for `train.batchSize`
+  /// training sequences and `Evaluator.batchSize` evaluation sequences of full length.
+  public init(model: RetrievalModel, train: TrainConfig, device: CUDADevice) throws {
+    guard let model = model as? SequentialModel else {
+      throw CUDAError.unsupported("the GPU path runs single-stack models only (no mixture of transducers yet)")
+    }
+    let c = model.config
+    guard c.input == .itemsOnly, c.truncation == nil, !c.rematerialize else {
+      throw CUDAError.unsupported("the GPU path has no action-aware/interleaved input, attention truncation or rematerialisation yet")
+    }
+    guard train.negatives <= CUDAModel.maxNegatives else {
+      throw CUDAError.unsupported("the GPU loss supports at most \(CUDAModel.maxNegatives) negatives (asked \(train.negatives))")
+    }
+    let sequences = max(train.batchSize, Evaluator.batchSize)
+    gpu = try CUDAModel(model, device: device, maxTokens: sequences * c.maxSequenceLength, maxSequences: sequences)
+    gpu.mask = c.mask
+    evaluator = try CUDAEvaluator(model: gpu)
+    self.train = train
+  }
+
+  public func train(_ batch: SequenceBatch, step: UInt64) throws {
+    try gpu.setBatch(batch)
+    try gpu.lossAndGradients(train: train, step: step)
+    try gpu.adamWStep(train)
+  }
+
+  public func takeLossSum() throws -> Double { Double(try gpu.takeLossSum()) }
+
+  public func evaluate(_ data: UserSequences, split: LeaveOneOutSplit, stage: LeaveOneOutSplit.Stage) throws -> RankingMetrics {
+    try evaluator.evaluate(data: data, split: split, stage: stage)
+  }
+
+  public func synchronize(into parameters: ParameterStore) throws { try gpu.save(to: parameters) }
+
+  public func reload(from parameters: ParameterStore) throws { try gpu.load(from: parameters) }
+}
