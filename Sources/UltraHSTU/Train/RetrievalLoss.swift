@@ -5,6 +5,7 @@ final class RetrievalLoss {
   let normalizedItems = HostBuffer(), itemNorms = HostBuffer(), dNormalizedItems = HostBuffer()
   let supervised = HostBuffer(), users = HostBuffer(), userNorms = HostBuffer(), dUsers = HostBuffer()
   let labels = HostArray<Int32>(), supervisedRows = HostArray<Int32>()
+  let partialItemGradients = HostBuffer()
 
   /// Returns the mean loss over supervised rows; `encoded.output` is replaced by its gradient.
   func forwardBackward(model: RetrievalModel, encoded: EncodedBatch, batch: SequenceBatch,
@@ -27,7 +28,8 @@ final class RetrievalLoss {
     let loss = CPUOps.sampledSoftmaxLoss(user: users.pointer, positives: labels.pointer, rows: rows, dim: d,
                                          items: normalizedItems.pointer, itemCount: model.itemCount,
                                          negatives: train.negatives, temperature: train.temperature, random: random,
-                                         stream: step, dUser: dUsers.reserve(rows * d), dItems: dNormalizedItems.pointer)
+                                         stream: step, dUser: dUsers.reserve(rows * d), dItems: dNormalizedItems.pointer,
+                                         scratch: partialItemGradients)
     CPUOps.l2NormalizeBackward(dUsers.pointer, users.pointer, norms: userNorms.pointer, supervised.pointer, rows: rows, dim: d)
     encoded.output.update(repeating: 0, count: encoded.rows * d)
     CPUOps.scatterRows(supervised.pointer, rows: supervisedRows.pointer, count: rows, dim: d, encoded.output)

@@ -14,19 +14,19 @@ extension CPUOps {
   /// a negative equal to the positive (an accidental hit) is excluded; loss `−log softmax₀`.
   /// Returns the mean loss over rows. Gradients of the mean loss are written to `dUser`
   /// (overwritten) and accumulated into `dItems` (the gradient w.r.t. the *normalised* table).
+  /// `scratch` holds one table-sized partial gradient per worker; pass the same buffer every step
+  /// to avoid reallocating it.
   public static func sampledSoftmaxLoss(user: UnsafePointer<Float>, positives: UnsafePointer<Int32>, rows: Int, dim: Int,
                                         items: UnsafePointer<Float>, itemCount: Int, negatives: Int, temperature: Float,
                                         random: CounterRandom, stream: UInt64,
-                                        dUser: UnsafeMutablePointer<Float>?, dItems: UnsafeMutablePointer<Float>?) -> Float {
+                                        dUser: UnsafeMutablePointer<Float>?, dItems: UnsafeMutablePointer<Float>?,
+                                        scratch: HostBuffer = HostBuffer()) -> Float {
     if rows == 0 { return 0 }
     let workers = Parallel.workers
     let tableSize = (itemCount + 1) * dim
-    let partials = dItems == nil ? [] : (0..<workers).map { _ -> UnsafeMutablePointer<Float> in
-      let p = UnsafeMutablePointer<Float>.allocate(capacity: tableSize)
-      p.initialize(repeating: 0, count: tableSize)
-      return p
-    }
-    defer { partials.forEach { $0.deallocate() } }
+    let partialBase = scratch.reserve(dItems == nil ? 0 : workers * tableSize)
+    scratch.zero()
+    let partials = dItems == nil ? [] : (0..<workers).map { partialBase + $0 * tableSize }
     var losses = [Double](repeating: 0, count: workers)
     let invT = 1 / temperature, invRows = 1 / Float(rows)
     let chunks = min(workers, rows)
