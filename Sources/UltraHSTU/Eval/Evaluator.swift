@@ -10,6 +10,7 @@ public enum Evaluator {
     let d = model.config.embeddingDim, tableRows = model.itemCount + 1
     let normalizedItems = HostBuffer(count: tableRows * d), itemNorms = HostBuffer(count: tableRows)
     CPUOps.l2NormalizeForward(model.itemTable, normalizedItems.pointer, norms: itemNorms.pointer, rows: tableRows, dim: d)
+    let actions = actions ?? (model.config.input == .itemsOnly ? nil : ActionFeatures(data, signals: model.config.actionSignals))
     let users = split.evaluationUsers
     let lastRows = HostBuffer(), normalizedUsers = HostBuffer(), userNorms = HostBuffer(), scores = HostBuffer()
     var metrics = RankingMetrics()

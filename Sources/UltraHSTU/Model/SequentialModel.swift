@@ -95,6 +95,8 @@ public final class SequentialModel {
   /// Runs the encoder over `batch`.
   public func forward(_ batch: SequenceBatch, training: Bool, random: CounterRandom, step: UInt64) -> EncodedBatch {
     let t = batch.tokenCount, d = config.embeddingDim, scale = Float(d).squareRoot()
+    precondition(batch.actions.count == t * actionEmbeddings.count,
+                 "batch built without the action features this model's input needs")
     offsets.assign(batch.offsets)
     items.assign(batch.items)
     positions.assign(batch.positions)
