@@ -154,3 +154,32 @@ func tinyConfig(_ kind: ModelKind, dropout: Float = 0, timeBias: Bool = false) -
     #expect(throws: SafeTensorsError.self) { try ckpt.load(into: wrong.parameters, weights: "w.safetensors", optimizer: false) }
   }
 }
+
+/// Causality of the whole model: changing a later event never changes an earlier output.
+@Suite struct CausalityTests {
+  @Test(arguments: ModelTests.variants.map(\.0)) func outputsIgnoreLaterEvents(variant: String) {
+    var config = ModelTests.variants.first { $0.0 == variant }!.1
+    config.mask = .causal  // windows only ever drop keys; full causal is the strictest check
+    var data = patternSequences(users: 2, items: 10, length: 12, withTimestamps: true)
+    let model = makeModel(config: config, data: data, seed: 4)
+    func outputs(_ data: UserSequences) -> [Float] {
+      let trainer = Trainer(model: model, train: TrainConfig(), data: data, presetName: "t", datasetName: "p")
+      var batch = SequenceBatch()
+      batch.append(user: 0, events: Array(0..<8), data: data, target: 0, targetTime: nil, input: config.input,
+                   actionFeatures: trainer.actions)
+      let encoded = model.forward(batch, training: false, random: CounterRandom(seed: 1), step: 1)
+      return Array(UnsafeBufferPointer(start: encoded.output, count: encoded.rows * config.embeddingDim))
+    }
+    let before = outputs(data)
+    // Change the last event of the window: its item and rating. (Its time stays: the row before
+    // it legitimately knows when the next request comes, rab^t uses that query time.)
+    data.items[7] = data.items[7] % 10 + 1
+    data.ratings![7] = data.ratings![7] >= 4 ? 1 : 5
+    let after = outputs(data)
+    let perRow = config.embeddingDim * (config.input == .interleaved ? 2 : 1)
+    let rows = before.count / perRow
+    // Every row but the last event's must be unchanged.
+    #expect(Array(before[0..<((rows - 1) * perRow)]) == Array(after[0..<((rows - 1) * perRow)]))
+    #expect(before != after)
+  }
+}
