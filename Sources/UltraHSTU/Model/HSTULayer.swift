@@ -87,7 +87,7 @@ final class HSTULayer {
     CPUOps.linearForward(normed.pointer, weight: p.value(uvqkWeight), bias: nil, preActivation.reserve(t * w),
                          rows: t, inDim: d, outDim: w)
     split(preActivation.pointer, rows: t, into: [(u, hv), (v, hv), (q, hq), (k, hq)]) { src, dst, n in
-      CPUOps.siluForward(src, dst, count: n)
+      VectorMath.silu(src, dst, n)
     }
   }
 

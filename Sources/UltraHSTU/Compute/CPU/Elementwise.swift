@@ -7,12 +7,10 @@ public enum CPUOps {}
 // MARK: - SiLU
 
 extension CPUOps {
-  @inline(__always) static func sigmoid(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
-
   /// `out = x * sigmoid(x)`.
   public static func siluForward(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count: Int) {
     Parallel.forChunks(count, minimumPerWorker: 1 << 14) { r in
-      for i in r { let v = x[i]; out[i] = v / (1 + Foundation.exp(-v)) }
+      VectorMath.silu(x + r.lowerBound, out + r.lowerBound, r.count)
     }
   }
 
@@ -20,10 +18,7 @@ extension CPUOps {
   public static func siluBackward(_ dout: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
                                   _ dx: UnsafeMutablePointer<Float>, count: Int) {
     Parallel.forChunks(count, minimumPerWorker: 1 << 14) { r in
-      for i in r {
-        let v = x[i]; let s = 1 / (1 + Foundation.exp(-v))
-        dx[i] = dout[i] * s * (1 + v * (1 - s))
-      }
+      VectorMath.siluBackward(dout + r.lowerBound, x + r.lowerBound, dx + r.lowerBound, r.count)
     }
   }
 }

@@ -20,6 +20,9 @@ public struct RelativeAttentionBias {
 
   public static let none = RelativeAttentionBias()
 
+  /// Whether any bias term is configured.
+  var hasTerms: Bool { positionTable != nil || (timeTable != nil && timeBuckets != nil) }
+
   @inline(__always) func value(sequence b: Int, n: Int, i: Int, j: Int) -> Float {
     var s: Float = 0
     if let positionTable { s += positionTable[i - j] }
@@ -89,15 +92,12 @@ extension CPUOps {
             BLAS.shared.sgemm(transB: true, m: rows.count, n: width, k: dqk, a: qh + qs * ldq, lda: ldq,
                               b: kh + range.lowerBound * ldq, ldb: ldq, c: s, ldc: width)
             for i in rows {
-              let (p, band) = mask.keyIntervals(query: i, length: n, targets: t)
               let row = s + (i - qs) * width
-              for j in range {
-                if p.contains(j) || band.contains(j) {
-                  let x = row[j - range.lowerBound] + bias.value(sequence: b, n: n, i: i, j: j)
-                  row[j - range.lowerBound] = x / (1 + Foundation.exp(-x)) * divisor
-                } else {
-                  row[j - range.lowerBound] = 0
-                }
+              forEachVisibleSegment(mask: mask, query: i, length: n, targets: t, range: range, row: row) { j0, count in
+                let seg = row + (j0 - range.lowerBound)
+                if bias.hasTerms { for c in 0..<count { seg[c] += bias.value(sequence: b, n: n, i: i, j: j0 + c) } }
+                VectorMath.silu(seg, seg, count)
+                for c in 0..<count { seg[c] *= divisor }
               }
             }
             BLAS.shared.sgemm(m: rows.count, n: dv, k: width, a: s, lda: width, b: vh + range.lowerBound * ldv,
@@ -105,6 +105,27 @@ extension CPUOps {
           }
         }
       }
+    }
+  }
+
+  /// Calls `body(firstKey, count)` for each run of keys in `range` that `query` may see (at most
+  /// two), after zeroing the columns of `row` (and `alsoZero`) it may not see. Columns are keys
+  /// minus `range.lowerBound`.
+  @inline(__always)
+  static func forEachVisibleSegment(mask: AttentionMask, query i: Int, length n: Int, targets t: Int, range: Range<Int>,
+                                    row: UnsafeMutablePointer<Float>, alsoZero: UnsafeMutablePointer<Float>? = nil,
+                                    _ body: (Int, Int) -> Void) {
+    let (prefix, band) = mask.keyIntervals(query: i, length: n, targets: t)
+    let visible = [prefix.clamped(to: range), band.clamped(to: range)].filter { !$0.isEmpty }
+    var next = range.lowerBound
+    for segment in visible + [range.upperBound..<range.upperBound] {
+      if segment.lowerBound > next {
+        let c = next - range.lowerBound, count = segment.lowerBound - next
+        (row + c).update(repeating: 0, count: count)
+        alsoZero.map { ($0 + c).update(repeating: 0, count: count) }
+      }
+      if !segment.isEmpty { body(segment.lowerBound, segment.count) }
+      next = max(next, segment.upperBound)
     }
   }
 
@@ -166,22 +187,15 @@ extension CPUOps {
             BLAS.shared.sgemm(transB: true, m: m, n: width, k: dv, a: doh + qs * ldv, lda: ldv,
                               b: vh + k0 * ldv, ldb: ldv, c: ds, ldc: width)
             for i in rows {
-              let (pre, band) = mask.keyIntervals(query: i, length: n, targets: t)
               let pr = p + (i - qs) * width, dr = ds + (i - qs) * width
-              for j in range {
-                let c = j - k0
-                if pre.contains(j) || band.contains(j) {
-                  let x = pr[c] + bias.value(sequence: b, n: n, i: i, j: j)
-                  let sg = 1 / (1 + Foundation.exp(-x))
-                  pr[c] = x * sg * divisor
-                  let g = dr[c] * sg * (1 + x * (1 - sg)) * divisor
-                  dr[c] = g
-                  if biasGradient.positionTable != nil { dPos[i - j] += g }
-                  if biasGradient.timeTable != nil, let tb = bias.timeBuckets, let bo = bias.bucketOffsets {
-                    dTime[Int(tb[bo[b] + i * n + j])] += g
-                  }
-                } else {
-                  pr[c] = 0; dr[c] = 0
+              // Zero the invisible columns of both rows; recompute P and dS on the visible ones.
+              forEachVisibleSegment(mask: mask, query: i, length: n, targets: t, range: range, row: pr, alsoZero: dr) { j0, count in
+                let c0 = j0 - k0
+                if bias.hasTerms { for c in 0..<count { pr[c0 + c] += bias.value(sequence: b, n: n, i: i, j: j0 + c) } }
+                VectorMath.siluWithGradient(pr + c0, dr + c0, count, scale: divisor)
+                if biasGradient.positionTable != nil { for c in 0..<count { dPos[i - j0 - c] += dr[c0 + c] } }
+                if biasGradient.timeTable != nil, let tb = bias.timeBuckets, let bo = bias.bucketOffsets {
+                  for c in 0..<count { dTime[Int(tb[bo[b] + i * n + j0 + c])] += dr[c0 + c] }
                 }
               }
             }
