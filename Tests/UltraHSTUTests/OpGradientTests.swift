@@ -16,6 +16,17 @@ import UltraHSTU
     #expect(err < tolerance)
   }
 
+  /// The vectorised SiLU (its own exp polynomial) against double precision over a wide range.
+  @Test func siluMatchesDoublePrecision() {
+    let x = (0..<4001).map { Float($0 - 2000) * 0.02 } + [-100, -88, 88, 100]
+    var y = [Float](repeating: .nan, count: x.count)
+    CPUOps.siluForward(x, &y, count: x.count)
+    for (xi, yi) in zip(x, y) {
+      let ref = Double(xi) / (1 + Foundation.exp(-Double(xi)))
+      #expect(abs(Double(yi) - ref) <= 1e-6 * max(1, abs(ref)), "silu(\(xi)) = \(yi), expected \(ref)")
+    }
+  }
+
   @Test func relu() {
     let n = 40, x = randomArray(n, seed: 3), w = randomArray(n, seed: 4)
     var y = [Float](repeating: 0, count: n), dx = y

@@ -50,8 +50,7 @@ extension CPUOps {
             logits[c] = VectorMath.dot(u, items + ids[c] * dim, dim) * invT
             maxLogit = max(maxLogit, logits[c])
           }
-          var sum: Float = 0
-          for c in 0...negatives { logits[c] = Foundation.exp(logits[c] - maxLogit); sum += logits[c] }
+          let sum = VectorMath.expShifted(logits, negatives + 1, shift: maxLogit)
           lossSum += Double(-Foundation.log(logits[0] / sum))
           // d loss / d logit_c = softmax_c − [c = 0], scaled by 1/T and averaged over rows.
           let scale = invT * invRows

@@ -32,8 +32,7 @@ extension CPUOps {
             forEachColumn(ranges) { c, j in
               if p.contains(j) || band.contains(j) { maxS = max(maxS, row[c]) } else { row[c] = -.infinity }
             }
-            var sum: Float = 0
-            for c in 0..<width { row[c] = Foundation.exp(row[c] - maxS); sum += row[c] }
+            let sum = VectorMath.expShifted(row, width, shift: maxS)
             for c in 0..<width { row[c] /= sum }
             logSumExp[(base + i) * heads + h] = maxS + Foundation.log(sum)
           }

@@ -25,6 +25,7 @@ enum VectorMath {
   /// (relative error below 2·10⁻⁷ in [−87, 88]), 2ᵏ built in the exponent bits.
   @inline(__always)
   static func exp(_ x0: SIMD8<Float>) -> SIMD8<Float> {
+    // Below −87.3 the result is flushed to 0 (so −∞ inputs give 0, as for masked logits).
     let x = x0.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.7))
     let k = (x * 1.442_695_04).rounded(.toNearestOrEven)
     let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6
@@ -36,7 +37,8 @@ enum VectorMath {
     p = p * r + 1
     p = p * r + 1
     let bits = (SIMD8<Int32>(k, rounding: .towardZero) &+ 127) &<< 23
-    return p * unsafeBitCast(bits, to: SIMD8<Float>.self)
+    let result = p * unsafeBitCast(bits, to: SIMD8<Float>.self)
+    return result.replacing(with: 0, where: x0 .< -87.3)
   }
 
   /// `eˣ` of one value through the 8-lane kernel (so scalar tails round like vector bodies).
@@ -95,6 +97,23 @@ enum VectorMath {
       g[i] = g[i] * s * (1 + v * (1 - s)) * scale
       i += 1
     }
+  }
+
+  /// In place `x[i] ← e^{x[i] − shift}` over `n` elements; returns their sum (−∞ entries give 0).
+  @inline(__always)
+  static func expShifted(_ x: UnsafeMutablePointer<Float>, _ n: Int, shift: Float) -> Float {
+    var acc = SIMD8<Float>()
+    var i = 0
+    let rx = UnsafeMutableRawPointer(x)
+    while i + 8 <= n {
+      let e = exp(rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) - shift)
+      rx.storeBytes(of: e, toByteOffset: i * 4, as: SIMD8<Float>.self)
+      acc += e
+      i += 8
+    }
+    var s = acc.sum()
+    while i < n { x[i] = exp(x[i] - shift); s += x[i]; i += 1 }
+    return s
   }
 
   /// `Σ a[i]` over `n` elements.
