@@ -6,5 +6,5 @@ struct HSTU: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "hstu",
     abstract: "Train, evaluate and benchmark HSTU / ULTRA-HSTU sequential recommenders.",
-    subcommands: [Train.self, Reproduce.self, Ablation.self, Bench.self, FLOPs.self, GPUCheck.self, GPUBench.self])
+    subcommands: [Train.self, Eval.self, Reproduce.self, Ablation.self, Bench.self, FLOPs.self, GPUCheck.self, GPUBench.self])
 }
