@@ -5,25 +5,27 @@
 # torch-check (torch vs the dumped Swift step, blockwise-SLA self-check), torch-eager, torch-compile,
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large).
 # Every stage has a time cap; stages that would not fit the 10-minute call are skipped and say so.
-# Logs and JSON go to $OUT; a summary is printed last.
+# Logs and JSON go to /tmp/logs, packed into $OUT/logs.tar.gz (a call returns at most 8 files); the
+# summary is printed last.
 cd "$(dirname "$0")"
 [ -x hstu ] || { gunzip -f hstu.gz; chmod +x hstu; }
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64 HSTU_CACHE_DIR=/tmp/hc PYTHONUNBUFFERED=1
 BUDGET=${BUDGET:-570}
+LOG=/tmp/logs; mkdir -p $LOG
 CFG1="--dim 256 --layers 4 --heads 4 --head-dim 64 --length 200 --batch 128"
 CFG2="--dim 256 --layers 16 --heads 4 --head-dim 64 --length 200 --batch 128"
 CFG3="--dim 512 --layers 8 --heads 4 --head-dim 128 --length 4096 --batch 4 --semi-local 256"
-# capped NAME SECONDS COMMAND...: runs COMMAND with stdout+stderr in $OUT/NAME.txt, capped by the time left.
+# capped NAME SECONDS COMMAND...: runs COMMAND with stdout+stderr in $LOG/NAME.txt, capped by the time left.
 capped() {
   local name=$1 cap=$2; shift 2
   local left=$((BUDGET - SECONDS))
   [ $cap -gt $left ] && cap=$left
-  if [ $cap -lt 15 ]; then echo "SKIPPED $name (no time left)" | tee -a $OUT/summary.txt; return; fi
+  if [ $cap -lt 15 ]; then echo "SKIPPED $name (no time left)" | tee -a $LOG/summary.txt; return; fi
   local t0=$SECONDS
-  timeout $cap "$@" > $OUT/$name.txt 2>&1; local rc=$?
-  echo "$name rc=$rc $((SECONDS - t0))s: $(grep -v '^\s*$' $OUT/$name.txt | tail -1 | cut -c1-600)" >> $OUT/summary.txt
+  timeout $cap "$@" > $LOG/$name.txt 2>&1; local rc=$?
+  echo "$name rc=$rc $((SECONDS - t0))s: $(grep -v '^\s*$' $LOG/$name.txt | tail -1 | cut -c1-600)" >> $LOG/summary.txt
 }
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv > $OUT/nvidia-smi.txt 2>&1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv > $LOG/nvidia-smi.txt 2>&1
 for stage in "$@"; do
   case $stage in
     check) capped gpu-check 120 ./hstu gpu-check ;;
@@ -42,10 +44,11 @@ for stage in "$@"; do
       capped torch-compile-cfg3 200 python3 torch_reference.py time --mode compile $CFG3
       capped torch-compile-cfg1 100 python3 torch_reference.py time --mode compile $CFG1
       capped torch-compile-cfg2 150 python3 torch_reference.py time --mode compile $CFG2 ;;
-    attention) capped gpu-bench-attention 90 ./hstu gpu-bench --out $OUT --commit "${COMMIT:-unknown}" ;;
+    attention) capped gpu-bench-attention 90 ./hstu gpu-bench --out $LOG --commit "${COMMIT:-unknown}" ;;
     train)
-      capped train-hstu 60 ./hstu train --device cuda --data ratings_seq.tsv.gz --preset hstu --patience 0 --output $OUT/train-hstu.json
-      capped train-hstu-large 90 ./hstu train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --patience 0 --output $OUT/train-hstu-large.json ;;
+      capped train-hstu 60 ./hstu train --device cuda --data ratings_seq.tsv.gz --preset hstu --patience 0 --output $LOG/train-hstu.json
+      capped train-hstu-large 90 ./hstu train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --patience 0 --output $LOG/train-hstu-large.json ;;
   esac
 done
-cat $OUT/summary.txt
+tar -C /tmp -czf $OUT/logs.tar.gz logs
+cat $LOG/summary.txt
