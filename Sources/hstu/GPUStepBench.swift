@@ -28,6 +28,8 @@ struct GPUStepBench: ParsableCommand {
   var dump: String?
   @Option(help: "Size of the square bf16 GEMM whose rate is the MFU reference (0: skip).")
   var gemmSize = 8192
+  @Flag(help: "Also time the forward alone, forward + loss + backward, AdamW, and the host's enqueue time of a step.")
+  var breakdown = false
 
   func run() throws {
     var config = ModelConfig(kind: .hstu, embeddingDim: dim, layers: layers, heads: heads, attentionDim: headDim, linearDim: headDim,
@@ -81,6 +83,20 @@ struct GPUStepBench: ParsableCommand {
       try timed.lossAndGradients(train: train, step: UInt64(timed.step + 1))
       try timed.adamWStep(train)
     }.sorted()[repeats / 2]
+    if breakdown {
+      func median(_ body: () throws -> Void) throws -> Double { try device.time(warmup: 2, repeats: repeats, body).sorted()[repeats / 2] }
+      let forward = try median { try timed.forward(training: true, seed: 1, step: 1) }
+      let gradients = try median { try timed.lossAndGradients(train: train, step: 1) }
+      let adam = try median { try timed.adamWStep(train) }
+      try device.synchronize()
+      let start = DispatchTime.now().uptimeNanoseconds
+      try timed.lossAndGradients(train: train, step: 1)
+      try timed.adamWStep(train)
+      let enqueue = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+      try device.synchronize()
+      print(String(format: "breakdown ms: forward %.3f, loss+gradients (incl. forward) %.3f, AdamW %.3f, host enqueue of one step %.3f",
+                   forward, gradients, adam, enqueue))
+    }
     let tokens = Double(sample.tokenCount)
     // Model FLOPs per step: the GEMMs (×3 for forward + backward) and the attention pairs the mask keeps.
     let w = 2 * heads * 2 * headDim, hv = heads * headDim

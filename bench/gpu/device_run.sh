@@ -3,7 +3,8 @@
 #   bash .device-carry/device_run.sh STAGE...
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
 # torch-check (torch vs the dumped Swift step, blockwise-SLA self-check), torch-eager, torch-compile,
-# attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large).
+# breakdown (forward / backward / AdamW / host enqueue times), profile (nsys kernel summary, if
+# installed), attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large).
 # Every stage has a time cap; stages that would not fit the 10-minute call are skipped and say so.
 # Logs and JSON go to /tmp/logs, packed into $OUT/logs.tar.gz (a call returns at most 8 files); the
 # summary is printed last.
@@ -44,6 +45,14 @@ for stage in "$@"; do
       capped torch-compile-cfg3 200 python3 torch_reference.py time --mode compile $CFG3
       capped torch-compile-cfg1 100 python3 torch_reference.py time --mode compile $CFG1
       capped torch-compile-cfg2 150 python3 torch_reference.py time --mode compile $CFG2 ;;
+    breakdown)
+      capped breakdown-cfg1 60 ./hstu gpu-bench step $CFG1 --breakdown --gemm-size 0
+      capped breakdown-cfg2 60 ./hstu gpu-bench step $CFG2 --breakdown --gemm-size 0
+      capped breakdown-cfg3 60 ./hstu gpu-bench step $CFG3 --breakdown --gemm-size 0 ;;
+    profile)
+      NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+      echo "nsys: ${NSYS:-none}; ncu: $(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)" >> $LOG/summary.txt
+      [ -n "$NSYS" ] && capped profile-cfg2 120 $NSYS profile -o /tmp/p2 --force-overwrite true --stats=true ./hstu gpu-bench step $CFG2 --repeats 5 --gemm-size 0 ;;
     attention) capped gpu-bench-attention 90 ./hstu gpu-bench --out $LOG --commit "${COMMIT:-unknown}" ;;
     train)
       capped train-hstu 60 ./hstu train --device cuda --data ratings_seq.tsv.gz --preset hstu --patience 0 --output $LOG/train-hstu.json
