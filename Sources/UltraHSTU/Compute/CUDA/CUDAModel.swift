@@ -239,7 +239,7 @@ public final class CUDAModel {
     for (l, layer) in layers.enumerated().reversed() {
       try device.gemm(m: t, n: hv, k: d, a: dxBF16, b: slice(valuesBF16, layer.outputWeight), transB: true, d: dGated)
       try device.gemm(m: hv, n: d, k: t, a: prefix(layer.gated, t * hv), transA: true, b: dxBF16, d: slice(gradients, layer.outputWeight))
-      try device.gemm(m: 1, n: d, k: t, a: prefix(ones, t), b: dx, d: slice(gradients, layer.outputBias))
+      try device.biasGradient(dx, into: slice(gradients, layer.outputBias), rows: t, cols: d)
       let padded = paddedValue != config.linearDim
       try device.layerNormBackward(dy: dGated, x: layer.attention, gate: layer.u,
                                    dropout: linearDropout(training: training, seed: seed, step: step, layer: l),
