@@ -11,11 +11,12 @@
 ///                g = Dropout(u ⊙ LN(o)) (bf16, one kernel);  x' = x + g·W_o + b_o   (cuBLASLt, bias + residual fused)
 ///     loss = sampled softmax over L2-normalised outputs and items (fused kernel), uniform negatives
 ///
-/// Precision: the residual stream x, LayerNorm statistics, pre, u, the loss and every gradient
-/// and AdamW state are fp32; the model's four GEMMs per layer (and their backward) run on tensor
+/// Precision: the residual stream x, LayerNorm statistics, u, the loss and every gradient and
+/// AdamW state are fp32; the model's four GEMMs per layer (and their backward) run on tensor
 /// cores with bf16 operands and fp32 accumulation: bf16 activations (n, g, dx, dPre) times the
 /// bf16 copy of the weights (`valuesBF16`), which AdamW rewrites in the same pass as the fp32
-/// master weights. The attention reads bf16 q, k, v, dO.
+/// master weights. pre (the widest activation, [T, 2·H·(dv + dqk)]) is stored in bf16, as under
+/// PyTorch's autocast; the attention reads bf16 q, k, v, dO.
 ///
 /// Dropout masks and negatives come from the same counter-based streams as the CPU model, so a
 /// step on the same batch and weights gives the CPU's loss and gradients up to those bf16
@@ -41,8 +42,8 @@ public final class CUDAModel {
     var uvqk, outputWeight, outputBias: ParameterEntry
     var positionBias: ParameterEntry?
     // Saved activations.
-    var mean1, rstd1, pre, u, attention, mean2, rstd2: DeviceArray<Float>
-    var normed, gated, q, k, v: DeviceArray<BFloat16>
+    var mean1, rstd1, u, attention, mean2, rstd2: DeviceArray<Float>
+    var normed, pre, gated, q, k, v: DeviceArray<BFloat16>
   }
 
   let itemEmbedding, positionEmbedding: ParameterEntry
@@ -106,9 +107,9 @@ public final class CUDAModel {
         uvqk: try entry("layers.\(l).uvqk.weight"), outputWeight: try entry("layers.\(l).output.weight"),
         outputBias: try entry("layers.\(l).output.bias"),
         positionBias: c.positionBias ? try entry("layers.\(l).rab.position") : nil,
-        mean1: try floats(t), rstd1: try floats(t), pre: try floats(t * w), u: try floats(t * hv),
+        mean1: try floats(t), rstd1: try floats(t), u: try floats(t * hv),
         attention: try floats(t * hv), mean2: try floats(t), rstd2: try floats(t),
-        normed: try halves(t * d), gated: try halves(t * hv), q: try halves(t * qp), k: try halves(t * qp), v: try halves(t * vp)))
+        normed: try halves(t * d), pre: try halves(t * w), gated: try halves(t * hv), q: try halves(t * qp), k: try halves(t * qp), v: try halves(t * vp)))
     }
     hidden = try (0...c.layers).map { _ in try floats(t * d) }
     batchWords = try device.allocate(Int32.self, count: 3 * t + maxSequences + 1)
