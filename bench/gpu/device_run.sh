@@ -3,8 +3,8 @@
 #   bash .device-carry/device_run.sh STAGE...
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
 # torch-check (torch vs the dumped Swift step, blockwise-SLA self-check), torch-eager, torch-compile,
-# breakdown (forward / backward / AdamW / host enqueue times), profile (nsys kernel summary, if
-# installed), ncu (per-kernel times of cfg1 steps), attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large).
+# breakdown (forward / backward / AdamW / host enqueue times), ncu (per-kernel times
+# of cfg1 steps; nsys is not on the machine), attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large).
 # Every stage has a time cap; stages that would not fit the 10-minute call are skipped and say so.
 # Logs and JSON go to /tmp/logs, packed into $OUT/logs.tar.gz (a call returns at most 8 files); the
 # summary is printed last.
@@ -49,10 +49,6 @@ for stage in "$@"; do
       capped breakdown-cfg1 60 ./hstu gpu-bench step $CFG1 --breakdown --gemm-size 0
       capped breakdown-cfg2 60 ./hstu gpu-bench step $CFG2 --breakdown --gemm-size 0
       capped breakdown-cfg3 60 ./hstu gpu-bench step $CFG3 --breakdown --gemm-size 0 ;;
-    profile)
-      NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
-      echo "nsys: ${NSYS:-none}; ncu: $(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)" >> $LOG/summary.txt
-      [ -n "$NSYS" ] && capped profile-cfg2 120 $NSYS profile -o /tmp/p2 --force-overwrite true --stats=true ./hstu gpu-bench step $CFG2 --repeats 5 --gemm-size 0 ;;
     ncu)
       # Per-kernel GPU time of about three training steps of cfg1 (clocks left alone).
       capped ncu-cfg1 90 /usr/local/cuda/bin/ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
