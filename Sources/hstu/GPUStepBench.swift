@@ -4,7 +4,9 @@ import UltraHSTU
 
 /// `hstu gpu-bench step`: time whole training steps (forward, loss, backward, AdamW) of a synthetic
 /// HSTU on random full-length sequences; optionally dump weights, batch, negatives, loss and
-/// gradients of one dropout-free step for `bench/gpu/torch_reference.py`.
+/// gradients of one dropout-free step for `bench/gpu/torch_reference.py`. MFU is reported against
+/// the cuBLASLt bf16 GEMM rate measured in the same process (8192³, random data) and against the
+/// H200's 989 TF/s dense bf16 datasheet peak.
 struct GPUStepBench: ParsableCommand {
   static let configuration = CommandConfiguration(commandName: "step", abstract: "Time HSTU training steps on the GPU.")
 
@@ -24,6 +26,10 @@ struct GPUStepBench: ParsableCommand {
   var dropout: Float = 0.2
   @Option(help: "Folder for weights.safetensors + step.safetensors (batch, negatives, loss, gradients).")
   var dump: String?
+  @Option(help: "Size of the square bf16 GEMM whose rate is the MFU reference (0: skip).")
+  var gemmSize = 8192
+  @Flag(help: "Also time the forward alone, forward + loss + backward, AdamW, and the host's enqueue time of a step.")
+  var breakdown = false
 
   func run() throws {
     var config = ModelConfig(kind: .hstu, embeddingDim: dim, layers: layers, heads: heads, attentionDim: headDim, linearDim: headDim,
@@ -77,6 +83,20 @@ struct GPUStepBench: ParsableCommand {
       try timed.lossAndGradients(train: train, step: UInt64(timed.step + 1))
       try timed.adamWStep(train)
     }.sorted()[repeats / 2]
+    if breakdown {
+      func median(_ body: () throws -> Void) throws -> Double { try device.time(warmup: 2, repeats: repeats, body).sorted()[repeats / 2] }
+      let forward = try median { try timed.forward(training: true, seed: 1, step: 1) }
+      let gradients = try median { try timed.lossAndGradients(train: train, step: 1) }
+      let adam = try median { try timed.adamWStep(train) }
+      try device.synchronize()
+      let start = DispatchTime.now().uptimeNanoseconds
+      try timed.lossAndGradients(train: train, step: 1)
+      try timed.adamWStep(train)
+      let enqueue = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+      try device.synchronize()
+      print(String(format: "breakdown ms: forward %.3f, loss+gradients (incl. forward) %.3f, AdamW %.3f, host enqueue of one step %.3f",
+                   forward, gradients, adam, enqueue))
+    }
     let tokens = Double(sample.tokenCount)
     // Model FLOPs per step: the GEMMs (×3 for forward + backward) and the attention pairs the mask keeps.
     let w = 2 * heads * 2 * headDim, hv = heads * headDim
@@ -84,7 +104,20 @@ struct GPUStepBench: ParsableCommand {
     let pairs = Double(HSTUAttentionShape.keptPairs(lengths: [length], mask: mask)) * Double(batch * heads * layers)
     let attention = pairs * 2 * Double(2 * headDim) + pairs * 2 * Double(5 * headDim)
     let tflops = (gemm + attention) / (ms * 1e-3) / 1e12
-    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d}",
-                 ms, tokens / (ms * 1e-3), (gemm + attention) / 1e12, tflops, tflops / 989, dim, layers, heads, headDim, length, batch, semiLocal))
+    let gemmRate = gemmSize > 0 ? try measuredGEMMRate(device) : .nan
+    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d}",
+                 ms, tokens / (ms * 1e-3), (gemm + attention) / 1e12, gemm / 1e12, tflops, gemmRate, tflops / gemmRate, tflops / 989,
+                 dim, layers, heads, headDim, length, batch, semiLocal))
+  }
+
+  /// TF/s of a `gemmSize`³ cuBLASLt bf16 GEMM (fp32 accumulation, bf16 out) on random data, median of 10.
+  func measuredGEMMRate(_ device: CUDADevice) throws -> Double {
+    let n = gemmSize, random = CounterRandom(seed: 5)
+    let mark = device.arena.mark()
+    defer { device.arena.release(to: mark) }
+    func noise(_ stream: UInt64) -> [BFloat16] { (0..<(n * n)).map { BFloat16(random.unit(stream: stream, counter: UInt64($0)) - 0.5) } }
+    let a = try device.array(noise(1)), b = try device.array(noise(2)), c = try device.allocate(BFloat16.self, count: n * n)
+    let ms = try device.time(warmup: 3, repeats: 10) { try device.gemm(m: n, n: n, k: n, a: a, b: b, d: c) }.sorted()[5]
+    return 2 * Double(n) * Double(n) * Double(n) / (ms * 1e-3) / 1e12
   }
 }

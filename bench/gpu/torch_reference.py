@@ -2,15 +2,27 @@
 comparison: the same parameters (names, shapes, [in, out] weight layout), the same maths as
 Sources/UltraHSTU/Model/{SequentialModel,HSTULayer}.swift and the sampled-softmax loss of
 Train/RetrievalLoss.swift, written the way a PyTorch engineer would: padded [B, L, D] tensors,
-batched matmuls over [B, H, L, d], dense L x L masks built once, bf16 autocast, fused AdamW,
-optionally torch.compile. No Python loop over users or positions.
+batched matmuls over [B, H, L, d], bf16 autocast, fused AdamW, optionally torch.compile. No Python
+loop over users or positions.
+
+Attention:
+  causal:      dense [B, H, L, L] scores, the (query, key) mask of each sequence built from its length.
+  semi-local:  (Meta's reading: query i sees keys i-K..i, and the last K rows of each sequence see every
+               earlier key) computed blockwise so nothing of size L x L is materialised:
+               band  - queries in blocks of K against their own and the previous key block,
+                       [B, H, L/K, K, 2K] scores with a static band mask;
+               tail  - the last K rows of each sequence (gathered) against all L keys, [B, H, K, L],
+                       their outputs scattered over the band's.
+               Work and memory are O(L * 3K), like the fused kernel's. `sla-check` compares it with
+               the dense masked version (fp32, jagged lengths), values and gradients.
 
   check:  python3 torch_reference.py check --dump DIR
           loads DIR/weights.safetensors and DIR/step.safetensors (written by
           `hstu gpu-bench step --dump DIR`: batch, negatives, loss, every gradient of one
           dropout-free Swift/CUDA step) and compares loss and gradients (fp32 and bf16 autocast).
-  time:   python3 torch_reference.py time --dim 256 --layers 4 --heads 4 --head-dim 64 --length 200 --batch 128
-          prints one JSON line: ms/step and tokens/s, eager and torch.compile.
+  time:   python3 torch_reference.py time --mode eager|compile --dim 256 --layers 4 --heads 4 --head-dim 64 --length 200 --batch 128
+          prints one JSON line: ms/step, tokens/s, the first (compiling) step's seconds and peak memory.
+  sla-check: python3 torch_reference.py sla-check   (blockwise vs dense semi-local attention)
 """
 import argparse
 import json
@@ -23,9 +35,10 @@ from safetensors.torch import load_file
 
 
 class HSTU(torch.nn.Module):
-    def __init__(self, items, dim, layers, heads, head_dim, max_len, normalizer, dropout, semi_local=0):
+    def __init__(self, items, dim, layers, heads, head_dim, max_len, normalizer, dropout, semi_local=0, blockwise=True):
         super().__init__()
         self.dim, self.heads, self.dh, self.normalizer, self.dropout = dim, heads, head_dim, normalizer, dropout
+        self.semi_local, self.blockwise, self.max_len = semi_local, blockwise and semi_local > 0, max_len
         hv = heads * head_dim
         shapes = {"item_embedding": (items + 1, dim), "position_embedding": (max_len, dim)}
         for l in range(layers):
@@ -36,37 +49,76 @@ class HSTU(torch.nn.Module):
         self.names = list(shapes)
         self.params = torch.nn.ParameterList([torch.nn.Parameter(torch.randn(s) * 0.02) for s in shapes.values()])
         self.layers = layers
-        # Visible (query, key) pairs for full-length sequences: causal, or Meta's semi-local attention
-        # (i - j <= K1, or i among the last K2 rows), and the relative distance index of rab^p.
-        i = torch.arange(max_len)[:, None]
-        j = torch.arange(max_len)[None, :]
-        mask = j <= i
-        if semi_local > 0:
-            mask &= (i - j <= semi_local) | (i >= max_len - semi_local)
-        self.register_buffer("mask", mask, persistent=False)
-        self.register_buffer("distance", (i - j).clamp(min=0), persistent=False)
 
     def p(self, name):
         return self.params[self.names.index(name)]
 
+    def rab(self, l, distance):
+        """rab^p by relative distance i - j (clamped into the table)."""
+        return self.p(f"layers.{l}.rab.position")[distance.clamp(0, self.max_len - 1)]
+
+    def dense_attention(self, l, q, k, v, lengths):
+        """[B, H, L, dh] -> [B, H, L, dh] with the full [B, H, L, L] score matrix."""
+        L, K = q.shape[2], self.semi_local
+        i = torch.arange(L, device=q.device)[:, None]
+        j = torch.arange(L, device=q.device)[None, :]
+        n = lengths[:, None, None]
+        pair = (j <= i) & (j < n)                                                          # [B, L, L]
+        if K > 0:
+            pair = pair & ((i - j <= K) | (i >= n - K))
+        s = q @ k.transpose(-1, -2) + self.rab(l, i - j).to(q.dtype)
+        a = F.silu(s).masked_fill(~pair[:, None], 0) / self.normalizer
+        return a @ v
+
+    def semi_local_attention(self, l, q, k, v, lengths):
+        """The same function as dense_attention for semi-local masks, blockwise (see the module doc)."""
+        B, H, L, dh = q.shape
+        K = self.semi_local
+        Lp = -(-L // K) * K
+        if Lp != L:
+            q, k, v = (F.pad(x, (0, 0, 0, Lp - L)) for x in (q, k, v))
+        nb = Lp // K
+        dev = q.device
+        n = lengths[:, None, None]
+        # Band: query block b against key blocks b-1 and b; key column c is key (b-1)*K + c.
+        def window(x):
+            blocks = x.reshape(B, H, nb, K, dh)
+            previous = F.pad(blocks, (0, 0, 0, 0, 1, 0))[:, :, :-1]
+            return torch.cat([previous, blocks], dim=3)                                      # [B, H, nb, 2K, dh]
+        r = torch.arange(K, device=dev)[:, None]
+        c = torch.arange(2 * K, device=dev)[None, :]
+        distance = K + r - c                                                                # i - j, [K, 2K]
+        key = (torch.arange(nb, device=dev)[:, None] - 1) * K + torch.arange(2 * K, device=dev)[None, :]   # [nb, 2K]
+        ok = (distance >= 0) & (distance <= K)                                              # [K, 2K]
+        ok = ok[None, None] & ((key >= 0)[None, :, None, :] & (key[None, :, None, :] < n[..., None]))      # [B, nb, K, 2K]
+        s = q.reshape(B, H, nb, K, dh) @ window(k).transpose(-1, -2) + self.rab(l, distance).to(q.dtype)
+        a = F.silu(s).masked_fill(~ok[:, None], 0) / self.normalizer
+        out = (a @ window(v)).view(B, H, Lp, dh)
+        # Tail: the last K rows of each sequence see every key up to themselves.
+        rows = (lengths[:, None] - K).clamp(min=0) + torch.arange(K, device=dev)[None, :]  # [B, K]
+        index = rows[:, None, :, None].expand(B, H, K, dh)
+        j = torch.arange(Lp, device=dev)[None, None, :]
+        distance = rows[:, :, None] - j                                                     # [B, K, Lp]
+        ok = (distance >= 0) & (j < n)
+        s = q.gather(2, index) @ k.transpose(-1, -2) + self.rab(l, distance)[:, None].to(q.dtype)
+        a = F.silu(s).masked_fill(~ok[:, None], 0) / self.normalizer
+        out = out.scatter(2, index, a @ v)
+        return out[:, :, :L]
+
     def forward(self, items, lengths):
         """items [B, L] (0 = padding at the end); returns the encoder output [B, L, D]."""
         B, L = items.shape
-        valid = torch.arange(L, device=items.device)[None, :] < lengths[:, None]          # [B, L]
         x = self.p("item_embedding")[items] * math.sqrt(self.dim) + self.p("position_embedding")[:L]
         x = F.dropout(x, self.dropout, self.training)
-        pair = self.mask[:L, :L] & valid[:, None, :] & valid[:, :, None]                   # [B, L, L]
         H, dh = self.heads, self.dh
+        attention = self.semi_local_attention if self.blockwise else self.dense_attention
         for l in range(self.layers):
             n = F.layer_norm(x, (self.dim,), eps=1e-6)
             u, v, q, k = F.silu(n @ self.p(f"layers.{l}.uvqk.weight")).split(H * dh, dim=-1)
             q = q.view(B, L, H, dh).transpose(1, 2)
             k = k.view(B, L, H, dh).transpose(1, 2)
             v = v.view(B, L, H, dh).transpose(1, 2)
-            s = q @ k.transpose(-1, -2)
-            s = s + self.p(f"layers.{l}.rab.position")[self.distance[:L, :L]].to(s.dtype)
-            a = F.silu(s).masked_fill(~pair[:, None], 0) / self.normalizer
-            o = (a @ v).transpose(1, 2).reshape(B, L, H * dh)
+            o = attention(l, q, k, v, lengths).transpose(1, 2).reshape(B, L, H * dh)
             y = u * F.layer_norm(o, (H * dh,), eps=1e-6)
             y = F.dropout(y, self.dropout, self.training)
             x = x + y @ self.p(f"layers.{l}.output.weight") + self.p(f"layers.{l}.output.bias")
@@ -125,6 +177,8 @@ def check(args):
 
 
 def time_steps(args):
+    """One mode (eager or compile) per process, so a slow compile or an out-of-memory cannot hide
+    the other mode's numbers; the first step (which compiles) is timed on its own."""
     dev = "cuda"
     torch.manual_seed(0)
     meta = {"dim": args.dim, "layers": args.layers, "heads": args.heads, "head_dim": args.head_dim,
@@ -133,46 +187,77 @@ def time_steps(args):
     items = torch.randint(1, args.items + 1, (B, L), device=dev)
     labels = torch.randint(1, args.items + 1, (B * L,), device=dev)
     lengths = torch.full((B,), L, device=dev)
-    result = {"config": dict(meta, batch=B, items=args.items, negatives=R), "torch": torch.__version__}
-    for mode in ["eager", "compile"]:
-        m = build(meta, args.items, 0.2, dev).train()
-        opt = torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0, fused=True)
-        loss_fn = torch.compile(m.loss) if mode == "compile" else m.loss
+    result = {"config": dict(meta, batch=B, items=args.items, negatives=R), "torch": torch.__version__, "mode": args.mode,
+              "attention": "blockwise semi-local" if args.semi_local > 0 else "dense causal"}
+    m = build(meta, args.items, 0.2, dev).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0, fused=True)
+    loss_fn = torch.compile(m.loss) if args.mode == "compile" else m.loss
 
-        def step():
-            negatives = torch.randint(1, args.items + 1, (B * L, R), device=dev)
-            with torch.autocast("cuda", torch.bfloat16):
-                loss = loss_fn(items, lengths, labels, negatives, 0.05)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+    def step():
+        negatives = torch.randint(1, args.items + 1, (B * L, R), device=dev)
+        with torch.autocast("cuda", torch.bfloat16):
+            loss = loss_fn(items, lengths, labels, negatives, 0.05)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
-        try:
-            for _ in range(3):
-                step()
-            torch.cuda.synchronize()
-            times = []
-            for _ in range(args.repeats):
-                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                step()
-                stop.record()
-                stop.synchronize()
-                times.append(start.elapsed_time(stop))
-            ms = sorted(times)[len(times) // 2]
-            result[mode] = {"ms_per_step": ms, "tokens_per_s": B * L / (ms * 1e-3),
-                            "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30}
-        except torch.OutOfMemoryError as e:
-            result[mode] = {"error": "out of memory: " + str(e).split("\n")[0]}
-        del m, opt
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    print(json.dumps(result))
+    try:
+        t0 = time.time()
+        step()
+        torch.cuda.synchronize()
+        result["first_step_s"] = time.time() - t0
+        for _ in range(2):
+            step()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(args.repeats):
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            stop.record()
+            stop.synchronize()
+            times.append(start.elapsed_time(stop))
+        ms = sorted(times)[len(times) // 2]
+        result.update({"ms_per_step": ms, "tokens_per_s": B * L / (ms * 1e-3),
+                       "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30})
+    except torch.OutOfMemoryError as e:
+        result["error"] = "out of memory: " + str(e).split("\n")[0]
+    print(json.dumps(result), flush=True)
+
+
+def sla_check(args):
+    """Blockwise semi-local attention against the dense masked one: fp32, jagged lengths (shorter
+    than K, not multiples of K, full), forward output and every gradient."""
+    dev = "cuda"
+    torch.manual_seed(1)
+    meta = {"dim": 64, "layers": 2, "heads": 2, "head_dim": 32, "length": 300, "semi_local": 64}
+    lengths = torch.tensor([300, 250, 40, 129], device=dev)
+    items = torch.randint(1, 501, (4, 300), device=dev) * (torch.arange(300, device=dev)[None] < lengths[:, None])
+    valid = torch.arange(300, device=dev)[None] < lengths[:, None]
+    labels = torch.randint(1, 501, (int(valid.sum()),), device=dev)
+    negatives = torch.randint(1, 501, (labels.shape[0], 16), device=dev)
+    report = {}
+    models = {}
+    for blockwise in [False, True]:
+        torch.manual_seed(2)
+        m = HSTU(500, 64, 2, 2, 32, 300, 300, 0.0, semi_local=64, blockwise=blockwise).to(dev)
+        with torch.no_grad():
+            out = m.forward(items, lengths)[valid]
+        loss = m.loss(items, lengths, labels, negatives, 0.05)
+        loss.backward()
+        models[blockwise] = (m, out, loss.item())
+    (md, od, ld), (mb, ob, lb) = models[False], models[True]
+    report["output_rel_error"] = ((ob - od).abs().max() / od.abs().max()).item()
+    report["loss"] = {"dense": ld, "blockwise": lb}
+    report["max_grad_rel_error"] = max(((mb.p(n).grad - md.p(n).grad).abs().max() / md.p(n).grad.abs().max().clamp(min=1e-30)).item()
+                                       for n in md.names)
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("command", choices=["check", "time"])
+    ap.add_argument("command", choices=["check", "time", "sla-check"])
+    ap.add_argument("--mode", choices=["eager", "compile"], default="eager")
     ap.add_argument("--dump")
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
@@ -185,4 +270,4 @@ if __name__ == "__main__":
     ap.add_argument("--negatives", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=10)
     a = ap.parse_args()
-    check(a) if a.command == "check" else time_steps(a)
+    {"check": check, "time": time_steps, "sla-check": sla_check}[a.command](a)

@@ -64,7 +64,13 @@ extension CUDADevice {
     return 0
   }
 
+  /// Key tiles one forward CTA walks at most when the mask bounds most rows' keys (a local
+  /// window): longer rows (global tail rows) are split over several CTAs. Causal masks are not
+  /// split: their long rows are balanced by the many shorter ones, and atomics would only cost.
+  static let attentionSplitTiles = 16
+
   /// out = Σ_j mask · SiLU(q·k + pos) / N · v for every token and head; see `AttentionKernels`.
+  /// `out` must span exactly the batch's tokens: it is zeroed first when rows are split.
   /// `targets` (optional) holds each sequence's number of target tokens; `pos` (optional, fp32,
   /// `posLength` entries) is the relative-position bias by i − j, shared by heads.
   public func hstuAttentionForward(
@@ -78,12 +84,17 @@ extension CUDADevice {
     let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets)
     let rows = 16 * Self.attentionForwardWarps
     let shared = 2 * (rows * (shape.dqk + 8) + 2 * Self.attentionKeyTile * (shape.dqk + 8) + 2 * Self.attentionKeyTile * (shape.dv + 8))
+    let keyTiles = (shape.maxLength + Self.attentionKeyTile - 1) / Self.attentionKeyTile
+    let splitTiles = shape.mask.localWindow == nil ? max(1, keyTiles) : Self.attentionSplitTiles
+    let splits = (keyTiles + splitTiles - 1) / splitTiles
+    if splits > 1 { try fill(out) }
     try launch(module.function("hstu_attention_forward"),
-               grid: ((shape.maxLength + rows - 1) / rows, shape.heads, shape.batch), block: (32 * Self.attentionForwardWarps, 1, 1),
-               sharedBytes: shared,
+               grid: ((shape.maxLength + rows - 1) / rows, shape.heads * max(1, splits), shape.batch),
+               block: (32 * Self.attentionForwardWarps, 1, 1), sharedBytes: shared,
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(offsets.address), .pointer(targets?.address ?? 0),
                 .pointer(bounds.address), .pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0)), .pointer(out.address),
-                .int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape))] + maskArguments(shape.mask))
+                .int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape)),
+                .int(Int32(max(1, splits))), .int(Int32(splitTiles))] + maskArguments(shape.mask))
   }
 
   /// Gradients of `hstuAttentionForward`: dq, dk, dv (fp32, overwritten) and, when `pos` is

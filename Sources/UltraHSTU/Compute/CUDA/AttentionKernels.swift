@@ -12,6 +12,11 @@
 /// intervals touch (O((K1+K2)·L) work for semi-local masks) and mask element-wise only on tiles that
 /// are not entirely visible.
 ///
+/// Split keys (forward): a query tile whose visible key tiles outnumber `splitTiles` (the global
+/// tail rows of a semi-local mask see all L keys) is shared by several CTAs, each walking one run of
+/// `splitTiles` key tiles and adding its fp32 partial output with atomics into the zeroed output,
+/// so no CTA walks more than `splitTiles` tiles and time per token stays flat in L.
+///
 /// Layouts: q, k bf16 [T, H·DQK]; v, dO bf16 [T, H·DV]; out, dq, dk, dv fp32 (row-major, head h in
 /// columns h·d..<(h+1)·d). DQK and DV are compile-time constants (multiples of 16, at most 128).
 enum AttentionKernels {
@@ -91,14 +96,15 @@ extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32)
 hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
     const int* __restrict__ offsets, const int* __restrict__ targets, const int* __restrict__ bounds,
     const float* __restrict__ pos, int posLength, float* __restrict__ out,
-    int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual) {
+    int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles,
+    int window, int tail, int prefix, int contextual) {
   extern __shared__ __align__(16) unsigned char shared[];
   bf16_t* sQ = (bf16_t*)shared;
   bf16_t* sK = sQ + BM * SQK;            // [2][BN][SQK]
   bf16_t* sV = sK + 2 * BN * SQK;        // [2][BN][SV]
   MaskArgs m = {window, tail, prefix, contextual};
 
-  const int b = blockIdx.z, h = blockIdx.y;
+  const int b = blockIdx.z, h = blockIdx.y / splits, split = blockIdx.y % splits;
   const int start = offsets[b], n = offsets[b + 1] - start;
   const int qTile = (n + BM - 1) / BM - 1 - (int)blockIdx.x;   // longest rows first
   if (qTile < 0) return;
@@ -117,6 +123,10 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   }
   int e1, s2, e2; key_tile_ranges(amax, bmin, cmax, e1, s2, e2);
   const int tiles = e1 + (e2 - s2);
+  // This CTA's run of the visible key tiles; when the tile is split, every run adds atomically.
+  const int itBegin = split * splitTiles, itEnd = min(tiles, itBegin + splitTiles);
+  if (split > 0 && itBegin >= tiles) return;
+  const bool atomicOut = tiles > splitTiles;
 
   // The two rows this thread owns in every accumulator fragment, and their key intervals.
   const int row0 = q0 + warp * 16 + g, row1 = row0 + 8;
@@ -128,8 +138,8 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   const bf16_t* kBase = k + (size_t)start * ldqk + h * DQK;
   const bf16_t* vBase = v + (size_t)start * ldv + h * DV;
   load_tile<DQK, SQK, FWD_WARPS * 32>(sQ, q + (size_t)(start + q0) * ldqk + h * DQK, ldqk, BM, n - q0);
-  if (tiles > 0) {
-    int k0 = (0 < e1 ? 0 : s2) * BN;
+  if (itBegin < itEnd) {
+    int k0 = (itBegin < e1 ? itBegin : s2 + (itBegin - e1)) * BN;
     load_tile<DQK, SQK, FWD_WARPS * 32>(sK, kBase + (size_t)k0 * ldqk, ldqk, BN, n - k0);
     load_tile<DV, SV, FWD_WARPS * 32>(sV, vBase + (size_t)k0 * ldv, ldv, BN, n - k0);
   }
@@ -140,10 +150,10 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   for (int x = 0; x < DV / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;
   u32 qf[DQK / 16][4];
 
-  for (int it = 0; it < tiles; ++it) {
+  for (int it = itBegin; it < itEnd; ++it) {
     const int kt = it < e1 ? it : s2 + (it - e1);
-    const int k0 = kt * BN, stage = it & 1;
-    if (it + 1 < tiles) {
+    const int k0 = kt * BN, stage = (it - itBegin) & 1;
+    if (it + 1 < itEnd) {
       const int nk0 = (it + 1 < e1 ? it + 1 : s2 + (it + 1 - e1)) * BN;
       load_tile<DQK, SQK, FWD_WARPS * 32>(sK + (stage ^ 1) * BN * SQK, kBase + (size_t)nk0 * ldqk, ldqk, BN, n - nk0);
       load_tile<DV, SV, FWD_WARPS * 32>(sV + (stage ^ 1) * BN * SV, vBase + (size_t)nk0 * ldv, ldv, BN, n - nk0);
@@ -151,7 +161,7 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    if (it == 0) {
+    if (it == itBegin) {
       #pragma unroll
       for (int kk = 0; kk < DQK / 16; ++kk)
         ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], sQ + (warp * 16 + (lane & 15)) * SQK + kk * 16 + (lane >> 4) * 8);
@@ -214,8 +224,15 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   #pragma unroll
   for (int nt = 0; nt < DV / 8; ++nt) {
     const int col = nt * 8 + 2 * tq;
-    if (row0 < n) *(float2*)(oBase + (size_t)row0 * ldv + col) = make_float2(o[nt][0], o[nt][1]);
-    if (row1 < n) *(float2*)(oBase + (size_t)row1 * ldv + col) = make_float2(o[nt][2], o[nt][3]);
+    float* p0 = oBase + (size_t)row0 * ldv + col;
+    float* p1 = oBase + (size_t)row1 * ldv + col;
+    if (atomicOut) {
+      if (row0 < n) { atomicAdd(p0, o[nt][0]); atomicAdd(p0 + 1, o[nt][1]); }
+      if (row1 < n) { atomicAdd(p1, o[nt][2]); atomicAdd(p1 + 1, o[nt][3]); }
+    } else {
+      if (row0 < n) *(float2*)p0 = make_float2(o[nt][0], o[nt][1]);
+      if (row1 < n) *(float2*)p1 = make_float2(o[nt][2], o[nt][3]);
+    }
   }
 }
 
@@ -247,12 +264,19 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
   const bf16_t* oBase = dout + (size_t)start * ldv + h * DV;
   const int nTiles = (n + QT - 1) / QT;
 
-  // The query tiles that see this key tile, in order.
+  // The query tiles that see this key tile, in order: each warp tests 32 tiles at once (a serial
+  // scan of the bounds table made time per token grow with L for semi-local masks).
   auto sees = [&](int tile) {
     const int* e = bounds + ((size_t)b * tilesPerSequence + tile) * 8;
     return k0 < e[0] || (k0 + BN > e[1] && k0 < e[2]);
   };
-  auto next_tile = [&](int from) { while (from < nTiles && !sees(from)) ++from; return from; };
+  auto next_tile = [&](int from) {
+    for (int base = from; base < nTiles; base += 32) {
+      const unsigned hit = __ballot_sync(0xffffffffu, base + lane < nTiles && sees(base + lane));
+      if (hit) return base + __ffs(hit) - 1;
+    }
+    return nTiles;
+  };
 
   load_tile<DQK, SQK, BWD_WARPS * 32>(sK, k + (size_t)(start + k0) * ldqk + h * DQK, ldqk, BN, n - k0);
   load_tile<DV, SV, BWD_WARPS * 32>(sV, v + (size_t)(start + k0) * ldv + h * DV, ldv, BN, n - k0);

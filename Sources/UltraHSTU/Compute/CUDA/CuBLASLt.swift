@@ -33,10 +33,20 @@ final class CuBLASLt: @unchecked Sendable {
   private static let descBiasPointer: Int32 = 8, descBiasDataType: Int32 = 26
   private static let epilogueDefault: UInt32 = 1, epilogueBias: UInt32 = 4
   private static let prefMaxWorkspace: Int32 = 1
+  /// CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES (uint32; cuBLASLt assumes 256 when unset).
+  private static let prefMinAlignment: [Int32] = [5, 6, 7, 8]
   /// sizeof(cublasLtMatmulHeuristicResult_t): a 64-byte algo, size_t, int, float, int[4].
   private static let heuristicResultSize = 96
 
-  private struct Key: Hashable { var m, n, k: Int; var transA, transB: Bool; var a, b, d: Int32; var bias, residual: Bool }
+  private struct Key: Hashable {
+    var m, n, k: Int; var transA, transB: Bool; var a, b, d: Int32; var bias, residual: Bool; var alignments: [UInt32]
+  }
+
+  /// The largest power of two (at most 256) that divides `address`: parameter slices of the bf16
+  /// weight copy start anywhere, so the heuristic must only offer kernels that accept them.
+  private static func alignment(_ address: CUdeviceptr) -> UInt32 {
+    address == 0 ? 256 : UInt32(min(256, 1 << address.trailingZeroBitCount))
+  }
   private var algorithms: [Key: [UInt8]] = [:]
 
   init() throws {
@@ -96,7 +106,10 @@ final class CuBLASLt: @unchecked Sendable {
     try check(cublasLtMatrixLayoutCreate(&layoutD, dType.rawValue, UInt64(n), UInt64(m), Int64(n)), "layout D")
     defer { _ = cublasLtMatrixLayoutDestroy(layoutD) }
 
-    let key = Key(m: m, n: n, k: k, transA: transA, transB: transB, a: aType.rawValue, b: bType.rawValue, d: dType.rawValue, bias: bias != nil, residual: residual != nil)
+    // In cuBLASLt's (column-major) terms A is our B, B is our A, C the residual (or D).
+    let alignments = [b, a, residual ?? d, d].map(Self.alignment)
+    let key = Key(m: m, n: n, k: k, transA: transA, transB: transB, a: aType.rawValue, b: bType.rawValue, d: dType.rawValue,
+                  bias: bias != nil, residual: residual != nil, alignments: alignments)
     let algorithm: [UInt8]
     if let cached = algorithms[key] {
       algorithm = cached
@@ -106,6 +119,10 @@ final class CuBLASLt: @unchecked Sendable {
       defer { _ = cublasLtMatmulPreferenceDestroy(preference) }
       var limit = UInt64(workspaceSize)
       try check(cublasLtMatmulPreferenceSetAttribute(preference, Self.prefMaxWorkspace, &limit, 8), "set MAX_WORKSPACE_BYTES")
+      for (attribute, bytes) in zip(Self.prefMinAlignment, alignments) {
+        var value = bytes
+        try check(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, 4), "set MIN_ALIGNMENT")
+      }
       var result = [UInt8](repeating: 0, count: Self.heuristicResultSize)
       var found: Int32 = 0
       try check(result.withUnsafeMutableBytes {

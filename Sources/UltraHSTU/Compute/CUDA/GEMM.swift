@@ -1,5 +1,25 @@
 /// Dense products through cuBLASLt (see `CuBLASLt`), row-major, fp32 accumulation, with the bias
-/// and residual epilogues fused.
+/// and residual epilogues fused; and the backward of the bias epilogue, a column sum.
+///
+///   forward:   d[m,n] = op(a)·op(b) + bias[n] (+ residual)
+///   backward:  dBias[n] += Σ_rows dD[row, n]
+/// (cuBLASLt would do the column sum as an m = 1 GEMM: one output tile, so one SM reads all of dD.)
+enum GEMMEpilogueKernels {
+  static let source = CUDAPrelude.source + #"""
+/// Grid-stride over row chunks: each thread sums its columns over the block's rows, then one
+/// atomic per column and block.
+extern "C" __global__ void bias_gradient(const float* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
+  const int rowsPerBlock = (rows + gridDim.x - 1) / gridDim.x;
+  const int r0 = blockIdx.x * rowsPerBlock, r1 = min(rows, r0 + rowsPerBlock);
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    float s = 0.f;
+    for (int r = r0; r < r1; ++r) s += dy[(size_t)r * cols + c];
+    if (r1 > r0) atomicAdd(dbias + c, s);
+  }
+}
+"""#
+}
+
 extension CUDADevice {
   /// `d[m,n] = op(a)·op(b) (+ bias[n]) (+ residual)`; `a`, `b` bf16 or fp32 (both the same), `d` fp32 or bf16.
   public func gemm<A, D>(m: Int, n: Int, k: Int, a: DeviceArray<A>, transA: Bool = false, b: DeviceArray<A>, transB: Bool = false,
@@ -13,5 +33,13 @@ extension CUDADevice {
     try blas.matmul(m: m, n: n, k: k, a: a.address, transA: transA, aType: type(A.self), b: b.address, transB: transB,
                     bType: type(A.self), d: d.address, dType: type(D.self), bias: bias?.address, residual: residual?.address,
                     workspace: workspace.address, workspaceSize: workspace.bytes, stream: stream)
+  }
+
+  /// `dBias[n] += Σ_r dY[r, n]` over `rows` rows of `dY` (`[rows, cols]`, fp32).
+  public func biasGradient(_ dY: DeviceArray<Float>, into dBias: DeviceArray<Float>, rows: Int, cols: Int) throws {
+    let blocks = max(1, min(Int(multiprocessors) * 2, (rows + 63) / 64))
+    try launch(module("gemm_epilogue", source: GEMMEpilogueKernels.source).function("bias_gradient"),
+               grid: (blocks, 1, 1), block: (min(256, (cols + 31) / 32 * 32), 1, 1),
+               [.pointer(dY.address), .pointer(dBias.address), .int(Int32(rows)), .int(Int32(cols))])
   }
 }

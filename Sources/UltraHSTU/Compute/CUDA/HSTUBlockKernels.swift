@@ -1,43 +1,44 @@
 /// The glue between the GEMMs and the fused attention inside one HSTU block, forward and backward:
 ///
-///   split:  pre[T, 2·H·dv + 2·H·dqk] = [u | v | q | k] (head-major inside each part)
+///   split:  pre[T, 2·H·dv + 2·H·dqk] = [u | v | q | k] (bf16, the GEMM's output; head-major inside each part)
 ///           u = SiLU(pre_u) (fp32, [T, H·dv]);  v, q, k = bf16(SiLU(pre_·)) in the attention's padded
 ///           layout [T, H, DP] (DP = head dim rounded up to 16, pad columns zero, so q·k and P·v are unchanged)
-///   merge:  dpre = [du | dv | dq | dk] ⊙ SiLU'(pre)   (the inverse layout change, through SiLU)
+///   merge:  dpre = [du | dv | dq | dk] ⊙ SiLU'(pre)   (the inverse layout change, through SiLU; bf16, the
+///           operand of the two backward GEMMs of W_uvqk)
 ///   unpad:  o[T, H·d] = o_padded[T, H, DP];   pad: bf16 padded[T, H, DP] = x[T, H·d] (zeros in the pad)
-///   add:    y += x   (the residual of the backward)
+/// (unpad and pad are needed only when a head dim is not a multiple of 16.)
 enum HSTUBlockKernels {
   static let source = CUDAPrelude.source + #"""
 __device__ __forceinline__ float silu_exact(float x) { return x * sigmoidf_exact(x); }
 __device__ __forceinline__ float silu_grad(float x) { const float s = sigmoidf_exact(x); return s * (1.f + x * (1.f - s)); }
 
 /// One block per token; threads stride the padded output columns [u (H·dv) | v (H·dvp) | q (H·dqkp) | k (H·dqkp)].
-extern "C" __global__ void uvqk_split_silu(const float* __restrict__ pre, float* __restrict__ u, bf16_t* __restrict__ v,
+extern "C" __global__ void uvqk_split_silu(const bf16_t* __restrict__ pre, float* __restrict__ u, bf16_t* __restrict__ v,
     bf16_t* __restrict__ q, bf16_t* __restrict__ k, int heads, int dv, int dqk, int dvp, int dqkp) {
   const size_t t = blockIdx.x;
   const int hv = heads * dv, hq = heads * dqk, width = 2 * hv + 2 * hq;
   const int columns = hv + heads * (dvp + 2 * dqkp);
-  const float* row = pre + t * width;
+  const bf16_t* row = pre + t * width;
   for (int c = threadIdx.x; c < columns; c += blockDim.x) {
-    if (c < hv) { u[t * hv + c] = silu_exact(row[c]); continue; }
+    if (c < hv) { u[t * hv + c] = silu_exact(bf16_to_float(row[c])); continue; }
     int x = c - hv;
     if (x < heads * dvp) {
       const int h = x / dvp, j = x % dvp;
-      v[t * heads * dvp + x] = float_to_bf16(j < dv ? silu_exact(row[hv + h * dv + j]) : 0.f);
+      v[t * heads * dvp + x] = float_to_bf16(j < dv ? silu_exact(bf16_to_float(row[hv + h * dv + j])) : 0.f);
       continue;
     }
     x -= heads * dvp;
     const bool isK = x >= heads * dqkp;
     if (isK) x -= heads * dqkp;
     const int h = x / dqkp, j = x % dqkp;
-    const float value = j < dqk ? silu_exact(row[2 * hv + (isK ? hq : 0) + h * dqk + j]) : 0.f;
+    const float value = j < dqk ? silu_exact(bf16_to_float(row[2 * hv + (isK ? hq : 0) + h * dqk + j])) : 0.f;
     (isK ? k : q)[t * heads * dqkp + x] = float_to_bf16(value);
   }
 }
 
 /// One block per token; threads stride the unpadded columns of dpre.
-extern "C" __global__ void uvqk_merge_silu_backward(const float* __restrict__ pre, const float* __restrict__ du,
-    const float* __restrict__ dv, const float* __restrict__ dq, const float* __restrict__ dk, float* __restrict__ dpre,
+extern "C" __global__ void uvqk_merge_silu_backward(const bf16_t* __restrict__ pre, const float* __restrict__ du,
+    const float* __restrict__ dv, const float* __restrict__ dq, const float* __restrict__ dk, bf16_t* __restrict__ dpre,
     int heads, int dvDim, int dqkDim, int dvp, int dqkp) {
   const size_t t = blockIdx.x;
   const int hv = heads * dvDim, hq = heads * dqkDim, width = 2 * hv + 2 * hq;
@@ -47,7 +48,7 @@ extern "C" __global__ void uvqk_merge_silu_backward(const float* __restrict__ pr
     else if (c < 2 * hv) { const int x = c - hv; g = dv[(t * heads + x / dvDim) * dvp + x % dvDim]; }
     else if (c < 2 * hv + hq) { const int x = c - 2 * hv; g = dq[(t * heads + x / dqkDim) * dqkp + x % dqkDim]; }
     else { const int x = c - 2 * hv - hq; g = dk[(t * heads + x / dqkDim) * dqkp + x % dqkDim]; }
-    dpre[t * width + c] = g * silu_grad(pre[t * width + c]);
+    dpre[t * width + c] = float_to_bf16(g * silu_grad(bf16_to_float(pre[t * width + c])));
   }
 }
 
@@ -63,10 +64,6 @@ extern "C" __global__ void pad_heads_bf16(const float* __restrict__ x, bf16_t* _
     padded[t * heads * dp + c] = float_to_bf16(j < d ? x[t * heads * d + h * d + j] : 0.f);
   }
 }
-
-extern "C" __global__ void add_inplace(float* __restrict__ y, const float* __restrict__ x, long long count) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) y[i] += x[i];
-}
 """#
 }
 
@@ -79,16 +76,16 @@ extension CUDADevice {
   public static func paddedHeadDim(_ d: Int) -> Int { (d + 15) / 16 * 16 }
 
   /// `u = SiLU(pre_u)` (fp32) and bf16 `v`, `q`, `k` = SiLU of their parts in the padded head layout.
-  public func uvqkSplitSiLU(pre: DeviceArray<Float>, u: DeviceArray<Float>, v: DeviceArray<BFloat16>, q: DeviceArray<BFloat16>,
+  public func uvqkSplitSiLU(pre: DeviceArray<BFloat16>, u: DeviceArray<Float>, v: DeviceArray<BFloat16>, q: DeviceArray<BFloat16>,
                             k: DeviceArray<BFloat16>, tokens: Int, heads: Int, dv: Int, dqk: Int) throws {
     try launch(blockKernel("uvqk_split_silu"), grid: (tokens, 1, 1), block: (128, 1, 1),
                [.pointer(pre.address), .pointer(u.address), .pointer(v.address), .pointer(q.address), .pointer(k.address),
                 .int(Int32(heads)), .int(Int32(dv)), .int(Int32(dqk)), .int(Int32(Self.paddedHeadDim(dv))), .int(Int32(Self.paddedHeadDim(dqk)))])
   }
 
-  /// `dPre = [du | dv | dq | dk] ⊙ SiLU'(pre)`, reading dv, dq, dk in the padded head layout.
-  public func uvqkMergeSiLUBackward(pre: DeviceArray<Float>, du: DeviceArray<Float>, dv: DeviceArray<Float>, dq: DeviceArray<Float>,
-                                    dk: DeviceArray<Float>, dPre: DeviceArray<Float>, tokens: Int, heads: Int, dvDim: Int, dqkDim: Int) throws {
+  /// bf16 `dPre = [du | dv | dq | dk] ⊙ SiLU'(pre)`, reading dv, dq, dk in the padded head layout.
+  public func uvqkMergeSiLUBackward(pre: DeviceArray<BFloat16>, du: DeviceArray<Float>, dv: DeviceArray<Float>, dq: DeviceArray<Float>,
+                                    dk: DeviceArray<Float>, dPre: DeviceArray<BFloat16>, tokens: Int, heads: Int, dvDim: Int, dqkDim: Int) throws {
     try launch(blockKernel("uvqk_merge_silu_backward"), grid: (tokens, 1, 1), block: (128, 1, 1),
                [.pointer(pre.address), .pointer(du.address), .pointer(dv.address), .pointer(dq.address), .pointer(dk.address),
                 .pointer(dPre.address), .int(Int32(heads)), .int(Int32(dvDim)), .int(Int32(dqkDim)),
@@ -105,11 +102,5 @@ extension CUDADevice {
   public func padHeadsBFloat16(_ x: DeviceArray<Float>, into padded: DeviceArray<BFloat16>, tokens: Int, heads: Int, dim: Int) throws {
     try launch(blockKernel("pad_heads_bf16"), grid: (tokens, 1, 1), block: (128, 1, 1),
                [.pointer(x.address), .pointer(padded.address), .int(Int32(heads)), .int(Int32(dim)), .int(Int32(Self.paddedHeadDim(dim)))])
-  }
-
-  /// `y += x` over `count` elements.
-  public func addInPlace(_ y: DeviceArray<Float>, _ x: DeviceArray<Float>, count: Int) throws {
-    try launch(blockKernel("add_inplace"), grid: (max(1, min((count + 255) / 256, Int(multiprocessors) * 16)), 1, 1), block: (256, 1, 1),
-               [.pointer(y.address), .pointer(x.address), .uint64(UInt64(count))])
   }
 }

@@ -10,6 +10,7 @@ public enum CUDAKernelCatalog {
       ("sampled_softmax", SampledSoftmaxKernels.source, [:]),
       ("adamw", AdamWKernels.source, [:]),
       ("hstu_block", HSTUBlockKernels.source, [:]),
+      ("gemm_epilogue", GEMMEpilogueKernels.source, [:]),
       ("retrieval", RetrievalKernels.source, [:]),
     ]
     for d in attentionDims { list.append(("hstu_attention", AttentionKernels.source, ["DQK": d.dqk, "DV": d.dv])) }

@@ -1,17 +1,29 @@
 /// LayerNorm over the last dimension (optionally affine), and the HSTU output gate
-/// `y = u ⊙ LayerNorm(o)`, forward and backward side by side. fp32 storage; one warp per row.
+/// `y = Dropout(u ⊙ LayerNorm(o))`, forward and backward side by side. fp32 math; one warp per row.
 ///
 ///   x̂ = (x − mean) · rstd,  rstd = 1/sqrt(var + eps),  y = x̂ ⊙ γ + β  (γ = 1, β = 0 without affine)
 ///   dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂)),  g = dy ⊙ γ;  dγ = Σ_rows dy ⊙ x̂, dβ = Σ_rows dy
 /// For the gate, the LayerNorm's upstream gradient is dy ⊙ u, and du = dy ⊙ LayerNorm(o).
+///
+/// Fusions that save the model whole passes over its activations:
+/// - the output may be written fp32, bf16 (the next GEMM's operand) or both;
+/// - dropout (counter-based, element index row·dim + c, as `dropout_apply`) is applied to the
+///   forward output, and to dy before the backward uses it (the same mask);
+/// - the backward may add its dx into the existing dx (the residual branch) and also write a bf16
+///   copy of the sum.
 enum LayerNormKernels {
   static let source = CUDAPrelude.source + #"""
 #define ROWS_PER_BLOCK 8
 
-/// Forward. gamma/beta may be null (no affine); u may be null (plain LayerNorm) or the gate.
+__device__ __forceinline__ float dropout_keep(float value, float rate, u64 seed, u64 stream, size_t index) {
+  return rate > 0.f ? (counter_unit(seed, stream, (u64)index) >= rate ? value / (1.f - rate) : 0.f) : value;
+}
+
+/// Forward. gamma/beta may be null (no affine); u may be null (plain LayerNorm) or the gate;
+/// y (fp32) and yh (bf16) may each be null.
 extern "C" __global__ void layernorm_forward(const float* __restrict__ x, const float* __restrict__ gamma,
-    const float* __restrict__ beta, const float* __restrict__ u, float* __restrict__ y,
-    float* __restrict__ mean, float* __restrict__ rstd, int rows, int dim, float eps) {
+    const float* __restrict__ beta, const float* __restrict__ u, float* __restrict__ y, bf16_t* __restrict__ yh,
+    float* __restrict__ mean, float* __restrict__ rstd, int rows, int dim, float eps, float rate, u64 seed, u64 stream) {
   const int row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= rows) return;
   const float* xr = x + (size_t)row * dim;
@@ -21,44 +33,53 @@ extern "C" __global__ void layernorm_forward(const float* __restrict__ x, const 
   float v = 0.f;
   for (int c = lane; c < dim; c += 32) { float d = xr[c] - mu; v += d * d; }
   const float r = rsqrtf(warp_sum(v) / dim + eps);
-  float* yr = y + (size_t)row * dim;
   for (int c = lane; c < dim; c += 32) {
+    const size_t i = (size_t)row * dim + c;
     float n = (xr[c] - mu) * r;
     if (gamma) n = n * gamma[c] + beta[c];
-    yr[c] = u ? u[(size_t)row * dim + c] * n : n;
+    const float out = dropout_keep(u ? u[i] * n : n, rate, seed, stream, i);
+    if (y) y[i] = out;
+    if (yh) yh[i] = float_to_bf16(out);
   }
   if (lane == 0) { mean[row] = mu; rstd[row] = r; }
 }
 
-/// Backward: dx overwritten; dgamma/dbeta (if affine) and du (if gated) accumulated/overwritten
-/// as documented in the Swift launcher.
+/// Backward: dx overwritten (or, with accumulate, added to) and/or written as bf16 (dxh);
+/// dgamma/dbeta (if affine) accumulated; du (if gated) overwritten. dy is taken through the
+/// forward's dropout mask first.
 extern "C" __global__ void layernorm_backward(const float* __restrict__ dy, const float* __restrict__ x,
     const float* __restrict__ gamma, const float* __restrict__ beta, const float* __restrict__ u,
-    const float* __restrict__ mean, const float* __restrict__ rstd, float* __restrict__ dx,
-    float* __restrict__ dgamma, float* __restrict__ dbeta, float* __restrict__ du, int rows, int dim) {
+    const float* __restrict__ mean, const float* __restrict__ rstd, float* __restrict__ dx, bf16_t* __restrict__ dxh,
+    int accumulate, float* __restrict__ dgamma, float* __restrict__ dbeta, float* __restrict__ du, int rows, int dim,
+    float rate, u64 seed, u64 stream) {
   extern __shared__ float acc[];   // [2 * dim] block partial dgamma, dbeta
   if (gamma) for (int c = threadIdx.x; c < 2 * dim; c += blockDim.x) acc[c] = 0.f;
   __syncthreads();
   const int row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row < rows) {
     const float* xr = x + (size_t)row * dim;
-    const float* dyr = dy + (size_t)row * dim;
+    const size_t base = (size_t)row * dim;
     const float mu = mean[row], r = rstd[row];
     float sg = 0.f, sgx = 0.f;
     for (int c = lane; c < dim; c += 32) {
       const float xh = (xr[c] - mu) * r;
-      float up = u ? dyr[c] * u[(size_t)row * dim + c] : dyr[c];
+      const float d = dropout_keep(dy[base + c], rate, seed, stream, base + c);
+      const float up = u ? d * u[base + c] : d;
       if (gamma) { atomicAdd(&acc[c], up * xh); atomicAdd(&acc[dim + c], up); }
-      if (u) du[(size_t)row * dim + c] = dyr[c] * (gamma ? xh * gamma[c] + beta[c] : xh);
+      if (u) du[base + c] = d * (gamma ? xh * gamma[c] + beta[c] : xh);
       const float gg = gamma ? up * gamma[c] : up;
       sg += gg; sgx += gg * xh;
     }
     sg = warp_sum(sg) / dim; sgx = warp_sum(sgx) / dim;
     for (int c = lane; c < dim; c += 32) {
       const float xh = (xr[c] - mu) * r;
-      float up = u ? dyr[c] * u[(size_t)row * dim + c] : dyr[c];
+      const float d = dropout_keep(dy[base + c], rate, seed, stream, base + c);
+      const float up = u ? d * u[base + c] : d;
       const float gg = gamma ? up * gamma[c] : up;
-      dx[(size_t)row * dim + c] = r * (gg - sg - xh * sgx);
+      float out = r * (gg - sg - xh * sgx);
+      if (accumulate) out += dx[base + c];
+      if (dx) dx[base + c] = out;
+      if (dxh) dxh[base + c] = float_to_bf16(out);
     }
   }
   if (gamma) {
@@ -69,29 +90,53 @@ extern "C" __global__ void layernorm_backward(const float* __restrict__ dy, cons
 """#
 }
 
+/// A counter-based dropout mask: element `i` of the tensor is kept when
+/// `unit(seed, stream, i) ≥ rate` (the CPU model's `CPUOps.dropoutForward`).
+public struct DropoutMask: Sendable {
+  public var rate: Float
+  public var seed: UInt64
+  public var stream: UInt64
+  public init(rate: Float, seed: UInt64, stream: UInt64) {
+    self.rate = rate
+    self.seed = seed
+    self.stream = stream
+  }
+}
+
 extension CUDADevice {
   private func layerNormModule() throws -> CUDAModule { try module("layernorm", source: LayerNormKernels.source) }
 
-  /// y = LayerNorm(x) [⊙ γ + β] [then ⊙ u]. `mean` and `rstd` (one per row) are saved for backward.
-  public func layerNormForward(x: DeviceArray<Float>, gamma: DeviceArray<Float>? = nil, beta: DeviceArray<Float>? = nil,
-                               gate u: DeviceArray<Float>? = nil, y: DeviceArray<Float>, mean: DeviceArray<Float>,
-                               rstd: DeviceArray<Float>, rows: Int, dim: Int, eps: Float) throws {
-    try launch(layerNormModule().function("layernorm_forward"), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
-               [.pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0), .pointer(u?.address ?? 0),
-                .pointer(y.address), .pointer(mean.address), .pointer(rstd.address), .int(Int32(rows)), .int(Int32(dim)), .float(eps)])
+  private func dropoutArguments(_ mask: DropoutMask?) -> [KernelArgument] {
+    [.float(mask?.rate ?? 0), .uint64(mask?.seed ?? 0), .uint64(mask?.stream ?? 0)]
   }
 
-  /// Backward of `layerNormForward`: dx overwritten; dγ, dβ accumulated (+=); du overwritten.
+  /// y = Dropout(LayerNorm(x) [⊙ γ + β] [⊙ u]) into `y` (fp32) and/or `yBF16`. `mean` and `rstd`
+  /// (one per row) are saved for backward.
+  public func layerNormForward(x: DeviceArray<Float>, gamma: DeviceArray<Float>? = nil, beta: DeviceArray<Float>? = nil,
+                               gate u: DeviceArray<Float>? = nil, y: DeviceArray<Float>? = nil, yBF16: DeviceArray<BFloat16>? = nil,
+                               dropout: DropoutMask? = nil, mean: DeviceArray<Float>, rstd: DeviceArray<Float>,
+                               rows: Int, dim: Int, eps: Float) throws {
+    try launch(layerNormModule().function("layernorm_forward"), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
+               [.pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0), .pointer(u?.address ?? 0),
+                .pointer(y?.address ?? 0), .pointer(yBF16?.address ?? 0), .pointer(mean.address), .pointer(rstd.address),
+                .int(Int32(rows)), .int(Int32(dim)), .float(eps)] + dropoutArguments(dropout))
+  }
+
+  /// Backward of `layerNormForward` (with the same `dropout`): dx overwritten, or added to when
+  /// `accumulate`, and/or written as bf16 into `dxBF16`; dγ, dβ accumulated (+=); du overwritten.
   public func layerNormBackward(dy: DeviceArray<Float>, x: DeviceArray<Float>, gamma: DeviceArray<Float>? = nil,
-                                beta: DeviceArray<Float>? = nil, gate u: DeviceArray<Float>? = nil,
-                                mean: DeviceArray<Float>, rstd: DeviceArray<Float>, dx: DeviceArray<Float>,
+                                beta: DeviceArray<Float>? = nil, gate u: DeviceArray<Float>? = nil, dropout: DropoutMask? = nil,
+                                mean: DeviceArray<Float>, rstd: DeviceArray<Float>, dx: DeviceArray<Float>? = nil,
+                                dxBF16: DeviceArray<BFloat16>? = nil, accumulate: Bool = false,
                                 dGamma: DeviceArray<Float>? = nil, dBeta: DeviceArray<Float>? = nil, dGate: DeviceArray<Float>? = nil,
                                 rows: Int, dim: Int) throws {
+    guard !accumulate || dx != nil else { throw CUDAError.unsupported("layerNormBackward: accumulate needs dx") }
     try launch(layerNormModule().function("layernorm_backward"), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
                sharedBytes: gamma == nil ? 0 : 8 * dim,
                [.pointer(dy.address), .pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0),
-                .pointer(u?.address ?? 0), .pointer(mean.address), .pointer(rstd.address), .pointer(dx.address),
+                .pointer(u?.address ?? 0), .pointer(mean.address), .pointer(rstd.address), .pointer(dx?.address ?? 0),
+                .pointer(dxBF16?.address ?? 0), .int(accumulate ? 1 : 0),
                 .pointer(dGamma?.address ?? 0), .pointer(dBeta?.address ?? 0), .pointer(dGate?.address ?? 0),
-                .int(Int32(rows)), .int(Int32(dim))])
+                .int(Int32(rows)), .int(Int32(dim))] + dropoutArguments(dropout))
   }
 }
