@@ -56,7 +56,18 @@ struct Ablation: ParsableCommand {
   @Option(help: "Output JSON (a Markdown table is written beside it).")
   var output = "bench/results/ultra-ablation.json"
 
+  @Option(help: "Instead of training, add the rows of this JSON (e.g. a run made elsewhere) to --output.")
+  var mergeFrom: String?
+
   func run() throws {
+    if let mergeFrom {
+      guard let data = FileManager.default.contents(atPath: mergeFrom),
+            let rows = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else {
+        throw ValidationError("\(mergeFrom) is not a JSON array of ablation rows")
+      }
+      for row in rows { try upsert(row) }
+      return
+    }
     let all = ablationConfigurations()
     let chosen = configs.map { $0.split(separator: ",").map(String.init) } ?? all.map(\.name)
     for c in chosen where !all.contains(where: { $0.name == c }) {
