@@ -15,6 +15,15 @@ public struct ForwardContext {
 
   /// The random stream of dropout site `site` in layer `layer` at this step.
   @inline(__always) func dropoutStream(layer: Int, site: Int) -> UInt64 {
+    ForwardContext.dropoutStream(step: step, layer: layer, site: site)
+  }
+
+  /// The dropout stream of `site` in `layer` (0xFFF: the input embedding) at `step`; every engine
+  /// uses it, so CPU and GPU runs drop the same elements.
+  @inline(__always) public static func dropoutStream(step: UInt64, layer: Int, site: Int) -> UInt64 {
     (step << 16) | UInt64(layer << 4) | UInt64(site)
   }
+
+  /// The random stream of the sampled negatives at `step` (disjoint from the dropout streams).
+  @inline(__always) public static func negativeStream(step: UInt64) -> UInt64 { step | (1 << 62) }
 }

@@ -203,7 +203,7 @@ public final class Trainer {
     model.parameters.zeroGradients()
     let encoded = model.forward(batch, training: true, random: random, step: step)
     let value = loss.forwardBackward(model: model, encoded: encoded, batch: batch, train: train, random: random,
-                                     step: step | (1 << 62))
+                                     step: ForwardContext.negativeStream(step: step))
     model.backward(encoded.output)
     return value
   }

@@ -170,8 +170,6 @@ public final class CUDAModel {
     tokens = t; sequences = b; longest = batch.maxLength
   }
 
-  /// The CPU model's dropout stream of `site` in `layer` at `step` (ForwardContext.dropoutStream).
-  static func dropoutStream(step: UInt64, layer: Int, site: Int) -> UInt64 { (step << 16) | UInt64(layer << 4) | UInt64(site) }
 
   var attentionShape: HSTUAttentionShape {
     HSTUAttentionShape(batch: sequences, maxLength: longest, heads: config.heads, dqk: paddedQuery, dv: paddedValue,
@@ -185,7 +183,7 @@ public final class CUDAModel {
                                positionIds: positions, out: prefix(hidden[0], t * d), dim: d, scale: Float(d).squareRoot())
     if training && config.inputDropout > 0 {
       try device.dropout(prefix(hidden[0], t * d), into: prefix(hidden[0], t * d), rate: config.inputDropout, seed: seed,
-                         stream: Self.dropoutStream(step: step, layer: 0xFFF, site: 0))
+                         stream: ForwardContext.dropoutStream(step: step, layer: 0xFFF, site: 0))
     }
     for (l, layer) in layers.enumerated() {
       let x = prefix(hidden[l], t * d)
@@ -211,7 +209,7 @@ public final class CUDAModel {
   /// The mask of the dropout after the output gate of `layer`, nil when off.
   func linearDropout(training: Bool, seed: UInt64, step: UInt64, layer: Int) -> DropoutMask? {
     guard training && config.linearDropout > 0 else { return nil }
-    return DropoutMask(rate: config.linearDropout, seed: seed, stream: Self.dropoutStream(step: step, layer: layer, site: 1))
+    return DropoutMask(rate: config.linearDropout, seed: seed, stream: ForwardContext.dropoutStream(step: step, layer: layer, site: 1))
   }
 
   /// The encoder output of the last `forward`, `[T, D]`.
@@ -224,7 +222,7 @@ public final class CUDAModel {
     let t = tokens, r = train.negatives
     guard r <= 128 else { throw CUDAError.unsupported("at most 128 negatives (got \(r))") }
     let negs = prefix(negatives, t * r)
-    try device.sampleNegatives(negs, itemCount: itemCount, seed: seed, stream: step | (1 << 62))
+    try device.sampleNegatives(negs, itemCount: itemCount, seed: seed, stream: ForwardContext.negativeStream(step: step))
     try device.sampledSoftmaxLoss(user: output, table: slice(values, itemEmbedding), positives: labels, negatives: negs,
                                   weights: prefix(ones, t), weightSum: Float(t), loss: prefix(rowLoss, t), dUser: dx,
                                   dTable: slice(gradients, itemEmbedding), rows: t, dim: config.embeddingDim, numNegatives: r,
@@ -263,7 +261,7 @@ public final class CUDAModel {
     }
     if training && config.inputDropout > 0 {
       try device.dropout(prefix(dx, t * d), into: prefix(dx, t * d), rate: config.inputDropout, seed: seed,
-                         stream: Self.dropoutStream(step: step, layer: 0xFFF, site: 0))
+                         stream: ForwardContext.dropoutStream(step: step, layer: 0xFFF, site: 0))
     }
     try device.embeddingScatterAdd(dOut: dx, ids: items, dTable: slice(gradients, itemEmbedding), dim: d, scale: Float(d).squareRoot())
     try device.embeddingScatterAdd(dOut: dx, ids: positions, dTable: slice(gradients, positionEmbedding), dim: d)
