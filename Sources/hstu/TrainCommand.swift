@@ -48,6 +48,20 @@ func trainingEngine(device: String, model: RetrievalModel, train: TrainConfig) t
   }
 }
 
+/// Parses `causal`, `meta:K1:K2` or `prefix:K1:K2`.
+func parseMask(_ text: String) throws -> AttentionMask {
+  let parts = text.split(separator: ":").map(String.init)
+  if parts == ["causal"] { return .causal }
+  guard parts.count == 3, let k1 = Int(parts[1]), let k2 = Int(parts[2]), k1 >= 0, k2 >= 0 else {
+    throw ValidationError("--mask \(text): expected causal, meta:K1:K2 or prefix:K1:K2 with non-negative K1, K2")
+  }
+  switch parts[0] {
+  case "meta": return .semiLocalMeta(k1: k1, k2: k2)
+  case "prefix": return .semiLocalPrefix(k1: k1, k2: k2)
+  default: throw ValidationError("--mask \(text): unknown kind \(parts[0]); expected meta or prefix")
+  }
+}
+
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Train a model with leave-one-out validation and early stopping; print and save test metrics.")
@@ -56,6 +70,9 @@ struct Train: ParsableCommand {
 
   @Option(help: "Compute device: cpu, or cuda (the first NVIDIA GPU; HSTU presets without ULTRA input features).")
   var device = "cpu"
+
+  @Option(help: "Override the preset's attention mask: causal, or semi-local `meta:K1:K2` (Meta's global tail rows) or `prefix:K1:K2` (global prefix columns).")
+  var mask: String?
 
   @Option(help: "Maximum epochs (default: the preset's).")
   var epochs: Int?
@@ -76,7 +93,8 @@ struct Train: ParsableCommand {
   var output: String?
 
   func run() throws {
-    let preset = try dataOptions.resolvedPreset()
+    var preset = try dataOptions.resolvedPreset()
+    if let mask { preset.model.mask = try parseMask(mask) }
     var train = preset.train
     if let epochs { guard epochs > 0 else { throw ValidationError("--epochs must be positive") }; train.epochs = epochs }
     if let patience { guard patience >= 0 else { throw ValidationError("--patience must be >= 0") }; train.patience = patience }
