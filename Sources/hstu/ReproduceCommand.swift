@@ -19,7 +19,7 @@ struct Reproduce: ParsableCommand {
   @Option(help: "Compute device: cpu or cuda.")
   var device = "cpu"
 
-  @Option(help: "Comma-separated presets.")
+  @Option(help: "Comma-separated presets (empty: only rewrite the notes and the table from the JSON).")
   var presets = "sasrec,hstu,hstu-large"
 
   @Option(help: "Maximum epochs per preset (default: each preset's own, 101).")
@@ -29,13 +29,14 @@ struct Reproduce: ParsableCommand {
   var output = "bench/results/ml-1m.json"
 
   func run() throws {
-    let data = try DatasetLoader.load(path: data)
-    let info = RunInfo.current()
     // Rows of other presets already in the file are kept, so presets can be run one at a time.
     let names = presets.split(separator: ",").map(String.init)
     var rows = (FileManager.default.contents(atPath: output)
       .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [[String: Any]] } ?? [])
       .filter { !names.contains($0["preset"] as? String ?? "") }
+    if names.isEmpty { return try write(rows) }
+    let data = try DatasetLoader.load(path: data)
+    let info = RunInfo.current()
     for name in names {
       guard let preset = Preset.named(name) else { throw ValidationError("unknown preset \(name)") }
       var train = preset.train
@@ -65,14 +66,17 @@ struct Reproduce: ParsableCommand {
   }
 
   /// What a row's figures mean next to the published ones, from facts of this run and this data.
-  func note(gap: [String: Double], epochs: Int, maxEpochs: Int, stopped: Bool) -> String {
+  func note(preset: String, gap: [String: Double], epochs: Int, maxEpochs: Int, stopped: Bool) -> String {
     let below = ["HR@10", "NDCG@10"].filter { (gap[$0] ?? 0) < 0 }
     var parts: [String] = []
     if below.isEmpty {
       parts.append("at or above the published HR@10 and NDCG@10")
     } else {
       parts.append("below the published " + below.map { String(format: "%@ by %.4f", $0, -(gap[$0] ?? 0)) }.joined(separator: " and "))
-      parts.append("this ML-1M copy has no timestamps, so the time bias rab^t that the published runs learn is off")
+      if Preset.named(preset)?.model.kind == .hstu {
+        parts.append("this ML-1M copy has no timestamps, so the time bias rab^t that the published HSTU runs learn is off")
+      }
+      parts.append("training here holds out the validation event of every user, which the published runs train on (no validation split, ignore_last_n = 1)")
       if !stopped && maxEpochs < 101 { parts.append("trained \(epochs) of the published 101 epochs (epoch cap)") }
     }
     if stopped { parts.append("stopped early after \(epochs) epochs (no better validation NDCG@10 for the patience window)") }
@@ -84,23 +88,24 @@ struct Reproduce: ParsableCommand {
     let rows = rows.map { row -> [String: Any] in
       guard let gap = row["gap_vs_published"] as? [String: Double] else { return row }
       var r = row
-      r["note"] = note(gap: gap, epochs: row["epochs"] as? Int ?? 0, maxEpochs: row["max_epochs"] as? Int ?? 101,
+      r["note"] = note(preset: row["preset"] as? String ?? "", gap: gap, epochs: row["epochs"] as? Int ?? 0, maxEpochs: row["max_epochs"] as? Int ?? 101,
                        stopped: row["early_stopped"] as? Bool ?? false)
       return r
     }
     let json = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
     try writeAtomically(json, to: output)
-    var md = "| preset | HR@10 | NDCG@10 | HR@50 | NDCG@50 | HR@200 | NDCG@200 | MRR | epochs (best) | wall s | tokens/s | train FLOPs/token |\n"
-    md += "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    var md = "| preset | HR@10 | NDCG@10 | HR@50 | NDCG@50 | HR@200 | NDCG@200 | MRR | epochs (best) | wall s | tokens/s | train FLOPs/token | commit |\n"
+    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     for r in rows {
       let f: (String) -> String = { String(format: "%.4f", r[$0] as? Double ?? 0) }
       let gap: (String) -> String = { k in
         guard let g = (r["gap_vs_published"] as? [String: Double])?[k] else { return "" }
         return String(format: " (%+.4f)", g)
       }
-      md += "| \(r["preset"]!) | \(f("HR@10"))\(gap("HR@10")) | \(f("NDCG@10"))\(gap("NDCG@10")) | \(f("HR@50")) | \(f("NDCG@50")) | \(f("HR@200")) | \(f("NDCG@200")) | \(f("MRR")) | \(r["epochs"]!) (\(r["best_epoch"]!)) | \(String(format: "%.0f", r["wall_seconds"] as? Double ?? 0)) | \(String(format: "%.0f", r["train_tokens_per_second"] as? Double ?? 0)) | \(String(format: "%.0f", r["train_flops_per_token"] as? Double ?? 0)) |\n"
+      md += "| \(r["preset"]!) | \(f("HR@10"))\(gap("HR@10")) | \(f("NDCG@10"))\(gap("NDCG@10")) | \(f("HR@50")) | \(f("NDCG@50")) | \(f("HR@200")) | \(f("NDCG@200")) | \(f("MRR")) | \(r["epochs"]!) (\(r["best_epoch"]!)) | \(String(format: "%.0f", r["wall_seconds"] as? Double ?? 0)) | \(String(format: "%.0f", r["train_tokens_per_second"] as? Double ?? 0)) | \(String(format: "%.0f", r["train_flops_per_token"] as? Double ?? 0)) | \(r["commit"] ?? "") |\n"
     }
-    if let first = rows.first { md += "\nCommit \(first["commit"]!), \(first["date"]!), \(first["machine"]!). Parentheses: difference to the published value.\n" }
+    md += "\nParentheses: difference to the published value. Machine and date of each row, and why a row differs, are in the JSON (`machine`, `date`, `note`).\n"
+    for r in rows { md += "\n- **\(r["preset"] ?? "")** (\(r["date"] ?? ""), \(r["machine"] ?? "")): \(r["note"] ?? "")\n" }
     try writeAtomically(Data(md.utf8), to: (output as NSString).deletingPathExtension + ".md")
   }
 }
