@@ -27,7 +27,11 @@ enum VectorMath {
   static func exp(_ x0: SIMD8<Float>) -> SIMD8<Float> {
     // Below −87.3 the result is flushed to 0 (so −∞ inputs give 0, as for masked logits).
     let x = x0.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.7))
-    let k = (x * 1.442_695_04).rounded(.toNearestOrEven)
+    // k = round(x·log₂e) without a float→int conversion: adding 1.5·2²³ leaves k in the low
+    // mantissa bits (round to nearest even), read back through the bit pattern.
+    let magic = SIMD8<Float>(repeating: 12_582_912)
+    let shifted = x * 1.442_695_04 + magic
+    let k = shifted - magic
     let r = x - k * 0.693_145_75 - k * 1.428_606_8e-6
     var p = SIMD8<Float>(repeating: 1.0 / 720)
     p = p * r + 1.0 / 120
@@ -36,8 +40,8 @@ enum VectorMath {
     p = p * r + 0.5
     p = p * r + 1
     p = p * r + 1
-    let bits = (SIMD8<Int32>(k, rounding: .towardZero) &+ 127) &<< 23
-    let result = p * unsafeBitCast(bits, to: SIMD8<Float>.self)
+    let kBits = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- 0x4B40_0000
+    let result = p * unsafeBitCast((kBits &+ 127) &<< 23, to: SIMD8<Float>.self)
     return result.replacing(with: 0, where: x0 .< -87.3)
   }
 
