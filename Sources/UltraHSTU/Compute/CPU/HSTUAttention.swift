@@ -66,6 +66,21 @@ extension CPUOps {
     return [prefix, band].filter { !$0.isEmpty }
   }
 
+  /// Keys per chunk of a block's key range in the pointwise (SiLU) attention: the scores of a
+  /// block stay in cache however long the range (a global row of semi-local attention sees all L).
+  static let attentionKeyChunk = 512
+
+  /// `blockKeyRanges` cut into chunks of at most `attentionKeyChunk` keys. Pointwise attention
+  /// has no softmax normaliser, so chunks simply add up.
+  @inline(__always)
+  static func blockKeyChunks(mask: AttentionMask, rows: Range<Int>, length n: Int, targets t: Int) -> [Range<Int>] {
+    blockKeyRanges(mask: mask, rows: rows, length: n, targets: t).flatMap { range in
+      stride(from: range.lowerBound, to: range.upperBound, by: attentionKeyChunk).map {
+        $0..<min($0 + attentionKeyChunk, range.upperBound)
+      }
+    }
+  }
+
   /// Fused jagged HSTU attention forward: for every sequence and head
   /// `out_i = Σ_j M_ij · SiLU(q_i·k_j + rab_ij) / N · v_j`.
   /// Layouts: `q`, `k` are `[T, heads·attentionDim]`, `v`, `out` are `[T, heads·linearDim]`.
@@ -76,7 +91,7 @@ extension CPUOps {
                                           normalizer: AttentionNormalizer, bias: RelativeAttentionBias) {
     let ldq = heads * dqk, ldv = heads * dv, bq = attentionBlockRows
     let maxN = shape.maxLength
-    withAttentionWorkers(scratchPerWorker: bq * maxN) { scratch in
+    withAttentionWorkers(scratchPerWorker: bq * min(maxN, attentionKeyChunk)) { scratch in
       Parallel.forEach(shape.batch * heads) { worker, item in
         let b = item / heads, h = item % heads
         let base = shape.offsets[b], n = shape.length(b), t = shape.targetCount(b)
@@ -87,7 +102,7 @@ extension CPUOps {
         let s = scratch[worker]
         for qs in stride(from: 0, to: n, by: bq) {
           let rows = qs..<min(qs + bq, n)
-          for range in blockKeyRanges(mask: mask, rows: rows, length: n, targets: t) {
+          for range in blockKeyChunks(mask: mask, rows: rows, length: n, targets: t) {
             let width = range.count
             BLAS.shared.sgemm(transB: true, m: rows.count, n: width, k: dqk, a: qh + qs * ldq, lda: ldq,
                               b: kh + range.lowerBound * ldq, ldb: ldq, c: s, ldc: width)
@@ -163,7 +178,7 @@ extension CPUOps {
     let biasPartials = UnsafeMutablePointer<Float>.allocate(capacity: max(1, items * biasWidth))
     biasPartials.initialize(repeating: 0, count: max(1, items * biasWidth))
     defer { biasPartials.deallocate() }
-    withAttentionWorkers(scratchPerWorker: 2 * bq * maxN) { scratch in
+    withAttentionWorkers(scratchPerWorker: 2 * bq * min(maxN, attentionKeyChunk)) { scratch in
       Parallel.forEach(items) { worker, item in
         let b = item / heads, h = item % heads
         let base = shape.offsets[b], n = shape.length(b), t = shape.targetCount(b)
@@ -176,11 +191,11 @@ extension CPUOps {
           (dkh + i * ldq).update(repeating: 0, count: dqk)
           (dvh + i * ldv).update(repeating: 0, count: dv)
         }
-        let p = scratch[worker], ds = p + bq * maxN
+        let p = scratch[worker], ds = p + bq * min(maxN, attentionKeyChunk)
         let dPos = biasPartials + item * biasWidth, dTime = dPos + biasGradient.positionCount
         for qs in stride(from: 0, to: n, by: bq) {
           let rows = qs..<min(qs + bq, n), m = rows.count
-          for range in blockKeyRanges(mask: mask, rows: rows, length: n, targets: t) {
+          for range in blockKeyChunks(mask: mask, rows: rows, length: n, targets: t) {
             let width = range.count, k0 = range.lowerBound
             BLAS.shared.sgemm(transB: true, m: m, n: width, k: dqk, a: qh + qs * ldq, lda: ldq,
                               b: kh + k0 * ldq, ldb: ldq, c: p, ldc: width)
