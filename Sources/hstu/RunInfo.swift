@@ -32,7 +32,8 @@ struct RunInfo: Codable {
         .trimmingCharacters(in: .whitespacesAndNewlines)
     }
     guard let head = git(["rev-parse", "--short", "HEAD"]) else { return "unknown" }
-    let dirty = git(["status", "--porcelain", "--untracked-files=no"]).map { !$0.isEmpty } ?? false
+    // Changed result files do not make the code dirty.
+    let dirty = git(["status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"]).map { !$0.isEmpty } ?? false
     return dirty ? head + "+dirty" : head
   }
 }
