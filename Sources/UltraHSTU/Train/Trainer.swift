@@ -25,8 +25,9 @@ public struct TrainerState: Codable, Sendable {
   public var stopped = false
 }
 
-/// Trains a `SequentialModel` on leave-one-out sequences with sampled softmax, validating every
+/// Trains a `RetrievalModel` on leave-one-out sequences with sampled softmax, validating every
 /// epoch, early-stopping on validation NDCG@10 and reporting the test metrics of the best epoch.
+/// Steps run on the CPU in this process, or on a `TrainingEngine` (a GPU) when one is set.
 public final class Trainer {
   public let model: RetrievalModel
   public let train: TrainConfig
