@@ -29,9 +29,18 @@ final class HSTULayer {
   var gated: HostBuffer { saved.gated }
   var gatedDropped: HostBuffer { saved.gatedDropped }
   // Gradient scratch.
-  let dGated = HostBuffer(), dU = HostBuffer(), dAttentionNormed = HostBuffer(), dAttention = HostBuffer()
-  let dUVQK = HostBuffer(), dQ = HostBuffer(), dK = HostBuffer(), dV = HostBuffer(), dNormed = HostBuffer()
-  let dInput = HostBuffer()
+  /// Gradient scratch, shared by all layers of a stack (one layer's backward runs at a time).
+  let scratch: HSTUGradientScratch
+  var dGated: HostBuffer { scratch.dGated }
+  var dU: HostBuffer { scratch.dU }
+  var dAttentionNormed: HostBuffer { scratch.dAttentionNormed }
+  var dAttention: HostBuffer { scratch.dAttention }
+  var dUVQK: HostBuffer { scratch.dUVQK }
+  var dQ: HostBuffer { scratch.dQ }
+  var dK: HostBuffer { scratch.dK }
+  var dV: HostBuffer { scratch.dV }
+  var dNormed: HostBuffer { scratch.dNormed }
+  var dInput: HostBuffer { scratch.dInput }
 
   /// The activation buffers this layer keeps for its backward (the shared recomputable set is
   /// counted once by the model).
@@ -43,10 +52,12 @@ final class HSTULayer {
   var valueWidth: Int { config.heads * config.linearDim }
   var queryWidth: Int { config.heads * config.attentionDim }
 
-  init(config: ModelConfig, index: Int, parameters: ParameterStore, prefix: String, shared: HSTURecomputable?) {
+  init(config: ModelConfig, index: Int, parameters: ParameterStore, prefix: String, shared: HSTURecomputable?,
+       scratch: HSTUGradientScratch) {
     self.config = config
     self.index = index
     saved = shared ?? HSTURecomputable()
+    self.scratch = scratch
     let d = config.embeddingDim, hv = config.heads * config.linearDim
     let width = 2 * config.heads * (config.linearDim + config.attentionDim)
     uvqkWeight = parameters.declare("\(prefix)layers.\(index).uvqk.weight", [d, width], .normal(std: 0.02))
@@ -144,6 +155,13 @@ final class HSTURecomputable {
   let gatedDropped = HostBuffer()
 
   var buffers: [HostBuffer] { [normed, preActivation, u, v, q, k, attentionNormed, gated, gatedDropped] }
+}
+
+/// Gradient buffers of an HSTU layer's backward; only one layer's backward runs at a time.
+final class HSTUGradientScratch {
+  let dGated = HostBuffer(), dU = HostBuffer(), dAttentionNormed = HostBuffer(), dAttention = HostBuffer()
+  let dUVQK = HostBuffer(), dQ = HostBuffer(), dK = HostBuffer(), dV = HostBuffer(), dNormed = HostBuffer()
+  let dInput = HostBuffer()
 }
 
 /// Splits the columns of `source` (`rows × Σ widths`) into contiguous buffers, applying `transform`

@@ -53,7 +53,7 @@ public final class MixtureOfTransducers: RetrievalModel {
     channelBatches = []
     channelEncoded = []
     for (c, entry) in channels.enumerated() {
-      let (channelBatch, channelTokens) = channelBatch(for: batch, encoded: encoded, channel: entry.channel)
+      let (channelBatch, channelTokens) = channelBatch(for: batch, encoded: encoded, channel: c)
       channelBatches.append(channelBatch)
       let out = entry.model.forward(channelBatch, training: training, random: random, step: step &+ UInt64(c + 1) << 48)
       channelEncoded.append(out)
@@ -99,11 +99,11 @@ public final class MixtureOfTransducers: RetrievalModel {
   /// The channel's events for every sequence of `batch` (filtered, up to its last main event, the
   /// most recent `maxSequenceLength`), and for each main output row the channel token of its latest
   /// channel event not after that row's event (−1 when there is none).
-  private func channelBatch(for batch: SequenceBatch, encoded: EncodedBatch, channel: TransducerChannel)
+  private func channelBatch(for batch: SequenceBatch, encoded: EncodedBatch, channel index: Int)
     -> (SequenceBatch, [Int32]) {
+    let channel = channels[index].channel
     var out = SequenceBatch()
     var rows = [Int32](repeating: -1, count: encoded.rows)
-    let index = channels.firstIndex { $0.channel.name == channel.name }!
     for b in 0..<batch.batchSize {
       let user = batch.users[b]
       let tokens = batch.offsets[b]..<batch.offsets[b + 1]

@@ -63,9 +63,10 @@ public final class SequentialModel {
     var stack: [EncoderLayer] = []
     switch config.kind {
     case .hstu:
-      let shared = config.rematerialize ? HSTURecomputable() : nil
+      let shared = config.rematerialize ? HSTURecomputable() : nil, scratch = HSTUGradientScratch()
       for i in 0..<config.layers {
-        stack.append(HSTULayer(config: config, index: i, parameters: parameters, prefix: prefix, shared: shared))
+        stack.append(HSTULayer(config: config, index: i, parameters: parameters, prefix: prefix, shared: shared,
+                               scratch: scratch))
       }
       finalGamma = nil; finalBeta = nil
     case .sasrec:
