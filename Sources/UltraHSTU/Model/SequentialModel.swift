@@ -122,9 +122,10 @@ public final class SequentialModel {
 
     var x = hidden.pointer, rows = t, context = full
     if let truncation = config.truncation, layersBeforeTruncation < config.layers {
-      rows = selectTail(batch, keep: truncation.keepLast)
+      let starts = selectTail(batch, keep: truncation.keepLast)
+      rows = starts.last ?? 0
       CPUOps.gatherRows(hidden.pointer, rows: keptRows.pointer, count: rows, dim: d, truncated.reserve(rows * d))
-      let keptTime = prepareTimeBuckets(offsets: Array(UnsafeBufferPointer(start: keptOffsets.pointer, count: keptOffsets.count)),
+      let keptTime = prepareTimeBuckets(offsets: starts,
                                         keys: batch.keyTimes, queries: batch.queryTimes, rows: keptRows,
                                         into: keptTimeBuckets, starts: keptBucketOffsets)
       context = ForwardContext(
@@ -182,8 +183,9 @@ public final class SequentialModel {
     }
   }
 
-  /// Chooses the last `keep` tokens of every sequence; fills `keptOffsets`/`keptRows`, returns the count.
-  private func selectTail(_ batch: SequenceBatch, keep: Int) -> Int {
+  /// Chooses the last `keep` tokens of every sequence; fills `keptOffsets`/`keptRows` and returns
+  /// the offsets.
+  private func selectTail(_ batch: SequenceBatch, keep: Int) -> [Int] {
     var starts = [0], rows: [Int32] = []
     for b in 0..<batch.batchSize {
       let lo = max(batch.offsets[b], batch.offsets[b + 1] - keep)
@@ -192,7 +194,7 @@ public final class SequentialModel {
     }
     keptOffsets.assign(starts)
     keptRows.assign(rows)
-    return rows.count
+    return starts
   }
 
   /// Time buckets of every (query, key) pair per sequence, shared by all layers of a stage;
