@@ -2,7 +2,8 @@ import ArgumentParser
 import Foundation
 import UltraHSTU
 
-/// The ULTRA-HSTU ablation ladder, built on the `hstu` preset: each step adds one component.
+/// The ULTRA-HSTU ablation ladder, built on the `hstu` preset: each step adds one component; then
+/// the same components on `hstu-large` and the ULTRA presets.
 func ablationConfigurations() -> [(name: String, model: ModelConfig)] {
   let base = Preset.hstu.model
   var interleaved = base
@@ -19,6 +20,13 @@ func ablationConfigurations() -> [(name: String, model: ModelConfig)] {
   var high = actionAware
   high.layers = 1
   mot.channels = [TransducerChannel(name: "high-ratings", filter: .minimumRating(4), model: high)]
+  var large = Preset.hstuLarge.model
+  large.input = .actionAware
+  large.actionSignals = [.rating, .timeGap]
+  var largeMoT = large
+  var largeHigh = large
+  largeHigh.layers = 2
+  largeMoT.channels = [TransducerChannel(name: "high-ratings", filter: .minimumRating(4), model: largeHigh)]
   return [
     ("hstu-interleaved-actions", interleaved),
     ("hstu-ids-only", base),
@@ -29,8 +37,11 @@ func ablationConfigurations() -> [(name: String, model: ModelConfig)] {
     ("+sla-prefix-k1=64-k2=32", sla(.semiLocalPrefix(k1: 64, k2: 32))),
     ("+truncation", truncated),
     ("+mot", mot),
-    ("ultra-hstu", Preset.ultraHSTU.model),
     ("hstu-large", Preset.hstuLarge.model),
+    ("hstu-large+action-aware", large),
+    ("hstu-large+action-aware+mot", largeMoT),
+    ("ultra-hstu", Preset.ultraHSTU.model),
+    ("ultra-hstu-large", Preset.ultraHSTULarge.model),
   ]
 }
 
@@ -52,6 +63,9 @@ struct Ablation: ParsableCommand {
 
   @Option(help: "Early-stopping patience in epochs.")
   var patience = 8
+
+  @Option(help: "Compute device: cpu or cuda.")
+  var device = "cpu"
 
   @Option(help: "Output JSON (a Markdown table is written beside it).")
   var output = "bench/results/ultra-ablation.json"
@@ -80,8 +94,9 @@ struct Ablation: ParsableCommand {
       var train = TrainConfig()
       train.epochs = epochs
       train.patience = patience
-      let trainer = Trainer(model: makeModel(config: model, data: sequences, seed: train.seed), train: train,
-                            data: sequences, presetName: configName, datasetName: name)
+      let built = makeModel(config: model, data: sequences, seed: train.seed)
+      let trainer = Trainer(model: built, train: train, data: sequences, presetName: configName, datasetName: name)
+      trainer.engine = try trainingEngine(device: device, model: built, train: train)
       FileHandle.standardError.write("== \(name) / \(configName)\n".data(using: .utf8)!)
       try trainer.run()
       let report = TrainingReport(trainer: trainer)
@@ -89,7 +104,7 @@ struct Ablation: ParsableCommand {
                                 "max_epochs": epochs, "train_flops_per_sample": report.trainFLOPsPerSample,
                                 "inference_flops_per_sample": report.inferenceFLOPsPerSample,
                                 "wall_seconds": report.wallSeconds, "train_tokens_per_second": report.trainTokensPerSecond,
-                                "date": info.date, "commit": info.commit, "machine": info.machine]
+                                "date": info.date, "commit": info.commit, "machine": info.machine, "device": device]
       for key in ["HR@10", "NDCG@10", "HR@50", "HR@200", "NDCG@200", "MRR"] { row[key] = report.test[key] ?? 0 }
       try upsert(row)
     }

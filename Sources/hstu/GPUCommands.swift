@@ -91,45 +91,51 @@ struct ParityChecker {
     try checkGEMM()
     try checkSampledSoftmax()
     try checkAdamW()
-    try checkModelStep(preset: .hstu)
-    try checkModelStep(preset: .hstuLarge)
+    try checkModelStep("hstu", config: Preset.hstu.model)
+    try checkModelStep("hstu-large", config: Preset.hstuLarge.model)
+    var interleaved = Preset.hstu.model
+    interleaved.input = .interleaved
+    try checkModelStep("hstu, interleaved actions", config: interleaved)
+    var truncated = Preset.hstuLarge.model
+    truncated.input = .actionAware
+    truncated.truncation = AttentionTruncation(layersBefore: 3, keepLast: 50, mask: .semiLocalMeta(k1: 16, k2: 8))
+    try checkModelStep("hstu-large, action-aware, truncation", config: truncated)
+    try checkModelStep("ultra-hstu", config: Preset.ultraHSTU.model)
   }
 
   // MARK: whole training step
 
-  /// One training step of `preset` (dropout and negatives on) on a random jagged batch, the same
-  /// weights on CPU (`Trainer.lossAndGradients`) and GPU (`CUDAModel`): the loss and every
-  /// parameter gradient. The GPU rounds q, k, v and dO to bf16 inside attention; the CPU does not.
-  mutating func checkModelStep(preset: Preset) throws {
+  /// One training step of `config` (dropout and negatives on) on a batch of random rated
+  /// histories built by the trainer, the same weights on CPU (`Trainer.lossAndGradients`) and GPU
+  /// (`CUDAModel`): the loss and every parameter gradient. The GPU rounds GEMM operands, q, k, v
+  /// and dO to bf16; the CPU does not.
+  mutating func checkModelStep(_ name: String, config: ModelConfig, train: TrainConfig = TrainConfig()) throws {
     let mark = device.arena.mark()
     defer { device.arena.release(to: mark) }
-    let itemCount = 400, lengths = [200, 77, 130, 1, 45, 200]
+    let itemCount = 400, lengths = [203, 80, 133, 4, 48, 260]
     stream += 1
     let s = stream
-    var batch = SequenceBatch()
-    var counter: UInt64 = 0
-    func item() -> Int32 { counter += 1; return Int32(1 + random.below(itemCount, stream: s, counter: counter)) }
-    for (b, n) in lengths.enumerated() {
-      for p in 0..<n {
-        batch.items.append(item()); batch.positions.append(Int32(p)); batch.nextItems.append(item())
-      }
-      batch.offsets.append(batch.items.count)
-      batch.users.append(b)
-    }
-    let data = UserSequences(itemCount: itemCount, offsets: [0, 3], items: [1, 2, 3], ratings: nil, timestamps: nil,
-                             userIDs: [0], originalItemIDs: (0...itemCount).map { Int64($0) })
-    let model = SequentialModel(config: preset.model, itemCount: itemCount, seed: 11)
+    let events = lengths.reduce(0, +)
+    let data = UserSequences(
+      itemCount: itemCount, offsets: lengths.reduce(into: [0]) { $0.append($0.last! + $1) },
+      items: (0..<events).map { Int32(1 + random.below(itemCount, stream: s, counter: UInt64($0))) },
+      ratings: (0..<events).map { Float(1 + random.below(5, stream: s + 1 << 32, counter: UInt64($0))) }, timestamps: nil,
+      userIDs: lengths.indices.map { Int64($0) }, originalItemIDs: (0...itemCount).map { Int64($0) })
+    var train = train
+    train.batchSize = lengths.count
+    let model = makeModel(config: config, data: data, seed: 11)
+    let trainer = Trainer(model: model, train: train, data: data, presetName: name, datasetName: "random")
+    let batch = trainer.batches(epoch: 1)[0]
     let gpu = try CUDAModel(model, device: device, maxTokens: batch.tokenCount, maxSequences: batch.batchSize)
-    let trainer = Trainer(model: model, train: preset.train, data: data, presetName: preset.name, datasetName: "random")
     let cpuLoss = trainer.lossAndGradients(batch, step: 3)
     try gpu.setBatch(batch)
-    try gpu.lossAndGradients(train: preset.train, step: 3)
+    try gpu.lossAndGradients(train: train, step: 3)
     let gpuLoss = try gpu.takeLossSum()
     let gradients = try device.download(gpu.gradients)
-    record("step [\(preset.name)] loss (\(batch.tokenCount) tokens)", [gpuLoss], [cpuLoss], tolerance: 1e-3)
+    record("step [\(name)] loss (\(batch.tokenCount) tokens)", [gpuLoss], [cpuLoss], tolerance: 1e-3)
     for e in gpu.entries {
       let cpu = Array(UnsafeBufferPointer(start: model.parameters.gradient(e), count: e.count))
-      record("step [\(preset.name)] d \(e.name)", Array(gradients[e.offset..<(e.offset + e.count)]), cpu, tolerance: 3e-2)
+      record("step [\(name)] d \(e.name)", Array(gradients[e.offset..<(e.offset + e.count)]), cpu, tolerance: 3e-2)
     }
   }
 

@@ -35,6 +35,8 @@ struct GPUStepBench: ParsableCommand {
     var config = ModelConfig(kind: .hstu, embeddingDim: dim, layers: layers, heads: heads, attentionDim: headDim, linearDim: headDim,
                              ffnDim: 0, maxSequenceLength: length, inputDropout: 0, linearDropout: 0, normalizer: .fixed(length),
                              positionBias: true, timeBias: false)
+    let mask = semiLocal > 0 ? AttentionMask.semiLocalMeta(k1: semiLocal, k2: semiLocal) : .causal
+    config.mask = mask
     var train = TrainConfig()
     train.negatives = negatives
     let device = try CUDADevice(arenaBytes: 100 << 30)
@@ -51,9 +53,7 @@ struct GPUStepBench: ParsableCommand {
       sample.offsets.append(sample.items.count)
       sample.users.append(b)
     }
-    let mask = semiLocal > 0 ? AttentionMask.semiLocalMeta(k1: semiLocal, k2: semiLocal) : .causal
     let gpu = try CUDAModel(model, device: device, maxTokens: sample.tokenCount, maxSequences: batch)
-    gpu.mask = mask
     try gpu.setBatch(sample)
     if let dump {
       try gpu.lossAndGradients(train: train, step: 1)
@@ -77,7 +77,6 @@ struct GPUStepBench: ParsableCommand {
     config.linearDropout = dropout
     let timed = try CUDAModel(SequentialModel(config: config, itemCount: items, seed: 3), device: device,
                               maxTokens: sample.tokenCount, maxSequences: batch)
-    timed.mask = mask
     try timed.setBatch(sample)
     let ms = try device.time(warmup: 3, repeats: repeats) {
       try timed.lossAndGradients(train: train, step: UInt64(timed.step + 1))

@@ -68,7 +68,7 @@ struct Train: ParsableCommand {
 
   @OptionGroup var dataOptions: DataOptions
 
-  @Option(help: "Compute device: cpu, or cuda (the first NVIDIA GPU; HSTU presets without ULTRA input features).")
+  @Option(help: "Compute device: cpu, or cuda (the first NVIDIA GPU; HSTU stacks, without the time bias rab^t).")
   var device = "cpu"
 
   @Option(help: "Override the preset's attention mask: causal, or semi-local `meta:K1:K2` (Meta's global tail rows) or `prefix:K1:K2` (global prefix columns).")

@@ -12,8 +12,7 @@ public final class MixtureOfTransducers: RetrievalModel {
   let data: UserSequences
   let actions: [ActionFeatures?]
 
-  // Per channel: its batch, the channel row each main output row reads (−1: none yet), outputs.
-  private var channelBatches: [SequenceBatch] = []
+  // Per channel: its encoded batch, the channel row each main output row reads (−1: none yet).
   private var channelEncoded: [EncodedBatch] = []
   private let sourceRows: [HostArray<Int32>]
   private let gathered: [HostBuffer], dChannel: [HostBuffer]
@@ -50,17 +49,12 @@ public final class MixtureOfTransducers: RetrievalModel {
     mainEncoded = encoded
     let d = config.embeddingDim
     fused.reserve(encoded.rows * d).update(from: encoded.output, count: encoded.rows * d)
-    channelBatches = []
     channelEncoded = []
     for (c, entry) in channels.enumerated() {
-      let (channelBatch, channelTokens) = channelBatch(for: batch, encoded: encoded, channel: c)
-      channelBatches.append(channelBatch)
-      let out = entry.model.forward(channelBatch, training: training, random: random, step: step &+ UInt64(c + 1) << 48)
+      let (channelBatch, rows) = channelInput(c, for: batch, outputOffsets: encoded.offsets, outputTokens: encoded.tokenIndex,
+                                              outputRows: encoded.rows)
+      let out = entry.model.forward(channelBatch, training: training, random: random, step: Self.channelStep(step, channel: c))
       channelEncoded.append(out)
-      // Channel tokens → channel output rows (a token dropped by the channel's truncation has none).
-      var outputRow = [Int32](repeating: -1, count: channelBatch.tokenCount)
-      for r in 0..<out.rows { outputRow[Int(out.tokenIndex[r])] = Int32(r) }
-      let rows = channelTokens.map { $0 < 0 ? -1 : outputRow[Int($0)] }
       sourceRows[c].assign(rows)
       // Gather each main row's channel state (zero where the channel has no event yet), project, add.
       let dc = entry.channel.model.embeddingDim
@@ -96,33 +90,43 @@ public final class MixtureOfTransducers: RetrievalModel {
     main.backward(dOutput)
   }
 
-  /// The channel's events for every sequence of `batch` (filtered, up to its last main event, the
-  /// most recent `maxSequenceLength`), and for each main output row the channel token of its latest
-  /// channel event not after that row's event (−1 when there is none).
-  private func channelBatch(for batch: SequenceBatch, encoded: EncodedBatch, channel index: Int)
-    -> (SequenceBatch, [Int32]) {
+  /// The dropout step of channel `c`'s stack (its masks differ from the main stack's).
+  static func channelStep(_ step: UInt64, channel c: Int) -> UInt64 { step &+ UInt64(c + 1) << 48 }
+
+  /// Channel `index`'s batch for `batch`, and for each main output row (`outputOffsets` and
+  /// `outputTokens` as in `EncodedBatch`) the channel *output* row it reads: the one of its latest
+  /// channel event not after the row's event; −1 when there is none, or when the channel's own
+  /// attention truncation dropped it.
+  func channelInput(_ index: Int, for batch: SequenceBatch, outputOffsets: UnsafePointer<Int>,
+                    outputTokens: UnsafePointer<Int32>, outputRows: Int) -> (SequenceBatch, [Int32]) {
     let channel = channels[index].channel
     var out = SequenceBatch()
-    var rows = [Int32](repeating: -1, count: encoded.rows)
+    var tokens = [Int32](repeating: -1, count: outputRows)
     for b in 0..<batch.batchSize {
       let user = batch.users[b]
-      let tokens = batch.offsets[b]..<batch.offsets[b + 1]
-      guard let lastEvent = tokens.map({ Int(batch.events[$0]) }).max() else { continue }
+      let range = batch.offsets[b]..<batch.offsets[b + 1]
+      guard let lastEvent = range.map({ Int(batch.events[$0]) }).max() else { continue }
       let start = data.offsets[user]
       var events = (start...lastEvent).filter { channel.filter.accepts(data, event: $0) }
       events = Array(events.suffix(channel.model.maxSequenceLength))
       let base = out.tokenCount
       out.append(user: user, events: events, data: data, target: 0, targetTime: nil, input: channel.model.input,
                  actionFeatures: actions[index])
-      // Channel row of each channel event (the last token of an event, for interleaved input).
+      // Channel token of each channel event (the last token of an event, for interleaved input).
       let perEvent = channel.model.input == .interleaved ? 2 : 1
       var k = -1
-      for r in encoded.offsets[b]..<encoded.offsets[b + 1] {
-        let e = Int(batch.events[Int(encoded.tokenIndex[r])])
+      for r in outputOffsets[b]..<outputOffsets[b + 1] {
+        let e = Int(batch.events[Int(outputTokens[r])])
         while k + 1 < events.count && events[k + 1] <= e { k += 1 }
-        if k >= 0 { rows[r] = Int32(base + (k + 1) * perEvent - 1) }
+        if k >= 0 { tokens[r] = Int32(base + (k + 1) * perEvent - 1) }
       }
     }
-    return (out, rows)
+    guard let truncation = channel.model.truncation, truncation.layersBefore < channel.model.layers else { return (out, tokens) }
+    // Channel tokens → channel output rows (a token dropped by the channel's truncation has none).
+    var outputRow = [Int32](repeating: -1, count: out.tokenCount)
+    for (r, token) in SequentialModel.tail(offsets: out.offsets, keep: truncation.keepLast).rows.enumerated() {
+      outputRow[Int(token)] = Int32(r)
+    }
+    return (out, tokens.map { $0 < 0 ? -1 : outputRow[Int($0)] })
   }
 }

@@ -186,15 +186,22 @@ public final class SequentialModel {
   /// Chooses the last `keep` tokens of every sequence; fills `keptOffsets`/`keptRows` and returns
   /// the offsets.
   private func selectTail(_ batch: SequenceBatch, keep: Int) -> [Int] {
-    var starts = [0], rows: [Int32] = []
-    for b in 0..<batch.batchSize {
-      let lo = max(batch.offsets[b], batch.offsets[b + 1] - keep)
-      rows.append(contentsOf: (lo..<batch.offsets[b + 1]).map { Int32($0) })
-      starts.append(rows.count)
-    }
+    let (starts, rows) = Self.tail(offsets: batch.offsets, keep: keep)
     keptOffsets.assign(starts)
     keptRows.assign(rows)
     return starts
+  }
+
+  /// The tokens attention truncation keeps: the last `keep` of every sequence of a jagged batch
+  /// with `offsets`, as the kept rows' offsets and the batch token of each kept row.
+  static func tail(offsets: [Int], keep: Int) -> (offsets: [Int], rows: [Int32]) {
+    var starts = [0], rows: [Int32] = []
+    for b in 0..<(offsets.count - 1) {
+      let lo = max(offsets[b], offsets[b + 1] - keep)
+      rows.append(contentsOf: (lo..<offsets[b + 1]).map { Int32($0) })
+      starts.append(rows.count)
+    }
+    return (starts, rows)
   }
 
   /// Time buckets of every (query, key) pair per sequence, shared by all layers of a stage;

@@ -1,6 +1,7 @@
 /// A `Trainer`'s steps and evaluations on one GPU: `CUDAModel` for forward, loss, backward and
 /// AdamW, `CUDAEvaluator` for full ranking. Batches, dropout streams and negatives are the CPU
-/// trainer's, so the run follows the same path as on the CPU.
+/// trainer's, so the run follows the same path as on the CPU. Runs HSTU stacks with any input
+/// layout, mask and truncation, alone or as a mixture of transducers.
 public final class CUDAEngine: TrainingEngine {
   public let gpu: CUDAModel
   let evaluator: CUDAEvaluator
@@ -9,19 +10,11 @@ public final class CUDAEngine: TrainingEngine {
   /// Mirrors `model` (as initialised or loaded) onto `device`, sized for `train.batchSize`
   /// training sequences and `Evaluator.batchSize` evaluation sequences of full length.
   public init(model: RetrievalModel, train: TrainConfig, device: CUDADevice) throws {
-    guard let model = model as? SequentialModel else {
-      throw CUDAError.unsupported("the GPU path runs single-stack models only (no mixture of transducers yet)")
-    }
-    let c = model.config
-    guard c.input == .itemsOnly, c.truncation == nil, !c.rematerialize else {
-      throw CUDAError.unsupported("the GPU path has no action-aware/interleaved input, attention truncation or rematerialisation yet")
-    }
     guard train.negatives <= CUDAModel.maxNegatives else {
       throw CUDAError.unsupported("the GPU loss supports at most \(CUDAModel.maxNegatives) negatives (asked \(train.negatives))")
     }
     let sequences = max(train.batchSize, Evaluator.batchSize)
-    gpu = try CUDAModel(model, device: device, maxTokens: sequences * c.maxSequenceLength, maxSequences: sequences)
-    gpu.mask = c.mask
+    gpu = try CUDAModel(model, device: device, maxTokens: sequences * model.config.maxTokens, maxSequences: sequences)
     evaluator = try CUDAEvaluator(model: gpu)
     self.train = train
   }

@@ -1,7 +1,8 @@
 /// `Evaluator` on the device: the same users, histories (the last `maxSequenceLength` events
-/// before the target), batches of `Evaluator.batchSize`, full ranking by cosine similarity over
-/// every item with the encoded history excluded, and the same tie rule; only the ranks (one
-/// Int32 per user) come back to the host.
+/// before the target, laid out as the model's input says), batches of `Evaluator.batchSize`, the
+/// model output at each history's last row, full ranking by cosine similarity over every item
+/// with the encoded history excluded, and the same tie rule; only the ranks (one Int32 per user)
+/// come back to the host.
 public final class CUDAEvaluator {
   public let model: CUDAModel
   let normalizedItems, lastRows, normalizedUsers, scores: DeviceArray<Float>
@@ -11,8 +12,8 @@ public final class CUDAEvaluator {
   public init(model: CUDAModel) throws {
     self.model = model
     let device = model.device, b = Evaluator.batchSize, d = model.config.embeddingDim, columns = model.itemCount + 1
-    guard model.maxSequences >= b, model.maxTokens >= b * model.config.maxSequenceLength else {
-      throw CUDAError.unsupported("evaluation needs a model sized for \(b) sequences of \(model.config.maxSequenceLength) tokens")
+    guard model.maxSequences >= b, model.maxTokens >= b * model.config.maxTokens else {
+      throw CUDAError.unsupported("evaluation needs a model sized for \(b) sequences of \(model.config.maxTokens) tokens")
     }
     normalizedItems = try device.allocate(Float.self, count: columns * d)
     lastRows = try device.allocate(Float.self, count: b * d)
@@ -25,8 +26,9 @@ public final class CUDAEvaluator {
 
   /// HR/NDCG/MRR of `stage` with the model's current weights.
   public func evaluate(data: UserSequences, split: LeaveOneOutSplit, stage: LeaveOneOutSplit.Stage) throws -> RankingMetrics {
-    let device = model.device, d = model.config.embeddingDim, columns = model.itemCount + 1
-    let itemTable = model.slice(model.values, model.itemEmbedding)
+    let device = model.device, config = model.config, d = config.embeddingDim, columns = model.itemCount + 1
+    let itemTable = model.parameters.values.slice(model.itemEmbedding)
+    let actions = config.input == .itemsOnly ? nil : ActionFeatures(data, signals: config.actionSignals)
     try device.l2Normalize(itemTable, into: normalizedItems, rows: columns, dim: d)
     let users = split.evaluationUsers
     var metrics = RankingMetrics()
@@ -36,22 +38,24 @@ public final class CUDAEvaluator {
       for u in users[start..<min(start + Evaluator.batchSize, users.count)] {
         guard let history = split.history(user: u, stage: stage), !history.isEmpty,
               let target = split.targetIndex(user: u, stage: stage) else { continue }
-        batch.append(user: u, events: history, maxEvents: model.config.maxSequenceLength, data: data,
-                     target: data.items[target], targetTime: data.timestamps?[target])
+        batch.append(user: u, events: history, maxEvents: config.maxSequenceLength, data: data,
+                     target: data.items[target], targetTime: data.timestamps?[target], input: config.input,
+                     actionFeatures: actions)
         targetItems.append(data.items[target])
       }
       let b = batch.batchSize
       if b == 0 { continue }
       try model.setBatch(batch)
       try model.forward(training: false, seed: 0, step: 0)
-      try device.upload((1...b).map { Int32(batch.offsets[$0] - 1) }, to: lastRowIndex)
+      try device.upload((1...b).map { Int32(model.outputOffsets[$0] - 1) }, to: lastRowIndex)
       try device.upload(targetItems, to: targets)
-      try device.embeddingGather(table: model.output, ids: model.prefix(lastRowIndex, b), out: lastRows, dim: d)
+      try device.embeddingGather(table: model.output, ids: lastRowIndex.prefix(b), out: lastRows, dim: d)
       try device.l2Normalize(lastRows, into: normalizedUsers, rows: b, dim: d)
       try device.gemm(m: b, n: columns, k: d, a: normalizedUsers, b: normalizedItems, transB: true, d: scores)
-      try device.excludeHistory(scores: scores, offsets: model.offsets, items: model.items, targets: targets, users: b, columns: columns)
+      try device.excludeHistory(scores: scores, offsets: model.main.batchOffsets, items: model.main.items, targets: targets,
+                                users: b, columns: columns)
       try device.targetRanks(scores: scores, targets: targets, ranks: ranks, users: b, columns: columns)
-      for r in try device.download(model.prefix(ranks, b)) { metrics.add(rank: Int(r)) }
+      for r in try device.download(ranks.prefix(b)) { metrics.add(rank: Int(r)) }
     }
     return metrics
   }

@@ -1,39 +1,60 @@
-/// Embedding lookup and its gradient (fp32):
-///   gather:      out[r, :] = table[ids[r], :] · scale (+ positionTable[positionIds[r], :] when given)
-///   scatter-add: dTable[ids[r], :] += dOut[r, :] · scale   (rows whose id is `paddingId` are skipped)
+/// Row lookup and its gradient (fp32), for embeddings and for moving rows of jagged batches
+/// (attention truncation, the mixture of transducers' fusion, the evaluator's last rows):
+///   gather:      out[r, :] = (accumulate ? out[r, :] : 0) + table[id_r, :] · scale (+ positionTable[positionIds[r], :])
+///   scatter-add: dTable[id_r, :] += dOut[r, :] · scale
+/// with id_r = ids[r · stride] (one column of a `[rows × stride]` id array, e.g. one action
+/// signal). A negative id reads as a zero row and scatters nothing.
 enum EmbeddingKernels {
   static let source = CUDAPrelude.source + #"""
-extern "C" __global__ void embedding_gather(const float* __restrict__ table, const int* __restrict__ ids,
-    const float* __restrict__ positionTable, const int* __restrict__ positionIds, float* __restrict__ out, int rows, int dim, float scale) {
+extern "C" __global__ void embedding_gather(const float* __restrict__ table, const int* __restrict__ ids, int stride,
+    const float* __restrict__ positionTable, const int* __restrict__ positionIds, float* __restrict__ out, int rows, int dim,
+    float scale, int accumulate) {
   const int r = blockIdx.x;
   if (r >= rows) return;
-  const float* src = table + (size_t)ids[r] * dim;
+  const int id = ids[(size_t)r * stride];
+  const float* src = id >= 0 ? table + (size_t)id * dim : nullptr;
   const float* pos = positionTable ? positionTable + (size_t)positionIds[r] * dim : nullptr;
-  for (int c = threadIdx.x; c < dim; c += blockDim.x) out[(size_t)r * dim + c] = src[c] * scale + (pos ? pos[c] : 0.f);
+  float* dst = out + (size_t)r * dim;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+    const float value = (src ? src[c] * scale : 0.f) + (pos ? pos[c] : 0.f);
+    dst[c] = accumulate ? dst[c] + value : value;
+  }
 }
-extern "C" __global__ void embedding_scatter_add(const float* __restrict__ dout, const int* __restrict__ ids,
-    float* __restrict__ dtable, int rows, int dim, int paddingId, float scale) {
+extern "C" __global__ void embedding_scatter_add(const float* __restrict__ dout, const int* __restrict__ ids, int stride,
+    float* __restrict__ dtable, int rows, int dim, float scale) {
   const int r = blockIdx.x;
-  if (r >= rows || ids[r] == paddingId) return;
-  float* dst = dtable + (size_t)ids[r] * dim;
+  if (r >= rows) return;
+  const int id = ids[(size_t)r * stride];
+  if (id < 0) return;
+  float* dst = dtable + (size_t)id * dim;
   for (int c = threadIdx.x; c < dim; c += blockDim.x) atomicAdd(dst + c, dout[(size_t)r * dim + c] * scale);
 }
 """#
 }
 
 extension CUDADevice {
-  /// out[r] = table[ids[r]] · scale (+ positionTable[positionIds[r]]) for every row of `ids`.
-  public func embeddingGather(table: DeviceArray<Float>, ids: DeviceArray<Int32>, positionTable: DeviceArray<Float>? = nil,
-                              positionIds: DeviceArray<Int32>? = nil, out: DeviceArray<Float>, dim: Int, scale: Float = 1) throws {
+  /// out[r] = table[ids[r · idStride]] · scale (+ positionTable[positionIds[r]]) for `rows` rows
+  /// (all of `ids` when nil; a negative id gives a zero row); with `accumulate`, added to out[r].
+  public func embeddingGather(table: DeviceArray<Float>, ids: DeviceArray<Int32>, idStride: Int = 1, rows: Int? = nil,
+                              positionTable: DeviceArray<Float>? = nil, positionIds: DeviceArray<Int32>? = nil,
+                              out: DeviceArray<Float>, dim: Int, scale: Float = 1, accumulate: Bool = false) throws {
+    let rows = rows ?? ids.count / idStride
+    if rows == 0 { return }
     try launch(module("embedding", source: EmbeddingKernels.source).function("embedding_gather"),
-               grid: (ids.count, 1, 1), block: (min(256, (dim + 31) / 32 * 32), 1, 1),
-               [.pointer(table.address), .pointer(ids.address), .pointer(positionTable?.address ?? 0), .pointer(positionIds?.address ?? 0),
-                .pointer(out.address), .int(Int32(ids.count)), .int(Int32(dim)), .float(scale)])
+               grid: (rows, 1, 1), block: (min(256, (dim + 31) / 32 * 32), 1, 1),
+               [.pointer(table.address), .pointer(ids.address), .int(Int32(idStride)), .pointer(positionTable?.address ?? 0),
+                .pointer(positionIds?.address ?? 0), .pointer(out.address), .int(Int32(rows)), .int(Int32(dim)), .float(scale),
+                .int(accumulate ? 1 : 0)])
   }
-  /// dTable[ids[r]] += dOut[r] (accumulates; zero dTable first for a fresh gradient).
-  public func embeddingScatterAdd(dOut: DeviceArray<Float>, ids: DeviceArray<Int32>, dTable: DeviceArray<Float>, dim: Int, paddingId: Int32 = -1, scale: Float = 1) throws {
+  /// dTable[ids[r · idStride]] += dOut[r] · scale for `rows` rows (all of `ids` when nil), skipping
+  /// negative ids. Accumulates; zero dTable first for a fresh gradient.
+  public func embeddingScatterAdd(dOut: DeviceArray<Float>, ids: DeviceArray<Int32>, idStride: Int = 1, rows: Int? = nil,
+                                  dTable: DeviceArray<Float>, dim: Int, scale: Float = 1) throws {
+    let rows = rows ?? ids.count / idStride
+    if rows == 0 { return }
     try launch(module("embedding", source: EmbeddingKernels.source).function("embedding_scatter_add"),
-               grid: (ids.count, 1, 1), block: (min(256, (dim + 31) / 32 * 32), 1, 1),
-               [.pointer(dOut.address), .pointer(ids.address), .pointer(dTable.address), .int(Int32(ids.count)), .int(Int32(dim)), .int(paddingId), .float(scale)])
+               grid: (rows, 1, 1), block: (min(256, (dim + 31) / 32 * 32), 1, 1),
+               [.pointer(dOut.address), .pointer(ids.address), .int(Int32(idStride)), .pointer(dTable.address), .int(Int32(rows)),
+                .int(Int32(dim)), .float(scale)])
   }
 }
