@@ -23,10 +23,10 @@ func ablationConfigurations() -> [(name: String, model: ModelConfig)] {
   var large = Preset.hstuLarge.model
   large.input = .actionAware
   large.actionSignals = [.rating, .timeGap]
-  var largeMoT = large
-  var largeHigh = large
-  largeHigh.layers = 2
-  largeMoT.channels = [TransducerChannel(name: "high-ratings", filter: .minimumRating(4), model: largeHigh)]
+  var largeSLA = large
+  largeSLA.mask = .semiLocalMeta(k1: 64, k2: 32)
+  var largeTruncated = largeSLA
+  largeTruncated.truncation = AttentionTruncation(layersBefore: 6, keepLast: 100)
   return [
     ("hstu-interleaved-actions", interleaved),
     ("hstu-ids-only", base),
@@ -39,7 +39,8 @@ func ablationConfigurations() -> [(name: String, model: ModelConfig)] {
     ("+mot", mot),
     ("hstu-large", Preset.hstuLarge.model),
     ("hstu-large+action-aware", large),
-    ("hstu-large+action-aware+mot", largeMoT),
+    ("hstu-large+action-aware+sla-meta-k1=64-k2=32", largeSLA),
+    ("hstu-large+action-aware+sla+truncation", largeTruncated),
     ("ultra-hstu", Preset.ultraHSTU.model),
     ("ultra-hstu-large", Preset.ultraHSTULarge.model),
   ]
@@ -66,6 +67,9 @@ struct Ablation: ParsableCommand {
 
   @Option(help: "Compute device: cpu or cuda.")
   var device = "cpu"
+
+  @Option(help: "Seed of initialisation, batches, dropout and negatives (rows of other seeds are kept beside).")
+  var seed: UInt64 = TrainConfig().seed
 
   @Option(help: "Output JSON (a Markdown table is written beside it).")
   var output = "bench/results/ultra-ablation.json"
@@ -94,9 +98,11 @@ struct Ablation: ParsableCommand {
       var train = TrainConfig()
       train.epochs = epochs
       train.patience = patience
+      train.seed = seed
       let built = makeModel(config: model, data: sequences, seed: train.seed)
       let trainer = Trainer(model: built, train: train, data: sequences, presetName: configName, datasetName: name)
-      trainer.engine = try trainingEngine(device: device, model: built, train: train)
+      let engine = try trainingEngine(device: device, model: built, train: train)
+      trainer.engine = engine
       FileHandle.standardError.write("== \(name) / \(configName)\n".data(using: .utf8)!)
       try trainer.run()
       let report = TrainingReport(trainer: trainer)
@@ -104,29 +110,33 @@ struct Ablation: ParsableCommand {
                                 "max_epochs": epochs, "train_flops_per_sample": report.trainFLOPsPerSample,
                                 "inference_flops_per_sample": report.inferenceFLOPsPerSample,
                                 "wall_seconds": report.wallSeconds, "train_tokens_per_second": report.trainTokensPerSecond,
-                                "date": info.date, "commit": info.commit, "machine": info.machine, "device": device]
+                                "date": info.date, "commit": info.commit, "machine": info.machine, "seed": Int(seed),
+                                "device": (engine as? CUDAEngine)?.gpu.device.name ?? "cpu"]
       for key in ["HR@10", "NDCG@10", "HR@50", "HR@200", "NDCG@200", "MRR"] { row[key] = report.test[key] ?? 0 }
       try upsert(row)
     }
   }
 
-  /// Replaces the row of the same dataset and configuration (or appends it), then rewrites the table.
+  /// Replaces the row of the same dataset, configuration and seed (or appends it), then rewrites the table.
   func upsert(_ row: [String: Any]) throws {
     var rows = (FileManager.default.contents(atPath: output)
       .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [[String: Any]] }) ?? []
-    let key = { (r: [String: Any]) in "\(r["dataset"] ?? "")/\(r["config"] ?? "")" }
+    let defaultSeed = Int(TrainConfig().seed)
+    let key = { (r: [String: Any]) in "\(r["dataset"] ?? "")/\(r["config"] ?? "")/\(r["seed"] as? Int ?? defaultSeed)" }
     rows.removeAll { key($0) == key(row) }
     rows.append(row)
     let order = ablationConfigurations().map(\.name)
-    rows.sort { (($0["dataset"] as? String ?? ""), order.firstIndex(of: $0["config"] as? String ?? "") ?? 99)
-      < (($1["dataset"] as? String ?? ""), order.firstIndex(of: $1["config"] as? String ?? "") ?? 99) }
+    let rank = { (r: [String: Any]) in
+      (r["dataset"] as? String ?? "", order.firstIndex(of: r["config"] as? String ?? "") ?? 99, r["seed"] as? Int ?? defaultSeed)
+    }
+    rows.sort { rank($0) < rank($1) }
     try writeAtomically(JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys]), to: output)
-    var md = "| dataset | config | HR@10 | NDCG@10 | HR@200 | MRR | train GFLOP/sample | inference GFLOP/sample | epochs (best) | wall s | commit |\n"
-    md += "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    var md = "| dataset | config | seed | HR@10 | NDCG@10 | HR@200 | MRR | train GFLOP/sample | inference GFLOP/sample | epochs (best) | wall s | device | commit |\n"
+    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     for r in rows {
       let f = { (k: String) in String(format: "%.4f", r[k] as? Double ?? 0) }
       let g = { (k: String) in String(format: "%.4f", (r[k] as? Double ?? 0) / 1e9) }
-      md += "| \(r["dataset"]!) | \(r["config"]!) | \(f("HR@10")) | \(f("NDCG@10")) | \(f("HR@200")) | \(f("MRR")) | \(g("train_flops_per_sample")) | \(g("inference_flops_per_sample")) | \(r["epochs"]!) (\(r["best_epoch"]!)) / \(r["max_epochs"]!) | \(String(format: "%.0f", r["wall_seconds"] as? Double ?? 0)) | \(r["commit"]!) |\n"
+      md += "| \(r["dataset"]!) | \(r["config"]!) | \(r["seed"] as? Int ?? defaultSeed) | \(f("HR@10")) | \(f("NDCG@10")) | \(f("HR@200")) | \(f("MRR")) | \(g("train_flops_per_sample")) | \(g("inference_flops_per_sample")) | \(r["epochs"]!) (\(r["best_epoch"]!)) / \(r["max_epochs"]!) | \(String(format: "%.0f", r["wall_seconds"] as? Double ?? 0)) | \(r["device"] as? String ?? "cpu") | \(r["commit"]!) |\n"
     }
     try writeAtomically(Data(md.utf8), to: (output as NSString).deletingPathExtension + ".md")
   }

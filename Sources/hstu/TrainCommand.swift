@@ -112,7 +112,7 @@ struct Train: ParsableCommand {
       if resume { try trainer.resume() }
     }
     FileHandle.standardError.write("training \(preset.name) (\(model.parameters.count) parameters) on \(name): \(trainer.tokensPerEpoch) tokens/epoch, up to \(train.epochs) epochs\n".data(using: .utf8)!)
-    let state = try trainer.run()
+    try trainer.run()
     let report = TrainingReport(trainer: trainer)
     let json = try report.json()
     print(String(decoding: json, as: UTF8.self))

@@ -4,6 +4,9 @@
 /// added, so the fused embedding never sees the future:
 ///
 ///     u_i = main_i + Σ_c W_c · channel_c[j_c(i)]      (j_c(i) = last channel-c row with event ≤ event_i)
+///
+/// A channel of the main width embeds items with the main item table unless it asks for its own
+/// (`TransducerChannel.sharesItemEmbedding`).
 public final class MixtureOfTransducers: RetrievalModel {
   public let config: ModelConfig
   public let parameters = ParameterStore()
@@ -25,10 +28,13 @@ public final class MixtureOfTransducers: RetrievalModel {
     var single = config
     single.channels = []
     let parameters = self.parameters
-    main = SequentialModel(config: single, itemCount: data.itemCount, parameters: parameters, prefix: "")
+    let mainModel = SequentialModel(config: single, itemCount: data.itemCount, parameters: parameters, prefix: "")
+    main = mainModel
+    let mainItems = mainModel.itemEmbedding
     channels = config.channels.map { c in
+      let shared = c.sharesItemEmbedding && c.model.embeddingDim == config.embeddingDim ? mainItems : nil
       let model = SequentialModel(config: c.model, itemCount: data.itemCount, parameters: parameters,
-                                  prefix: "channels.\(c.name).")
+                                  prefix: "channels.\(c.name).", sharedItemEmbedding: shared)
       let projection = parameters.declare("channels.\(c.name).fusion.weight", [c.model.embeddingDim, config.embeddingDim],
                                           .xavierUniform(fanIn: c.model.embeddingDim, fanOut: config.embeddingDim))
       return (c, model, projection)

@@ -84,11 +84,27 @@ public struct TransducerChannel: Codable, Equatable, Sendable {
   public var name: String
   public var filter: ChannelFilter
   public var model: ModelConfig
+  /// The channel embeds items with the main stream's item table (when both have the same width)
+  /// instead of a table of its own, as TorchEasyRec recommends: fewer parameters, and every
+  /// channel's gradient trains the table the loss scores with.
+  public var sharesItemEmbedding: Bool
 
-  public init(name: String, filter: ChannelFilter, model: ModelConfig) {
+  public init(name: String, filter: ChannelFilter, model: ModelConfig, sharesItemEmbedding: Bool = true) {
     self.name = name
     self.filter = filter
     self.model = model
+    self.sharesItemEmbedding = sharesItemEmbedding
+  }
+
+  enum CodingKeys: String, CodingKey { case name, filter, model, sharesItemEmbedding }
+
+  /// Decodes a channel; configurations written before `sharesItemEmbedding` existed had their own table.
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    name = try c.decode(String.self, forKey: .name)
+    filter = try c.decode(ChannelFilter.self, forKey: .filter)
+    model = try c.decode(ModelConfig.self, forKey: .model)
+    sharesItemEmbedding = try c.decodeIfPresent(Bool.self, forKey: .sharesItemEmbedding) ?? false
   }
 }
 
@@ -227,12 +243,13 @@ public struct Preset: Sendable {
                        normalizer: .fixed(211), positionBias: true, timeBias: false),
     train: TrainConfig())
 
-  /// ML-1M ULTRA-HSTU: action-aware input (rating + time-gap signals), semi-local attention in the
-  /// first layers, attention truncation to the latest 100 tokens, and a mixture of transducers with
-  /// a high-rating (≥ 4 stars) engagement stream.
+  /// ML-1M ULTRA-HSTU: hstu-large's width and depth with action-aware input (rating + time-gap
+  /// signals), semi-local attention in the first 6 layers, attention truncation to the latest 100
+  /// tokens for the last 2, and a mixture of transducers with a one-layer high-rating (≥ 4 stars)
+  /// engagement stream that shares the item table.
   public static let ultraHSTU = Preset(
-    name: "ultra-hstu", summary: "ULTRA-HSTU for ML-1M: action-aware input, SLA, truncation, high-rating transducer",
-    model: ultra(embeddingDim: 50, heads: 2, headDim: 25, layersBefore: 4, layersAfter: 2, channelLayers: 2),
+    name: "ultra-hstu", summary: "ULTRA-HSTU for ML-1M: hstu-large + action-aware input, SLA, truncation, high-rating transducer",
+    model: ultra(embeddingDim: 50, heads: 2, headDim: 25, layersBefore: 6, layersAfter: 2, channelLayers: 1),
     train: TrainConfig())
 
   /// A deeper and wider ULTRA-HSTU for ML-1M.

@@ -48,13 +48,18 @@ public final class SequentialModel {
     store.allocate(seed: seed)
   }
 
-  /// Declares this model's tensors in `parameters` under `prefix` (the owner allocates them).
-  public init(config: ModelConfig, itemCount: Int, parameters: ParameterStore, prefix: String) {
+  /// Declares this model's tensors in `parameters` under `prefix` (the owner allocates them);
+  /// with `sharedItemEmbedding` (an `[itemCount + 1, D]` entry of `parameters`) the model reads
+  /// and trains that item table instead of declaring its own.
+  public init(config: ModelConfig, itemCount: Int, parameters: ParameterStore, prefix: String,
+              sharedItemEmbedding: ParameterEntry? = nil) {
     self.config = config
     self.itemCount = itemCount
     self.parameters = parameters
     let d = config.embeddingDim
-    itemEmbedding = parameters.declare(prefix + "item_embedding", [itemCount + 1, d], .truncatedNormal(std: 0.02))
+    precondition(sharedItemEmbedding.map { $0.shape == [itemCount + 1, d] } ?? true, "shared item table of another shape")
+    itemEmbedding = sharedItemEmbedding
+      ?? parameters.declare(prefix + "item_embedding", [itemCount + 1, d], .truncatedNormal(std: 0.02))
     positionEmbedding = parameters.declare(prefix + "position_embedding", [config.maxTokens, d],
                                            .xavierNormal(fanIn: config.maxTokens, fanOut: d))
     actionEmbeddings = config.input == .itemsOnly ? [] : config.actionSignals.map {
