@@ -100,6 +100,8 @@ struct ParityChecker {
     truncated.input = .actionAware
     truncated.truncation = AttentionTruncation(layersBefore: 3, keepLast: 50, mask: .semiLocalMeta(k1: 16, k2: 8))
     try checkModelStep("hstu-large, action-aware, truncation", config: truncated)
+    truncated.truncation?.supervisesDroppedRows = false
+    try checkModelStep("hstu-large, action-aware, truncation, kept rows only", config: truncated)
     try checkModelStep("ultra-hstu", config: Preset.ultraHSTU.model)
   }
 

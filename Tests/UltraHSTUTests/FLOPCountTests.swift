@@ -86,7 +86,7 @@ private func smallHSTU(layers: Int = 1) -> ModelConfig {
   var model = smallHSTU(layers: 2)
   model.input = .actionAware
   model.actionSignals = [.rating]
-  model.truncation = AttentionTruncation(layersBefore: 1, keepLast: 2)
+  model.truncation = AttentionTruncation(layersBefore: 1, keepLast: 2, supervisesDroppedRows: false)
   var channel = smallHSTU()
   channel.embeddingDim = 2
   channel.linearDim = 1
@@ -94,9 +94,13 @@ private func smallHSTU(layers: Int = 1) -> ModelConfig {
   // Main, L = 3: input (item + action − 1 addition) 3 · 4 = 12; layer 1 on 3 tokens = 372 (see above);
   // layer 2 on the last 2 tokens: projection 2·4·10·2 = 160, output 2·3·4·2 = 48, attention 3 pairs·5·2 = 30 → 238.
   // Channel, 2 tokens, D 2, dqk 2, dv 1: projection 2·2·(2+4)·2 = 48, output 2·1·2·2 = 8, attention 3·3·2 = 18 → 74;
-  // its fusion projection onto the 3 main tokens: 3 · 2 · 4 · 2 = 48.
+  // its fusion projection onto the 2 output rows (the kept ones): 2 · 2 · 4 · 2 = 32.
   let forward = FLOPCount.modelForward(config: model, tokens: 3, channelTokens: [2])
-  #expect(forward.total == 12 + 372 + 238 + 74 + 48)
-  // Training: loss on the 2 rows that reach the last layer, (2 negatives + 1) · 4 · 2 each = 48; × 3.
-  #expect(FLOPCount.modelTraining(config: model, tokens: 3, channelTokens: [2], negatives: 2).total == 3 * (744 + 48))
+  #expect(forward.total == 12 + 372 + 238 + 74 + 32)
+  // Training: loss on the 2 output rows, (2 negatives + 1) · 4 · 2 each = 48; × 3.
+  #expect(FLOPCount.modelTraining(config: model, tokens: 3, channelTokens: [2], negatives: 2).total == 3 * (728 + 48))
+  // Supervising the dropped row too: all 3 rows are outputs (fusion 3 · 2 · 4 · 2 = 48, loss 72).
+  model.truncation?.supervisesDroppedRows = true
+  #expect(FLOPCount.modelForward(config: model, tokens: 3, channelTokens: [2]).total == 12 + 372 + 238 + 74 + 48)
+  #expect(FLOPCount.modelTraining(config: model, tokens: 3, channelTokens: [2], negatives: 2).total == 3 * (744 + 72))
 }

@@ -45,13 +45,15 @@ func tinyConfig(_ kind: ModelKind, dropout: Float = 0, timeBias: Bool = false) -
     var high = tinyConfig(.hstu)
     high.layers = 1
     high.embeddingDim = 6
-    high.truncation = AttentionTruncation(layersBefore: 0, keepLast: 3)
+    high.truncation = AttentionTruncation(layersBefore: 0, keepLast: 3, supervisesDroppedRows: false)
     mot.channels = [TransducerChannel(name: "high", filter: .minimumRating(4), model: high)]
+    var keptRowsOnly = ultra
+    keptRowsOnly.truncation?.supervisesDroppedRows = false
     var truncatedSASRec = tinyConfig(.sasrec)
     truncatedSASRec.truncation = AttentionTruncation(layersBefore: 1, keepLast: 3)
     return [("hstu", tinyConfig(.hstu, timeBias: true)), ("sasrec", tinyConfig(.sasrec)), ("action-aware", actionAware),
-            ("interleaved", interleaved), ("sla+truncation", ultra), ("sasrec+truncation", truncatedSASRec),
-            ("mixture-of-transducers", mot)]
+            ("interleaved", interleaved), ("sla+truncation", ultra), ("sla+truncation, kept rows only", keptRowsOnly),
+            ("sasrec+truncation", truncatedSASRec), ("mixture-of-transducers", mot)]
   }()
 
   /// Every parameter's gradient of the whole model + loss against central differences.
@@ -73,6 +75,34 @@ func tinyConfig(_ kind: ModelKind, dropout: Float = 0, timeBias: Bool = false) -
       return Double(trainer.lossAndGradients(batch, step: 1))
     }
     #expect(error < 2e-2, "relative gradient error \(error)")
+  }
+
+  /// Truncation that supervises the dropped rows outputs every token: a dropped row is the token's
+  /// state after the layers before the truncation (the same as a model of only those layers), a
+  /// kept row went through all layers.
+  @Test func droppedRowsExitAfterTheLayersBeforeTruncation() {
+    let data = patternSequences(users: 3, items: 10, length: 9)
+    var truncated = tinyConfig(.hstu)
+    truncated.truncation = AttentionTruncation(layersBefore: 1, keepLast: 3)
+    var shallow = tinyConfig(.hstu)
+    shallow.layers = 1
+    func outputs(_ config: ModelConfig) -> (rows: [[Float]], offsets: [Int]) {
+      let model = SequentialModel(config: config, itemCount: data.itemCount, seed: 4)
+      let trainer = Trainer(model: model, train: TrainConfig(), data: data, presetName: "t", datasetName: "p")
+      let batch = trainer.batches(epoch: 1)[0]
+      let e = model.forward(batch, training: false, random: CounterRandom(seed: 1), step: 1)
+      let d = config.embeddingDim
+      return ((0..<e.rows).map { Array(UnsafeBufferPointer(start: e.output + $0 * d, count: d)) },
+              Array(UnsafeBufferPointer(start: e.offsets, count: batch.batchSize + 1)))
+    }
+    let (deep, offsets) = outputs(truncated), (early, _) = outputs(shallow)
+    #expect(deep.count == early.count)
+    for b in 0..<(offsets.count - 1) {
+      for r in offsets[b]..<offsets[b + 1] {
+        let dropped = r < offsets[b + 1] - 3
+        #expect((deep[r] == early[r]) == dropped, "sequence \(b) row \(r)")
+      }
+    }
   }
 
   /// Selective rematerialisation recomputes activations instead of keeping them: same gradients.

@@ -152,7 +152,7 @@ extension FLOPCount {
   /// Forward FLOPs of the model `config` describes over one sequence of `tokens` tokens: all
   /// layers before an attention truncation on the whole sequence with `config.mask`, the rest on
   /// the last `keepLast` tokens; each transducer channel over its own `channelTokens[c]` tokens,
-  /// plus the projection that fuses it into every main token.
+  /// plus the projection that fuses it into every main output row.
   public static func modelForward(config: ModelConfig, tokens n: Int, channelTokens: [Int] = []) -> FLOPBreakdown {
     let before = min(config.truncation?.layersBefore ?? config.layers, config.layers)
     let actionTables = config.input == .itemsOnly ? 0 : config.actionSignals.count
@@ -165,15 +165,22 @@ extension FLOPCount {
     for (c, channel) in config.channels.enumerated() {
       let m = c < channelTokens.count ? channelTokens[c] : 0
       f = f + modelForward(config: channel.model, tokens: m)
-        + FLOPBreakdown([.output: Double(n) * Double(channel.model.embeddingDim * config.embeddingDim) * 2])
+        + FLOPBreakdown([.output: Double(outputRows(config: config, tokens: n)) * Double(channel.model.embeddingDim * config.embeddingDim) * 2])
     }
     return f
   }
 
-  /// Rows of a sequence of `tokens` tokens that carry a next-item label: the tokens that reach the
-  /// last layer, half of them for interleaved input (only action tokens are supervised).
+  /// Output rows of a sequence of `tokens` tokens: all of them, or only those truncation keeps
+  /// when it does not supervise the dropped ones.
+  public static func outputRows(config: ModelConfig, tokens n: Int) -> Int {
+    guard let t = config.truncation, t.layersBefore < config.layers, !t.supervisesDroppedRows else { return n }
+    return min(n, t.keepLast)
+  }
+
+  /// Rows of a sequence of `tokens` tokens that carry a next-item label: the output rows, half of
+  /// them for interleaved input (only action tokens are supervised).
   public static func supervisedRows(config: ModelConfig, tokens n: Int) -> Int {
-    let rows = config.truncation.map { $0.layersBefore < config.layers ? min(n, $0.keepLast) : n } ?? n
+    let rows = outputRows(config: config, tokens: n)
     return config.input == .interleaved ? rows / 2 : rows
   }
 

@@ -127,7 +127,8 @@ public final class MixtureOfTransducers: RetrievalModel {
         if k >= 0 { tokens[r] = Int32(base + (k + 1) * perEvent - 1) }
       }
     }
-    guard let truncation = channel.model.truncation, truncation.layersBefore < channel.model.layers else { return (out, tokens) }
+    guard let truncation = channel.model.truncation, truncation.layersBefore < channel.model.layers,
+          !truncation.supervisesDroppedRows else { return (out, tokens) }
     // Channel tokens → channel output rows (a token dropped by the channel's truncation has none).
     var outputRow = [Int32](repeating: -1, count: out.tokenCount)
     for (r, token) in SequentialModel.tail(offsets: out.offsets, keep: truncation.keepLast).rows.enumerated() {

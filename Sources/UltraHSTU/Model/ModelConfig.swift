@@ -56,11 +56,28 @@ public struct AttentionTruncation: Codable, Equatable, Sendable {
   public var layersBefore: Int
   public var keepLast: Int
   public var mask: AttentionMask
+  /// The rows truncation drops leave the model with their representation after the first
+  /// `layersBefore` layers (an early exit), so every position keeps its next-item loss and the
+  /// output has a row per token; kept rows leave after the last layer. Off: only the kept rows are
+  /// outputs (TorchEasyRec's semantics, made for ranking targets at the end of the sequence).
+  public var supervisesDroppedRows: Bool
 
-  public init(layersBefore: Int, keepLast: Int, mask: AttentionMask = .causal) {
+  public init(layersBefore: Int, keepLast: Int, mask: AttentionMask = .causal, supervisesDroppedRows: Bool = true) {
     self.layersBefore = layersBefore
     self.keepLast = keepLast
     self.mask = mask
+    self.supervisesDroppedRows = supervisesDroppedRows
+  }
+
+  enum CodingKeys: String, CodingKey { case layersBefore, keepLast, mask, supervisesDroppedRows }
+
+  /// Decodes a truncation; configurations written before `supervisesDroppedRows` existed output the kept rows only.
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    layersBefore = try c.decode(Int.self, forKey: .layersBefore)
+    keepLast = try c.decode(Int.self, forKey: .keepLast)
+    mask = try c.decode(AttentionMask.self, forKey: .mask)
+    supervisesDroppedRows = try c.decodeIfPresent(Bool.self, forKey: .supervisesDroppedRows) ?? false
   }
 }
 

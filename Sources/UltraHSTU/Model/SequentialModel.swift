@@ -33,11 +33,17 @@ public final class SequentialModel {
   let finalGamma, finalBeta: ParameterEntry?
   let layers: [EncoderLayer]
 
-  let embedded = HostBuffer(), hidden = HostBuffer(), truncated = HostBuffer()
+  let embedded = HostBuffer(), hidden = HostBuffer(), truncated = HostBuffer(), composed = HostBuffer()
+  let dTruncated = HostBuffer()
   let finalMean = HostBuffer(), finalRstd = HostBuffer(), output = HostBuffer(), dHidden = HostBuffer()
   let offsets = HostArray<Int>(), items = HostArray<Int32>(), positions = HostArray<Int32>(), actions = HostArray<Int32>()
   let timeBuckets = HostArray<UInt8>(), bucketOffsets = HostArray<Int>()
   let keptOffsets = HostArray<Int>(), keptRows = HostArray<Int32>(), keptTimeBuckets = HostArray<UInt8>()
+  /// The output rows per sequence and the batch token of each (fewer than the tokens when
+  /// truncation drops rows without supervising them).
+  let outputOffsets = HostArray<Int>(), outputTokens = HostArray<Int32>()
+  /// What the last forward fed the final LayerNorm (or copied to the output).
+  private var encoderOutput: UnsafeMutablePointer<Float>?
   let keptBucketOffsets = HostArray<Int>()
   private var fullContext: ForwardContext?, keptContext: ForwardContext?
 
@@ -126,55 +132,76 @@ public final class SequentialModel {
     for layer in layers[0..<layersBeforeTruncation] { layer.forward(hidden.pointer, parameters, full) }
 
     var x = hidden.pointer, rows = t, context = full
+    outputOffsets.assign(batch.offsets)
+    outputTokens.assign((0..<Int32(t)).map { $0 })
     if let truncation = config.truncation, layersBeforeTruncation < config.layers {
       let starts = selectTail(batch, keep: truncation.keepLast)
-      rows = starts.last ?? 0
-      CPUOps.gatherRows(hidden.pointer, rows: keptRows.pointer, count: rows, dim: d, truncated.reserve(rows * d))
+      let kept = starts.last ?? 0
+      CPUOps.gatherRows(hidden.pointer, rows: keptRows.pointer, count: kept, dim: d, truncated.reserve(kept * d))
       let keptTime = prepareTimeBuckets(offsets: starts,
                                         keys: batch.keyTimes, queries: batch.queryTimes, rows: keptRows,
                                         into: keptTimeBuckets, starts: keptBucketOffsets)
       context = ForwardContext(
-        tokens: rows, shape: JaggedShape(offsets: keptOffsets.pointer, batch: batch.batchSize), mask: truncation.mask,
+        tokens: kept, shape: JaggedShape(offsets: keptOffsets.pointer, batch: batch.batchSize), mask: truncation.mask,
         timeBuckets: keptTime ? keptTimeBuckets.pointer : nil, bucketOffsets: keptTime ? keptBucketOffsets.pointer : nil,
         training: training, random: random, step: step)
       keptContext = context
-      x = truncated.pointer
-      for layer in layers[layersBeforeTruncation...] { layer.forward(x, parameters, context) }
+      for layer in layers[layersBeforeTruncation...] { layer.forward(truncated.pointer, parameters, context) }
+      if truncation.supervisesDroppedRows {
+        // Dropped rows exit with their representation after the first layers; kept rows with the last layer's.
+        x = composed.reserve(t * d)
+        x.update(from: hidden.pointer, count: t * d)
+        for r in 0..<kept { (x + Int(keptRows[r]) * d).update(from: truncated.pointer + r * d, count: d) }
+      } else {
+        x = truncated.pointer
+        rows = kept
+        outputOffsets.assign(starts)
+        outputTokens.assign(Array(UnsafeBufferPointer(start: keptRows.pointer, count: kept)))
+      }
     } else {
       keptContext = nil
-      keptOffsets.assign(batch.offsets)
-      keptRows.assign((0..<Int32(t)).map { $0 })
     }
+    encoderOutput = x
     if let finalGamma, let finalBeta {
       CPUOps.layerNormForward(x, output.reserve(rows * d), mean: finalMean.reserve(rows), rstd: finalRstd.reserve(rows),
                               gamma: parameters.value(finalGamma), beta: parameters.value(finalBeta), rows: rows, dim: d)
     } else {
       output.reserve(rows * d).update(from: x, count: rows * d)
     }
-    return EncodedBatch(output: output.pointer, rows: rows, offsets: keptOffsets.pointer, tokenIndex: keptRows.pointer)
+    return EncodedBatch(output: output.pointer, rows: rows, offsets: outputOffsets.pointer, tokenIndex: outputTokens.pointer)
   }
 
   /// Back-propagates `dOutput` (`[rows, D]` of the last forward, consumed), accumulating into the
   /// parameter gradients.
   public func backward(_ dOutput: UnsafeMutablePointer<Float>) {
-    guard let full = fullContext else { return }
+    guard let full = fullContext, let encoderOutput else { return }
     let d = config.embeddingDim, t = full.tokens, scale = Float(d).squareRoot()
     let kept = keptContext
-    let rows = kept?.tokens ?? t
-    let lastInput = kept == nil ? hidden.pointer : truncated.pointer
-    let dx = dHidden.reserve(t * d)
-    let dTop = kept == nil ? dx : dOutput
+    let exitsEarly = kept != nil && config.truncation?.supervisesDroppedRows == true
+    let rows = kept == nil || exitsEarly ? t : kept!.tokens
     if let finalGamma, let finalBeta {
-      CPUOps.layerNormBackward(dOutput, lastInput, mean: finalMean.pointer, rstd: finalRstd.pointer,
-                               gamma: parameters.value(finalGamma), dTop, dgamma: parameters.gradient(finalGamma),
+      CPUOps.layerNormBackward(dOutput, encoderOutput, mean: finalMean.pointer, rstd: finalRstd.pointer,
+                               gamma: parameters.value(finalGamma), dOutput, dgamma: parameters.gradient(finalGamma),
                                dbeta: parameters.gradient(finalBeta), rows: rows, dim: d)
-    } else if kept == nil {
-      dx.update(from: dOutput, count: t * d)
     }
+    let dx = dHidden.reserve(t * d)
     if let kept {
-      for layer in layers[layersBeforeTruncation...].reversed() { layer.backward(dTop, parameters, kept) }
-      dx.update(repeating: 0, count: t * d)
-      CPUOps.scatterRows(dTop, rows: keptRows.pointer, count: rows, dim: d, dx)
+      // dOutput → the truncated layers' output gradient (the kept rows), back through them, and
+      // back to the tokens; a dropped row's own output gradient lands on it directly.
+      let dKept: UnsafeMutablePointer<Float>
+      if exitsEarly {
+        dKept = dTruncated.reserve(kept.tokens * d)
+        CPUOps.gatherRows(dOutput, rows: keptRows.pointer, count: kept.tokens, dim: d, dKept)
+        dx.update(from: dOutput, count: t * d)
+        for r in 0..<kept.tokens { (dx + Int(keptRows[r]) * d).update(repeating: 0, count: d) }
+      } else {
+        dKept = dOutput
+        dx.update(repeating: 0, count: t * d)
+      }
+      for layer in layers[layersBeforeTruncation...].reversed() { layer.backward(dKept, parameters, kept) }
+      CPUOps.scatterRows(dKept, rows: keptRows.pointer, count: kept.tokens, dim: d, dx)
+    } else {
+      dx.update(from: dOutput, count: t * d)
     }
     for layer in layers[0..<layersBeforeTruncation].reversed() { layer.backward(dx, parameters, full) }
     CPUOps.dropoutBackward(dx, dx, count: t * d, p: full.training ? config.inputDropout : 0,

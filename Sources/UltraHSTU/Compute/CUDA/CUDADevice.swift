@@ -140,6 +140,12 @@ public final class CUDADevice {
     return out
   }
 
+  /// Copies `source` into the start of `destination` on the stream (device to device).
+  public func copy<T>(_ source: DeviceArray<T>, to destination: DeviceArray<T>) throws {
+    precondition(source.count <= destination.count, "copy larger than the destination")
+    try driver.check(driver.cuMemcpyDtoDAsync(destination.address, source.address, source.bytes, stream), "cuMemcpyDtoDAsync")
+  }
+
   /// Fills `array` with the 32-bit pattern `word` (0 for zeros; 0x7FC0_0000 poisons floats with NaN).
   public func fill<T>(_ array: DeviceArray<T>, word: UInt32 = 0) throws {
     precondition(array.bytes % 4 == 0, "fill works on 4-byte words")

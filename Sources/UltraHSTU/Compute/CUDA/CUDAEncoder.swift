@@ -7,7 +7,9 @@
 ///                o = Σ_j SiLU(q_i·k_j + rab^p_{i−j}) / N · v_j                 (fused attention, any AttentionMask)
 ///                g = Dropout(u ⊙ LN(o)) (bf16, one kernel);  x' = x + g·W_o + b_o   (cuBLASLt, bias + residual fused)
 ///     attention truncation: after `layersBefore` layers only the last `keepLast` rows of each
-///     sequence (gathered) go through the remaining layers, with the truncation's mask.
+///     sequence (gathered) go through the remaining layers, with the truncation's mask; the output
+///     is those rows, or every row with the dropped ones as they left layer `layersBefore` − 1
+///     (`supervisesDroppedRows`).
 ///
 /// Precision: the residual stream x, LayerNorm statistics, u and every gradient are fp32; the four
 /// GEMMs per layer (and their backward) run on tensor cores with bf16 operands and fp32
@@ -42,12 +44,15 @@ final class CUDAEncoder {
   var hidden: [DeviceArray<Float>] = []
   /// The kept rows of hidden[layersBefore], the input of the first truncated layer.
   let truncatedInput: DeviceArray<Float>
+  /// Under truncation that supervises the dropped rows: the output, every row (kept rows from the
+  /// last layer, dropped rows from hidden[layersBefore]), and the kept rows' share of its gradient.
+  let composedOutput, dKept: DeviceArray<Float>
   /// Batch words (Int32), uploaded in one copy: items, positions, actions `[T × signals]`, offsets,
   /// then the kept rows and their offsets.
   let batchWords: DeviceArray<Int32>
   var items: DeviceArray<Int32>, positions: DeviceArray<Int32>, actions: DeviceArray<Int32>, keptRows: DeviceArray<Int32>
   var full: Stage, kept: Stage
-  /// The output rows (kept rows under truncation) per sequence, and the batch token of each, on the host.
+  /// The output rows per sequence, and the batch token of each, on the host.
   private(set) var outputOffsets: [Int] = [0], outputTokens: [Int32] = []
   // Backward scratch shared by the layers.
   /// d output `[rows, D]`: the loss (or the fusion) writes it, `backward` consumes it.
@@ -61,6 +66,8 @@ final class CUDAEncoder {
   var paddedQuery: Int { CUDADevice.paddedHeadDim(config.attentionDim) }
   var layersBefore: Int { min(config.truncation?.layersBefore ?? config.layers, config.layers) }
   var truncates: Bool { layersBefore < config.layers }
+  /// Truncation whose dropped rows are outputs too.
+  var exitsEarly: Bool { truncates && config.truncation?.supervisesDroppedRows == true }
 
   /// Mirrors the stack of `model` (its entries live in `parameters`), sized for batches of at most
   /// `maxTokens` tokens in `maxSequences` sequences.
@@ -93,7 +100,9 @@ final class CUDAEncoder {
     }
     hidden = try (0...c.layers).map { _ in try floats(t * d) }
     let truncating = min(c.truncation?.layersBefore ?? c.layers, c.layers) < c.layers
+    let early = truncating && c.truncation?.supervisesDroppedRows == true
     truncatedInput = try floats(truncating ? t * d : 1)
+    composedOutput = try floats(early ? t * d : 1)
     let signals = actionEmbeddings.count
     batchWords = try device.allocate(Int32.self, count: (3 + signals) * t + 2 * (maxSequences + 1))
     items = batchWords; positions = batchWords; actions = batchWords; keptRows = batchWords
@@ -104,6 +113,7 @@ final class CUDAEncoder {
     let dOutput = try floats(t * d)
     outputGradient = dOutput
     dx = truncating ? try floats(t * d) : dOutput
+    dKept = early ? try floats(t * d) : dOutput
     dGated = try floats(t * hv); dU = try floats(t * hv); dAttention = try floats(padded ? t * hv : 1)
     dq = try floats(t * qp); dk = try floats(t * qp); dv = try floats(t * vp); dNormed = try floats(t * d)
     dAttentionBF16 = try halves(t * vp); dxBF16 = try halves(t * d); dPre = try halves(t * w)
@@ -126,14 +136,15 @@ final class CUDAEncoder {
     words += batch.positions
     words += batch.actions
     words += batch.offsets.map { Int32($0) }
-    if let truncation = config.truncation, truncates {
-      (outputOffsets, outputTokens) = SequentialModel.tail(offsets: batch.offsets, keep: truncation.keepLast)
+    let (keptOffsets, keptTokens) = SequentialModel.tail(offsets: batch.offsets, keep: truncates ? config.truncation!.keepLast : t)
+    if truncates && !exitsEarly {
+      (outputOffsets, outputTokens) = (keptOffsets, keptTokens)
     } else {
       outputOffsets = batch.offsets
       outputTokens = (0..<Int32(t)).map { $0 }
     }
-    words += outputOffsets.map { Int32($0) }
-    words += outputTokens
+    words += keptOffsets.map { Int32($0) }
+    words += keptTokens
     try device.upload(words, to: batchWords)
     items = batchWords.prefix(t)
     positions = batchWords.prefix(t, from: t)
@@ -141,18 +152,20 @@ final class CUDAEncoder {
     let offsetsStart = (2 + signals) * t
     full.offsets = batchWords.prefix(b + 1, from: offsetsStart)
     kept.offsets = batchWords.prefix(b + 1, from: offsetsStart + b + 1)
-    keptRows = batchWords.prefix(outputTokens.count, from: offsetsStart + 2 * (b + 1))
+    keptRows = batchWords.prefix(keptTokens.count, from: offsetsStart + 2 * (b + 1))
     full.rows = t; full.sequences = b; full.longest = batch.maxLength
-    kept.rows = outputTokens.count; kept.sequences = b
-    kept.longest = (0..<b).map { outputOffsets[$0 + 1] - outputOffsets[$0] }.max() ?? 0
+    kept.rows = keptTokens.count; kept.sequences = b
+    kept.longest = (0..<b).map { keptOffsets[$0 + 1] - keptOffsets[$0] }.max() ?? 0
   }
 
   /// The batch's tokens per sequence (device), for the evaluator's history exclusion.
   var batchOffsets: DeviceArray<Int32> { full.offsets }
-  /// The output stage: the kept rows under truncation, else the whole batch.
-  var outputStage: Stage { truncates ? kept : full }
+  /// The output stage: the kept rows under truncation (unless it supervises the dropped rows), else the whole batch.
+  var outputStage: Stage { truncates && !exitsEarly ? kept : full }
   /// The encoder output of the last `forward`, `[rows, D]` (rows of `outputStage`).
-  var output: DeviceArray<Float> { hidden[config.layers].prefix(outputStage.rows * config.embeddingDim) }
+  var output: DeviceArray<Float> {
+    (exitsEarly ? composedOutput : hidden[config.layers]).prefix(outputStage.rows * config.embeddingDim)
+  }
 
   func stage(ofLayer l: Int) -> Stage { l < layersBefore ? full : kept }
   func input(ofLayer l: Int) -> DeviceArray<Float> { truncates && l == layersBefore ? truncatedInput : hidden[l] }
@@ -206,6 +219,10 @@ final class CUDAEncoder {
       try device.gemm(m: rows, n: d, k: hv, a: layer.gated, b: valuesBF16.slice(layer.outputWeight), d: hidden[l + 1],
                       bias: values.slice(layer.outputBias), residual: x)
     }
+    if exitsEarly {
+      try device.copy(hidden[layersBefore].prefix(t * d), to: composedOutput)
+      try device.scatterRows(hidden[config.layers], ids: keptRows, into: composedOutput, dim: d)
+    }
   }
 
   /// Back-propagates `outputGradient` (consumed) through the last training forward into the gradients.
@@ -214,7 +231,11 @@ final class CUDAEncoder {
     let d = config.embeddingDim, hv = valueWidth, w = width
     let valuesBF16 = parameters.valuesBF16, gradients = parameters.gradients
     var dResidual = outputGradient
-    try device.castToBFloat16(dResidual.prefix(outputStage.rows * d), into: dxBF16)
+    if exitsEarly {
+      try device.embeddingGather(table: outputGradient, ids: keptRows, out: dKept, dim: d)
+      dResidual = dKept
+    }
+    try device.castToBFloat16(dResidual.prefix(stage(ofLayer: config.layers - 1).rows * d), into: dxBF16)
     for (l, layer) in layers.enumerated().reversed() {
       let s = stage(ofLayer: l), rows = s.rows
       try device.gemm(m: rows, n: hv, k: d, a: dxBF16, b: valuesBF16.slice(layer.outputWeight), transB: true, d: dGated)
@@ -240,9 +261,10 @@ final class CUDAEncoder {
       try device.layerNormBackward(dy: dNormed, x: input(ofLayer: l), mean: layer.mean1, rstd: layer.rstd1, dx: dResidual.prefix(rows * d),
                                    dxBF16: dxBF16, accumulate: true, rows: rows, dim: d)
       if truncates && l == layersBefore {
-        // Back to the whole batch: the kept rows' gradients land on their tokens, the rest get none.
-        try device.fill(dx.prefix(full.rows * d))
-        try device.embeddingScatterAdd(dOut: dResidual, ids: keptRows, dTable: dx, dim: d)
+        // Back to the whole batch: the kept rows' gradients land on their tokens; the dropped rows
+        // get their own output gradient when they are outputs, else none.
+        if exitsEarly { try device.copy(outputGradient.prefix(full.rows * d), to: dx) } else { try device.fill(dx.prefix(full.rows * d)) }
+        try device.scatterRows(dResidual, ids: keptRows, into: dx, dim: d)
         dResidual = dx
         try device.castToBFloat16(dx.prefix(full.rows * d), into: dxBF16)
       }

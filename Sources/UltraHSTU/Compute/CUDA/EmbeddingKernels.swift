@@ -1,7 +1,7 @@
 /// Row lookup and its gradient (fp32), for embeddings and for moving rows of jagged batches
 /// (attention truncation, the mixture of transducers' fusion, the evaluator's last rows):
 ///   gather:      out[r, :] = (accumulate ? out[r, :] : 0) + table[id_r, :] · scale (+ positionTable[positionIds[r], :])
-///   scatter-add: dTable[id_r, :] += dOut[r, :] · scale
+///   scatter-add: dTable[id_r, :] += dOut[r, :] · scale   (or `=`: a scatter of rows, ids distinct)
 /// with id_r = ids[r · stride] (one column of a `[rows × stride]` id array, e.g. one action
 /// signal). A negative id reads as a zero row and scatters nothing.
 enum EmbeddingKernels {
@@ -21,13 +21,16 @@ extern "C" __global__ void embedding_gather(const float* __restrict__ table, con
   }
 }
 extern "C" __global__ void embedding_scatter_add(const float* __restrict__ dout, const int* __restrict__ ids, int stride,
-    float* __restrict__ dtable, int rows, int dim, float scale) {
+    float* __restrict__ dtable, int rows, int dim, float scale, int accumulate) {
   const int r = blockIdx.x;
   if (r >= rows) return;
   const int id = ids[(size_t)r * stride];
   if (id < 0) return;
   float* dst = dtable + (size_t)id * dim;
-  for (int c = threadIdx.x; c < dim; c += blockDim.x) atomicAdd(dst + c, dout[(size_t)r * dim + c] * scale);
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+    const float value = dout[(size_t)r * dim + c] * scale;
+    if (accumulate) atomicAdd(dst + c, value); else dst[c] = value;
+  }
 }
 """#
 }
@@ -50,11 +53,22 @@ extension CUDADevice {
   /// negative ids. Accumulates; zero dTable first for a fresh gradient.
   public func embeddingScatterAdd(dOut: DeviceArray<Float>, ids: DeviceArray<Int32>, idStride: Int = 1, rows: Int? = nil,
                                   dTable: DeviceArray<Float>, dim: Int, scale: Float = 1) throws {
+    try scatter(dOut, ids: ids, idStride: idStride, rows: rows, into: dTable, dim: dim, scale: scale, accumulate: true)
+  }
+
+  /// destination[ids[r]] = source[r] for `rows` rows (all of `ids` when nil; ids distinct, negative ones skipped).
+  public func scatterRows(_ source: DeviceArray<Float>, ids: DeviceArray<Int32>, rows: Int? = nil, into destination: DeviceArray<Float>,
+                          dim: Int) throws {
+    try scatter(source, ids: ids, idStride: 1, rows: rows, into: destination, dim: dim, scale: 1, accumulate: false)
+  }
+
+  private func scatter(_ source: DeviceArray<Float>, ids: DeviceArray<Int32>, idStride: Int, rows: Int?, into destination: DeviceArray<Float>,
+                       dim: Int, scale: Float, accumulate: Bool) throws {
     let rows = rows ?? ids.count / idStride
     if rows == 0 { return }
     try launch(module("embedding", source: EmbeddingKernels.source).function("embedding_scatter_add"),
                grid: (rows, 1, 1), block: (min(256, (dim + 31) / 32 * 32), 1, 1),
-               [.pointer(dOut.address), .pointer(ids.address), .int(Int32(idStride)), .pointer(dTable.address), .int(Int32(rows)),
-                .int(Int32(dim)), .float(scale)])
+               [.pointer(source.address), .pointer(ids.address), .int(Int32(idStride)), .pointer(destination.address), .int(Int32(rows)),
+                .int(Int32(dim)), .float(scale), .int(accumulate ? 1 : 0)])
   }
 }
