@@ -82,6 +82,9 @@ constexpr int J = Row::J;
 constexpr int ROW_G = J * V <= 16 ? 4 : (J * V <= 32 ? 2 : 1);
 /// User rows in flight per warp in loss_table_gradient.
 constexpr int ITEM_G = J * V <= 8 ? 8 : ROW_G;
+/// Blocks per SM that loss_rows' registers must allow: 7 (72 registers, 28 warps) up to D = 256;
+/// larger rows need their registers (72 spill about 1 KB per thread at D = 512).
+constexpr int ROW_MIN_BLOCKS = J * V <= 8 ? 7 : 1;
 
 /// Pass 1, one block of ROW_WARPS warps per row r. Warp w takes the candidates k ≡ w·G … (mod
 /// ROW_WARPS·G), G rows in flight, and keeps its own online softmax: m (running max of z),
@@ -89,7 +92,7 @@ constexpr int ITEM_G = J * V <= 8 ? 8 : ROW_G;
 /// memory; then loss_r = M + log S − z_0, dû = scale (A / S − ê_0), du = (dû − û(û·dû))/‖u‖, and
 /// coef[r, k] = g_rk / ‖u_r‖ (so that g_rk û_r = coef · u_r). counts[c] += 1 for each candidate c.
 /// Shared: z [R + 1], the warps' a [ROW_WARPS·D], û [D], ê_0 [D], m and s [ROW_WARPS each], 32 scratch.
-extern "C" __global__ void __launch_bounds__(ROW_WARPS * 32)
+extern "C" __global__ void __launch_bounds__(ROW_WARPS * 32, ROW_MIN_BLOCKS)
 loss_rows(const float* __restrict__ user, const float* __restrict__ table,
     const int* __restrict__ positives, const int* __restrict__ negatives, const float* __restrict__ weights,
     float* __restrict__ loss, float* __restrict__ duser, float* __restrict__ coef, int* __restrict__ counts,
@@ -293,7 +296,7 @@ extern "C" __global__ void loss_scatter(const int* __restrict__ positives, const
 
 /// One warp per item c with candidates: S_c = Σ_bucket coef · u_r (fp32 user rows, G in flight),
 /// then dtable[c] += (S_c − ê_c (ê_c·S_c)) / ‖E[c]‖. 8 warps per block.
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 2)
 loss_table_gradient(const float* __restrict__ user, const float* __restrict__ table,
     const int* __restrict__ start, const int2* __restrict__ bucket, float* __restrict__ dtable, int n, float eps) {
   constexpr int G = ITEM_G;
