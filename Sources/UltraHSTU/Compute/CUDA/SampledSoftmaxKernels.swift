@@ -9,7 +9,8 @@
 ///   dE[c] += (S_c − ê_c (ê_c·S_c)) / ‖E[c]‖  with  S_c = Σ_{(r,k): candidate(r,k) = c} g_rk û_r
 /// (the normalisation's backward is linear in dê, so it is applied once per item to the sum S_c).
 ///
-/// Five launches, no floating-point atomics:
+/// Five launches after zeroing the counts, no floating-point atomics (the order in which a bucket
+/// is filled, and so the order of its sum, varies from run to run, as the atomics did):
 ///  1. `loss_rows` (one block per row): reads each candidate row of the table once; an online
 ///     softmax per warp keeps Σ e^{z−m} ê in registers, so loss, du and the coefficients
 ///     g_rk / ‖u_r‖ come out of that single read; it also counts how often each item is a candidate.
@@ -18,8 +19,9 @@
 ///  5. `loss_table_gradient` (one warp per item): S_c from its bucket's user rows, then the
 ///     projection, added into dTable[c] (each row written by one warp).
 ///
-/// The previous kernel (two reads of every candidate row and a 16-byte atomic per 4 columns of
-/// dTable) took 2.9 ms of a 7.3 ms d=256 training step on the H200; these take about 1.5 ms.
+/// ncu on the H200 (d=256, 25 600 rows, 128 negatives, 100k items): loss_rows 0.75 ms,
+/// loss_table_gradient 0.47, loss_scatter 0.12, scans 0.01; the kernel they replace (two reads of
+/// every candidate row, a 16-byte atomic per 4 columns of dTable) took 2.92 ms.
 ///
 /// Compile-time constants (`-D`): LOSS_DIM (the embedding dim) and LOSS_VEC (columns per vector
 /// load, chosen by the host from dim and pointer alignment).
