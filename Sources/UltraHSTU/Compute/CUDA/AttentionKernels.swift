@@ -31,6 +31,9 @@ enum AttentionKernels {
 #define BM (16 * FWD_WARPS)   // forward: query rows per block (16 per warp)
 #define BN 64                  // forward: keys per tile; backward: keys per block
 #define BWD_WARPS 4
+// Backward blocks per SM the registers must allow: 3 for head dims ≤ 64 (168 registers, no
+// spills; the 64-row shared tiles of 3 blocks fit), else 2.
+#define BWD_MIN_BLOCKS (DQK <= 64 && DV <= 64 ? 3 : 2)
 #define QT 64                  // backward: queries per tile; also the bounds-table granularity
 #define SQK (DQK + 8)          // shared row strides in bf16 elements (+16 bytes: conflict-free ldmatrix)
 #define SV (DV + 8)
@@ -236,7 +239,13 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   }
 }
 
-extern "C" __global__ void __launch_bounds__(BWD_WARPS * 32, 2)
+/// dst[0..1] += (x, y): one 8-byte vector reduction (sm_90; dst 8-byte aligned). No memory clobber:
+/// the kernel never reads dq.
+__device__ __forceinline__ void red_add_v2(float* dst, float x, float y) {
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(dst), "f"(x), "f"(y));
+}
+
+extern "C" __global__ void __launch_bounds__(BWD_WARPS * 32, BWD_MIN_BLOCKS)
 hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
     const bf16_t* __restrict__ dout, const int* __restrict__ offsets, const int* __restrict__ targets,
     const int* __restrict__ bounds, const float* __restrict__ pos, int posLength,
@@ -348,7 +357,12 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
     }
 
     // Pᵀ and dSᵀ element-wise, packed into bf16 A fragments; dSᵀ also to shared memory for dQ.
+    // dPos by diagonal d = i − j (sPos[d − (q0 − k0) + BN − 1]): element (nt, e2 + 2) of a thread
+    // lies on the diagonal of its (nt − 1, e2) (key1 = key0 + 8), so those pairs share one atomic.
     u32 pf[QT / 16][4], df[QT / 16][4];
+    const int diag0 = 2 * tq - (warp * 16 + g) + BN - 1;   // sPos index of (nt = 0, e2 = 0)
+    auto add_pos = [&](int x, float value) { if (value != 0.f) atomicAdd(&sPos[x], value); };
+    float carry0 = 0.f, carry1 = 0.f;   // ds of (nt − 1, e2 = 0, 1)
     #pragma unroll
     for (int nt = 0; nt < QT / 8; ++nt) {
       float p[4], ds[4];
@@ -362,7 +376,11 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
         const float sg = sigmoidf_fast(x);
         p[e2] = ok ? x * sg * invN : 0.f;
         ds[e2] = ok ? dpt[nt][e2] * sg * (1.f + x * (1.f - sg)) * invN : 0.f;
-        if (pos && ok) atomicAdd(&sPos[i - j - (q0 - k0) + BN - 1], ds[e2]);
+      }
+      if (pos) {
+        add_pos(diag0 + nt * 8 - 8, ds[2] + carry0);
+        add_pos(diag0 + nt * 8 - 7, ds[3] + carry1);
+        carry0 = ds[0]; carry1 = ds[1];
       }
       pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
       pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
@@ -371,6 +389,7 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
       *(u32*)(sDS + (warp * 16 + g) * SDS + nt * 8 + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 0];
       *(u32*)(sDS + (warp * 16 + g + 8) * SDS + nt * 8 + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 1];
     }
+    if (pos) { add_pos(diag0 + QT - 8, carry0); add_pos(diag0 + QT - 7, carry1); }
 
     // dV += Pᵀ dO and dK += dSᵀ Q.
     #pragma unroll
@@ -416,8 +435,8 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
       #pragma unroll
       for (int nt = 0; nt < DQK / 16; ++nt) {
         const int col = nt * 8 + 2 * tq;
-        if (qr0 < n) { atomicAdd(dqBase + (size_t)qr0 * ldqk + col, acc[nt][0]); atomicAdd(dqBase + (size_t)qr0 * ldqk + col + 1, acc[nt][1]); }
-        if (qr1 < n) { atomicAdd(dqBase + (size_t)qr1 * ldqk + col, acc[nt][2]); atomicAdd(dqBase + (size_t)qr1 * ldqk + col + 1, acc[nt][3]); }
+        if (qr0 < n) red_add_v2(dqBase + (size_t)qr0 * ldqk + col, acc[nt][0], acc[nt][1]);
+        if (qr1 < n) red_add_v2(dqBase + (size_t)qr1 * ldqk + col, acc[nt][2], acc[nt][3]);
       }
     }
     if (pos) {
