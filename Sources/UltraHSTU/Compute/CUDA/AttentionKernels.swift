@@ -29,6 +29,8 @@ enum AttentionKernels {
 #endif
 #define FWD_WARPS 8
 #define BM (16 * FWD_WARPS)   // forward: query rows per block (16 per warp)
+// Forward blocks per SM the registers must allow: 2 for head dims ≤ 64 (128 registers), else 1.
+#define FWD_MIN_BLOCKS (DQK <= 64 && DV <= 64 ? 2 : 1)
 #define BN 64                  // forward: keys per tile; backward: keys per block
 #define BWD_WARPS 4
 // Backward blocks per SM the registers must allow: 3 for head dims ≤ 64 (168 registers, no
@@ -95,7 +97,7 @@ __device__ __forceinline__ void load_tile(bf16_t* smem, const bf16_t* g, size_t 
   }
 }
 
-extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32)
+extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32, FWD_MIN_BLOCKS)
 hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
     const int* __restrict__ offsets, const int* __restrict__ targets, const int* __restrict__ bounds,
     const float* __restrict__ pos, int posLength, float* __restrict__ out,

@@ -7,6 +7,9 @@
 ///           operand of the two backward GEMMs of W_uvqk)
 ///   unpad:  o[T, H·d] = o_padded[T, H, DP];   pad: bf16 padded[T, H, DP] = x[T, H·d] (zeros in the pad)
 /// (unpad and pad are needed only when a head dim is not a multiple of 16.)
+/// When both head dims are multiples of 16 there is no padding: u, v, q, k are the four column
+/// ranges of pre as they are, and split and merge run as element-wise maps over 8-column chunks
+/// (16-byte loads and stores) instead of one block per token with a scalar column loop.
 enum HSTUBlockKernels {
   static let source = CUDAPrelude.source + #"""
 __device__ __forceinline__ float silu_exact(float x) { return x * sigmoidf_exact(x); }
@@ -34,6 +37,60 @@ extern "C" __global__ void uvqk_split_silu(const bf16_t* __restrict__ pre, float
     const float value = j < dqk ? silu_exact(bf16_to_float(row[2 * hv + (isK ? hq : 0) + h * dqk + j])) : 0.f;
     (isK ? k : q)[t * heads * dqkp + x] = float_to_bf16(value);
   }
+}
+
+__device__ __forceinline__ void unpack8(uint4 w, float (&x)[8]) {
+  const u32 p[4] = {w.x, w.y, w.z, w.w};
+  #pragma unroll
+  for (int i = 0; i < 4; ++i) { x[2 * i] = __uint_as_float(p[i] << 16); x[2 * i + 1] = __uint_as_float(p[i] & 0xffff0000u); }
+}
+__device__ __forceinline__ uint4 pack8(const float (&x)[8]) {
+  return make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]), pack_bf16x2(x[6], x[7]));
+}
+
+/// Unpadded split (dv, dqk multiples of 16): one thread per 8-column chunk of pre (a chunk never
+/// straddles two of the parts u | v | q | k, whose widths hv and hq are multiples of 16).
+extern "C" __global__ void uvqk_split_silu_dense(const bf16_t* __restrict__ pre, float* __restrict__ u, bf16_t* __restrict__ v,
+    bf16_t* __restrict__ q, bf16_t* __restrict__ k, int tokens, int hv, int hq) {
+  const int width = 2 * hv + 2 * hq, chunks = width / 8;
+  const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (size_t)tokens * chunks) return;
+  const size_t t = i / chunks;
+  const int c = (int)(i % chunks) * 8;
+  float x[8];
+  unpack8(*(const uint4*)(pre + t * width + c), x);
+  #pragma unroll
+  for (int e = 0; e < 8; ++e) x[e] = silu_exact(x[e]);
+  if (c < hv) {
+    float4* o = (float4*)(u + t * hv + c);
+    o[0] = make_float4(x[0], x[1], x[2], x[3]); o[1] = make_float4(x[4], x[5], x[6], x[7]);
+  } else if (c < 2 * hv) {
+    *(uint4*)(v + t * hv + (c - hv)) = pack8(x);
+  } else if (c < 2 * hv + hq) {
+    *(uint4*)(q + t * hq + (c - 2 * hv)) = pack8(x);
+  } else {
+    *(uint4*)(k + t * hq + (c - 2 * hv - hq)) = pack8(x);
+  }
+}
+
+/// Unpadded merge: one thread per 8-column chunk of dpre.
+extern "C" __global__ void uvqk_merge_silu_backward_dense(const bf16_t* __restrict__ pre, const float* __restrict__ du,
+    const float* __restrict__ dv, const float* __restrict__ dq, const float* __restrict__ dk, bf16_t* __restrict__ dpre,
+    int tokens, int hv, int hq) {
+  const int width = 2 * hv + 2 * hq, chunks = width / 8;
+  const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (size_t)tokens * chunks) return;
+  const size_t t = i / chunks;
+  const int c = (int)(i % chunks) * 8;
+  const float* g = c < hv ? du + t * hv + c : c < 2 * hv ? dv + t * hv + (c - hv)
+                 : c < 2 * hv + hq ? dq + t * hq + (c - 2 * hv) : dk + t * hq + (c - 2 * hv - hq);
+  const float4 g0 = ((const float4*)g)[0], g1 = ((const float4*)g)[1];
+  const float gs[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
+  float x[8];
+  unpack8(*(const uint4*)(pre + t * width + c), x);
+  #pragma unroll
+  for (int e = 0; e < 8; ++e) x[e] = gs[e] * silu_grad(x[e]);
+  *(uint4*)(dpre + t * width + c) = pack8(x);
 }
 
 /// One block per token; threads stride the unpadded columns of dpre.
@@ -72,12 +129,25 @@ extension CUDADevice {
     try module("hstu_block", source: HSTUBlockKernels.source).function(name)
   }
 
+  /// Whether split and merge can take their unpadded 8-column-chunk kernels: both head dims
+  /// multiples of 16 and every buffer 16-byte aligned.
+  static func denseHeads(dv: Int, dqk: Int, _ addresses: [CUdeviceptr]) -> Bool {
+    dv % 16 == 0 && dqk % 16 == 0 && addresses.allSatisfy { $0 % 16 == 0 }
+  }
+
   /// Head dim as the attention kernel stores it: rounded up to a multiple of 16.
   public static func paddedHeadDim(_ d: Int) -> Int { (d + 15) / 16 * 16 }
 
   /// `u = SiLU(pre_u)` (fp32) and bf16 `v`, `q`, `k` = SiLU of their parts in the padded head layout.
   public func uvqkSplitSiLU(pre: DeviceArray<BFloat16>, u: DeviceArray<Float>, v: DeviceArray<BFloat16>, q: DeviceArray<BFloat16>,
                             k: DeviceArray<BFloat16>, tokens: Int, heads: Int, dv: Int, dqk: Int) throws {
+    if Self.denseHeads(dv: dv, dqk: dqk, [pre.address, u.address, v.address, q.address, k.address]) {
+      let chunks = tokens * (2 * heads * (dv + dqk)) / 8
+      try launch(blockKernel("uvqk_split_silu_dense"), grid: ((chunks + 255) / 256, 1, 1), block: (256, 1, 1),
+                 [.pointer(pre.address), .pointer(u.address), .pointer(v.address), .pointer(q.address), .pointer(k.address),
+                  .int(Int32(tokens)), .int(Int32(heads * dv)), .int(Int32(heads * dqk))])
+      return
+    }
     try launch(blockKernel("uvqk_split_silu"), grid: (tokens, 1, 1), block: (128, 1, 1),
                [.pointer(pre.address), .pointer(u.address), .pointer(v.address), .pointer(q.address), .pointer(k.address),
                 .int(Int32(heads)), .int(Int32(dv)), .int(Int32(dqk)), .int(Int32(Self.paddedHeadDim(dv))), .int(Int32(Self.paddedHeadDim(dqk)))])
@@ -86,6 +156,13 @@ extension CUDADevice {
   /// bf16 `dPre = [du | dv | dq | dk] ⊙ SiLU'(pre)`, reading dv, dq, dk in the padded head layout.
   public func uvqkMergeSiLUBackward(pre: DeviceArray<BFloat16>, du: DeviceArray<Float>, dv: DeviceArray<Float>, dq: DeviceArray<Float>,
                                     dk: DeviceArray<Float>, dPre: DeviceArray<BFloat16>, tokens: Int, heads: Int, dvDim: Int, dqkDim: Int) throws {
+    if Self.denseHeads(dv: dvDim, dqk: dqkDim, [pre.address, du.address, dv.address, dq.address, dk.address, dPre.address]) {
+      let chunks = tokens * (2 * heads * (dvDim + dqkDim)) / 8
+      try launch(blockKernel("uvqk_merge_silu_backward_dense"), grid: ((chunks + 255) / 256, 1, 1), block: (256, 1, 1),
+                 [.pointer(pre.address), .pointer(du.address), .pointer(dv.address), .pointer(dq.address), .pointer(dk.address),
+                  .pointer(dPre.address), .int(Int32(tokens)), .int(Int32(heads * dvDim)), .int(Int32(heads * dqkDim))])
+      return
+    }
     try launch(blockKernel("uvqk_merge_silu_backward"), grid: (tokens, 1, 1), block: (128, 1, 1),
                [.pointer(pre.address), .pointer(du.address), .pointer(dv.address), .pointer(dq.address), .pointer(dk.address),
                 .pointer(dPre.address), .int(Int32(heads)), .int(Int32(dvDim)), .int(Int32(dqkDim)),
