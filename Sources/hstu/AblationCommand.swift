@@ -138,6 +138,41 @@ struct Ablation: ParsableCommand {
       let g = { (k: String) in String(format: "%.4f", (r[k] as? Double ?? 0) / 1e9) }
       md += "| \(r["dataset"]!) | \(r["config"]!) | \(r["seed"] as? Int ?? defaultSeed) | \(f("HR@10")) | \(f("NDCG@10")) | \(f("HR@200")) | \(f("MRR")) | \(g("train_flops_per_sample")) | \(g("inference_flops_per_sample")) | \(r["epochs"]!) (\(r["best_epoch"]!)) / \(r["max_epochs"]!) | \(String(format: "%.0f", r["wall_seconds"] as? Double ?? 0)) | \(r["device"] as? String ?? "cpu") | \(r["commit"]!) |\n"
     }
+    md += targetSummary(rows)
     try writeAtomically(Data(md.utf8), to: (output as NSString).deletingPathExtension + ".md")
+  }
+
+  /// The issue's target, from the rows: per dataset, `ultra-hstu` against `hstu-large` (means over
+  /// the seeds both have), and on ml-1m the gaps to the published HSTU-large and to the stretch target.
+  func targetSummary(_ rows: [[String: Any]]) -> String {
+    var out = ""
+    for dataset in Set(rows.compactMap { $0["dataset"] as? String }).sorted() {
+      func runs(_ config: String) -> [[String: Any]] {
+        rows.filter { $0["dataset"] as? String == dataset && $0["config"] as? String == config }
+      }
+      let ultra = runs("ultra-hstu"), large = runs("hstu-large")
+      guard !ultra.isEmpty, !large.isEmpty else { continue }
+      func mean(_ rs: [[String: Any]], _ key: String) -> Double { rs.map { $0[key] as? Double ?? 0 }.reduce(0, +) / Double(rs.count) }
+      func range(_ rs: [[String: Any]], _ key: String) -> String {
+        let v = rs.map { $0[key] as? Double ?? 0 }
+        return String(format: "%.4f–%.4f", v.min()!, v.max()!)
+      }
+      let (hr, ndcg, flops) = (mean(ultra, "HR@10"), mean(ultra, "NDCG@10"), mean(ultra, "train_flops_per_sample"))
+      let (largeHR, largeNDCG, largeFLOPs) = (mean(large, "HR@10"), mean(large, "NDCG@10"), mean(large, "train_flops_per_sample"))
+      let seeds = { (rs: [[String: Any]]) in rs.map { String($0["seed"] as? Int ?? 42) }.joined(separator: ", ") }
+      out += "\n### Target on \(dataset)\n\n"
+      out += String(format: "- ultra-hstu (seeds %@): mean HR@10 %.4f (%@), NDCG@10 %.4f (%@) at %.1f MFLOP per training sample\n",
+                    seeds(ultra), hr, range(ultra, "HR@10"), ndcg, range(ultra, "NDCG@10"), flops / 1e6)
+      out += String(format: "- hstu-large (seeds %@): mean HR@10 %.4f (%@), NDCG@10 %.4f (%@) at %.1f MFLOP per training sample\n",
+                    seeds(large), largeHR, range(large, "HR@10"), largeNDCG, range(large, "NDCG@10"), largeFLOPs / 1e6)
+      out += String(format: "- ultra-hstu − hstu-large: HR@10 %+.4f, NDCG@10 %+.4f, training FLOPs %+.1f %%\n",
+                    hr - largeHR, ndcg - largeNDCG, 100 * (flops / largeFLOPs - 1))
+      if dataset == "ml-1m", let published = publishedML1M["hstu-large"] {
+        out += String(format: "- against the published HSTU-large (HR@10 %.4f, NDCG@10 %.4f): %+.4f, %+.4f; against the stretch target (0.345, 0.200): %+.4f, %+.4f\n",
+                      published["HR@10"]!, published["NDCG@10"]!, hr - published["HR@10"]!, ndcg - published["NDCG@10"]!,
+                      hr - 0.345, ndcg - 0.200)
+      }
+    }
+    return out
   }
 }
