@@ -39,14 +39,18 @@ func writeResult(_ object: [String: Any], to path: String) throws {
 
 struct BenchTrain: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "train", abstract: "Training tokens/s and GFLOP/s of a preset, next to OpenBLAS sgemm GFLOP/s in the same run.")
+    commandName: "train",
+    abstract: "Training tokens/s and GFLOP/s of a preset: on the CPU next to OpenBLAS sgemm GFLOP/s in the same run, or on a GPU.")
 
   @OptionGroup var dataOptions: DataOptions
+
+  @Option(help: "Compute device: cpu or cuda.")
+  var device = "cpu"
 
   @Option(help: "Timed training steps (after two warm-up steps).")
   var steps = 30
 
-  @Option(help: "Output JSON (default bench/results/cpu-train-<preset>.json).")
+  @Option(help: "Output JSON (default bench/results/<device>-train-<preset>.json, device cpu or gpu).")
   var output: String?
 
   func run() throws {
@@ -57,12 +61,17 @@ struct BenchTrain: ParsableCommand {
     let trainer = Trainer(model: model, train: preset.train, data: data, presetName: preset.name, datasetName: name)
     let batches = trainer.batches(epoch: 1)
     guard !batches.isEmpty else { throw ValidationError("the dataset has no training sequences") }
-    let tokensPerSecond = timeSteps(trainer, batches)
+    let lengths = trainer.trainingLengths
+    let flopsPerToken = trainer.flopsPerSample().training.total * Double(lengths.count) / Double(max(1, lengths.reduce(0, +)))
+    if let engine = try trainingEngine(device: device, model: model, train: preset.train) {
+      trainer.engine = engine
+      try benchEngine(trainer, engine, batches, flopsPerToken: flopsPerToken, datasetName: name, info: info)
+      return
+    }
+    let tokensPerSecond = try timeSteps(trainer, batches)
     let evalSeconds = medianSeconds(repeats: 1) {
       _ = Evaluator.evaluate(model: model, data: data, split: trainer.split, stage: .validation)
     }
-    let lengths = trainer.trainingLengths
-    let flopsPerToken = trainer.flopsPerSample().training.total * Double(lengths.count) / Double(max(1, lengths.reduce(0, +)))
     let achieved = tokensPerSecond * flopsPerToken / 1e9
     let rows = batches[0].tokenCount, d = preset.model.embeddingDim
     let projectionShape = sgemmGFLOPs(m: rows, n: 2 * preset.model.heads * (preset.model.linearDim + preset.model.attentionDim), k: d)
@@ -84,7 +93,7 @@ struct BenchTrain: ParsableCommand {
       config.rematerialize = true
       let rematModel = SequentialModel(config: config, itemCount: data.itemCount, seed: preset.train.seed)
       let rematTrainer = Trainer(model: rematModel, train: preset.train, data: data, presetName: preset.name, datasetName: name)
-      let rematSpeed = timeSteps(rematTrainer, batches)
+      let rematSpeed = try timeSteps(rematTrainer, batches)
       remat = ["activation_bytes": plain.activationBytes, "activation_bytes_rematerialized": rematModel.activationBytes,
                "tokens_per_second_rematerialized": rematSpeed]
       lines.append(String(format: "selective rematerialisation: kept activations %.1f MB -> %.1f MB (%.0f%% less), %.0f tokens/s (%.1f%% slower)",
@@ -103,17 +112,46 @@ struct BenchTrain: ParsableCommand {
     ]) { a, _ in a }, to: output ?? "bench/results/cpu-train-\(preset.name).json")
   }
 
-  /// Tokens/s over `steps` training steps after two warm-up steps.
-  func timeSteps(_ trainer: Trainer, _ batches: [SequenceBatch]) -> Double {
-    for b in batches.prefix(2) { _ = trainer.step(b) }
+  /// Tokens/s over `steps` training steps after two warm-up steps, on the trainer's engine when it
+  /// has one (the loss read at the end waits for the queued GPU work).
+  func timeSteps(_ trainer: Trainer, _ batches: [SequenceBatch]) throws -> Double {
+    func step(_ i: Int) throws {
+      let b = batches[i % batches.count]
+      if let engine = trainer.engine { try engine.train(b, step: UInt64(i + 1)) } else { _ = trainer.step(b) }
+    }
+    for i in 0..<2 { try step(i) }
+    _ = try trainer.engine?.takeLossSum()
     var tokens = 0
     let t0 = Date()
-    for i in 0..<steps {
-      let b = batches[(i + 2) % batches.count]
-      _ = trainer.step(b)
-      tokens += b.tokenCount
+    for i in 2..<(steps + 2) {
+      try step(i)
+      tokens += batches[i % batches.count].tokenCount
     }
+    _ = try trainer.engine?.takeLossSum()
     return Double(tokens) / Date().timeIntervalSince(t0)
+  }
+
+  /// The GPU form: training tokens/s and TFLOP/s of the preset's real batches, one validation pass.
+  func benchEngine(_ trainer: Trainer, _ engine: TrainingEngine, _ batches: [SequenceBatch], flopsPerToken: Double,
+                   datasetName name: String, info: RunInfo) throws {
+    let tokensPerSecond = try timeSteps(trainer, batches)
+    let t0 = Date()
+    _ = try engine.evaluate(trainer.data, split: trainer.split, stage: .validation)
+    let evalSeconds = Date().timeIntervalSince(t0)
+    let epochSeconds = Double(trainer.tokensPerEpoch) / tokensPerSecond + evalSeconds
+    let gpu = (engine as? CUDAEngine)?.gpu.device.name ?? "gpu"
+    print("preset \(trainer.presetName) on \(name), \(gpu)")
+    print(String(format: "training: %.0f tokens/s, %.0f FLOPs/token -> %.2f TFLOP/s", tokensPerSecond, flopsPerToken,
+                 tokensPerSecond * flopsPerToken / 1e12))
+    print(String(format: "one validation pass: %.3f s; projected 101 epochs (train + validation each epoch): %.1f s",
+                 evalSeconds, 101 * epochSeconds))
+    try writeResult([
+      "preset": trainer.presetName, "dataset": name, "device": gpu, "train_tokens_per_second": tokensPerSecond,
+      "train_flops_per_token": flopsPerToken, "train_tflops": tokensPerSecond * flopsPerToken / 1e12,
+      "validation_seconds": evalSeconds, "tokens_per_epoch": trainer.tokensPerEpoch,
+      "projected_101_epochs_seconds": 101 * epochSeconds, "timed_steps": steps,
+      "date": info.date, "commit": info.commit, "machine": info.machine,
+    ], to: output ?? "bench/results/gpu-train-\(trainer.presetName).json")
   }
 }
 
