@@ -7,7 +7,8 @@
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu (per-kernel times of cfg1 steps),
-# attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large).
+# attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), bench (ML-1M
+# training tokens/s of hstu-large and ultra-hstu).
 # Every stage has a time cap and the whole call a budget ($BUDGET s); stages that would not fit are
 # skipped and say so. Logs go to $OUT/logs; the summary is printed last.
 cd "$(dirname "$0")"
@@ -71,6 +72,9 @@ for spec in "$@"; do
     train)
       capped $bin-train-hstu 60 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu --patience 0 --output $LOG/$bin-train-hstu.json
       capped $bin-train-hstu-large 90 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --patience 0 --output $LOG/$bin-train-hstu-large.json ;;
+    bench)
+      capped $bin-bench-hstu-large 45 $exe bench train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --output $LOG/$bin-gpu-train-hstu-large.json
+      capped $bin-bench-ultra-hstu 45 $exe bench train --device cuda --data ratings_seq.tsv.gz --preset ultra-hstu --output $LOG/$bin-gpu-train-ultra-hstu.json ;;
     *) echo "unknown stage $stage" >> $LOG/summary.txt ;;
   esac
 done
