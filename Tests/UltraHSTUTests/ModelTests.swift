@@ -47,13 +47,18 @@ func tinyConfig(_ kind: ModelKind, dropout: Float = 0, timeBias: Bool = false) -
     high.embeddingDim = 6
     high.truncation = AttentionTruncation(layersBefore: 0, keepLast: 3, supervisesDroppedRows: false)
     mot.channels = [TransducerChannel(name: "high", filter: .minimumRating(4), model: high)]
+    var sharedTable = mot
+    var sameWidth = tinyConfig(.hstu)
+    sameWidth.layers = 1
+    sharedTable.channels = [TransducerChannel(name: "high", filter: .minimumRating(4), model: sameWidth)]
     var keptRowsOnly = ultra
     keptRowsOnly.truncation?.supervisesDroppedRows = false
     var truncatedSASRec = tinyConfig(.sasrec)
     truncatedSASRec.truncation = AttentionTruncation(layersBefore: 1, keepLast: 3)
     return [("hstu", tinyConfig(.hstu, timeBias: true)), ("sasrec", tinyConfig(.sasrec)), ("action-aware", actionAware),
             ("interleaved", interleaved), ("sla+truncation", ultra), ("sla+truncation, kept rows only", keptRowsOnly),
-            ("sasrec+truncation", truncatedSASRec), ("mixture-of-transducers", mot)]
+            ("sasrec+truncation", truncatedSASRec), ("mixture-of-transducers", mot),
+            ("mixture-of-transducers, shared item table", sharedTable)]
   }()
 
   /// Every parameter's gradient of the whole model + loss against central differences.
@@ -103,6 +108,31 @@ func tinyConfig(_ kind: ModelKind, dropout: Float = 0, timeBias: Bool = false) -
         #expect((deep[r] == early[r]) == dropped, "sequence \(b) row \(r)")
       }
     }
+  }
+
+  /// A channel of the main width reads and trains the main item table; a narrower one has its own.
+  @Test func transducerChannelsShareTheItemTableWhenTheyCan() throws {
+    let data = patternSequences(users: 3, items: 10, length: 9)
+    let config = try #require(Self.variants.first { $0.0 == "mixture-of-transducers, shared item table" }?.1)
+    let shared = makeModel(config: config, data: data, seed: 1).parameters.entries.map(\.name)
+    #expect(shared.filter { $0.hasSuffix("item_embedding") } == ["item_embedding"])
+    let own = try #require(Self.variants.first { $0.0 == "mixture-of-transducers" }?.1)
+    let names = makeModel(config: own, data: data, seed: 1).parameters.entries.map(\.name)
+    #expect(names.filter { $0.hasSuffix("item_embedding") } == ["item_embedding", "channels.high.item_embedding"])
+  }
+
+  /// Configurations saved before truncation supervised dropped rows and channels shared the item
+  /// table load with the behaviour they were trained with.
+  @Test func olderConfigurationsKeepTheirBehaviour() throws {
+    let current = try JSONEncoder().encode(AttentionTruncation(layersBefore: 1, keepLast: 4))
+    var object = try #require(JSONSerialization.jsonObject(with: current) as? [String: Any])
+    object.removeValue(forKey: "supervisesDroppedRows")
+    let old = try JSONDecoder().decode(AttentionTruncation.self, from: JSONSerialization.data(withJSONObject: object))
+    #expect(!old.supervisesDroppedRows && old.keepLast == 4)
+    var channel = try #require(JSONSerialization.jsonObject(
+      with: JSONEncoder().encode(TransducerChannel(name: "c", filter: .all, model: tinyConfig(.hstu)))) as? [String: Any])
+    channel.removeValue(forKey: "sharesItemEmbedding")
+    #expect(try !JSONDecoder().decode(TransducerChannel.self, from: JSONSerialization.data(withJSONObject: channel)).sharesItemEmbedding)
   }
 
   /// Selective rematerialisation recomputes activations instead of keeping them: same gradients.
