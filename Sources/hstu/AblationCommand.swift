@@ -65,8 +65,7 @@ struct Ablation: ParsableCommand {
   @Option(help: "Early-stopping patience in epochs.")
   var patience = 8
 
-  @Option(help: "Compute device: cpu or cuda.")
-  var device = "cpu"
+  @OptionGroup var deviceOption: DeviceOption
 
   @Option(help: "Seed of initialisation, batches, dropout and negatives (rows of other seeds are kept beside).")
   var seed: UInt64 = TrainConfig().seed
@@ -101,7 +100,7 @@ struct Ablation: ParsableCommand {
       train.seed = seed
       let built = makeModel(config: model, data: sequences, seed: train.seed)
       let trainer = Trainer(model: built, train: train, data: sequences, presetName: configName, datasetName: name)
-      let engine = try trainingEngine(device: device, model: built, train: train)
+      let engine = try deviceOption.engine(model: built, train: train)
       trainer.engine = engine
       FileHandle.standardError.write("== \(name) / \(configName)\n".data(using: .utf8)!)
       try trainer.run()

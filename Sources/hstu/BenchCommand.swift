@@ -44,8 +44,7 @@ struct BenchTrain: ParsableCommand {
 
   @OptionGroup var dataOptions: DataOptions
 
-  @Option(help: "Compute device: cpu or cuda.")
-  var device = "cpu"
+  @OptionGroup var deviceOption: DeviceOption
 
   @Option(help: "Timed training steps (after two warm-up steps).")
   var steps = 30
@@ -63,7 +62,7 @@ struct BenchTrain: ParsableCommand {
     guard !batches.isEmpty else { throw ValidationError("the dataset has no training sequences") }
     let lengths = trainer.trainingLengths
     let flopsPerToken = trainer.flopsPerSample().training.total * Double(lengths.count) / Double(max(1, lengths.reduce(0, +)))
-    if let engine = try trainingEngine(device: device, model: model, train: preset.train) {
+    if let engine = try deviceOption.engine(model: model, train: preset.train) {
       trainer.engine = engine
       try benchEngine(trainer, engine, batches, flopsPerToken: flopsPerToken, datasetName: name, info: info)
       return
@@ -136,7 +135,7 @@ struct BenchTrain: ParsableCommand {
                    datasetName name: String, info: RunInfo) throws {
     let tokensPerSecond = try timeSteps(trainer, batches)
     let t0 = Date()
-    _ = try engine.evaluate(trainer.data, split: trainer.split, stage: .validation)
+    _ = try engine.evaluate(trainer.data, split: trainer.split, stage: .validation, actions: trainer.actions)
     let evalSeconds = Date().timeIntervalSince(t0)
     let epochSeconds = Double(trainer.tokensPerEpoch) / tokensPerSecond + evalSeconds
     let gpu = (engine as? CUDAEngine)?.gpu.device.name ?? "gpu"

@@ -18,8 +18,7 @@ struct Eval: ParsableCommand {
   @Option(help: "Format of --data.")
   var format = DatasetFormat.auto.rawValue
 
-  @Option(help: "Compute device: cpu or cuda.")
-  var device = "cpu"
+  @OptionGroup var deviceOption: DeviceOption
 
   func run() throws {
     let folder = Checkpoint(directory: checkpoint)
@@ -33,7 +32,7 @@ struct Eval: ParsableCommand {
     let model = makeModel(config: saved.model, data: sequences, seed: saved.train.seed)
     try folder.load(into: model.parameters, weights: weights, optimizer: false)
     let trainer = Trainer(model: model, train: saved.train, data: sequences, presetName: saved.preset, datasetName: saved.dataset)
-    trainer.engine = try trainingEngine(device: device, model: model, train: saved.train)
+    trainer.engine = try deviceOption.engine(model: model, train: saved.train)
     var report: [String: [String: Double]] = [:]
     for stage in LeaveOneOutSplit.Stage.allCases {
       report[stage.rawValue] = try trainer.evaluate(stage).dictionary

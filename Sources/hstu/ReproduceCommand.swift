@@ -16,8 +16,7 @@ struct Reproduce: ParsableCommand {
   @Option(help: "MovieLens-1M ratings (ratings.dat or the ratings_seq.tsv variant).")
   var data = "../shared/data/ml-1m/ratings_seq.tsv.gz"
 
-  @Option(help: "Compute device: cpu or cuda.")
-  var device = "cpu"
+  @OptionGroup var deviceOption: DeviceOption
 
   @Option(help: "Comma-separated presets (empty: only rewrite the notes and the table from the JSON).")
   var presets = "sasrec,hstu,hstu-large"
@@ -43,7 +42,7 @@ struct Reproduce: ParsableCommand {
       if let epochs { train.epochs = epochs }
       let model = makeModel(config: preset.model, data: data, seed: train.seed)
       let trainer = Trainer(model: model, train: train, data: data, presetName: name, datasetName: "ml-1m")
-      trainer.engine = try trainingEngine(device: device, model: model, train: train)
+      trainer.engine = try deviceOption.engine(model: model, train: train)
       FileHandle.standardError.write("== \(name): up to \(train.epochs) epochs\n".data(using: .utf8)!)
       let state = try trainer.run()
       let report = TrainingReport(trainer: trainer)
@@ -51,7 +50,7 @@ struct Reproduce: ParsableCommand {
                                 "max_epochs": train.epochs, "early_stopped": state.stopped,
                                 "wall_seconds": report.wallSeconds, "train_tokens_per_second": report.trainTokensPerSecond,
                                 "train_flops_per_token": report.trainFLOPsPerToken, "commit": info.commit,
-                                "date": info.date, "machine": info.machine, "device": device]
+                                "date": info.date, "machine": info.machine, "device": deviceOption.device]
       for key in ["HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "NDCG@200", "MRR"] { row[key] = report.test[key] ?? 0 }
       if let published = publishedML1M[name] {
         let gap = published.reduce(into: [String: Double]()) { $0[$1.key] = (report.test[$1.key] ?? 0) - $1.value }

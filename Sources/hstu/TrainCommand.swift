@@ -36,18 +36,6 @@ struct DataOptions: ParsableArguments {
   }
 }
 
-/// The engine for a `--device` value: nil (train in this process on the CPU) or the first GPU.
-func trainingEngine(device: String, model: RetrievalModel, train: TrainConfig) throws -> TrainingEngine? {
-  switch device {
-  case "cpu": return nil
-  case "cuda":
-    let gpu = try CUDADevice(arenaBytes: 8 << 30)
-    FileHandle.standardError.write("device: \(gpu.name)\n".data(using: .utf8)!)
-    return try CUDAEngine(model: model, train: train, device: gpu)
-  default: throw ValidationError("unknown --device \(device); expected cpu or cuda")
-  }
-}
-
 /// Parses `causal`, `meta:K1:K2` or `prefix:K1:K2`.
 func parseMask(_ text: String) throws -> AttentionMask {
   let parts = text.split(separator: ":").map(String.init)
@@ -68,8 +56,7 @@ struct Train: ParsableCommand {
 
   @OptionGroup var dataOptions: DataOptions
 
-  @Option(help: "Compute device: cpu, or cuda (the first NVIDIA GPU; HSTU stacks, without the time bias rab^t).")
-  var device = "cpu"
+  @OptionGroup var deviceOption: DeviceOption
 
   @Option(help: "Override the preset's attention mask: causal, or semi-local `meta:K1:K2` (Meta's global tail rows) or `prefix:K1:K2` (global prefix columns).")
   var mask: String?
@@ -103,7 +90,7 @@ struct Train: ParsableCommand {
     let (data, name) = try dataOptions.load()
     let model = makeModel(config: preset.model, data: data, seed: train.seed)
     let trainer = Trainer(model: model, train: train, data: data, presetName: preset.name, datasetName: name)
-    trainer.engine = try trainingEngine(device: device, model: model, train: train)
+    trainer.engine = try deviceOption.engine(model: model, train: train)
     if let checkpoint {
       trainer.checkpoint = Checkpoint(directory: checkpoint)
       if !resume && trainer.checkpoint!.exists {

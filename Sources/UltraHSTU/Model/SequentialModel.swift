@@ -39,9 +39,8 @@ public final class SequentialModel {
   let offsets = HostArray<Int>(), items = HostArray<Int32>(), positions = HostArray<Int32>(), actions = HostArray<Int32>()
   let timeBuckets = HostArray<UInt8>(), bucketOffsets = HostArray<Int>()
   let keptOffsets = HostArray<Int>(), keptRows = HostArray<Int32>(), keptTimeBuckets = HostArray<UInt8>()
-  /// The output rows per sequence and the batch token of each (fewer than the tokens when
-  /// truncation drops rows without supervising them).
-  let outputOffsets = HostArray<Int>(), outputTokens = HostArray<Int32>()
+  /// 0, 1, …, T − 1: the batch token of each output row when every token is an output.
+  let allTokens = HostArray<Int32>()
   /// What the last forward fed the final LayerNorm (or copied to the output).
   private var encoderOutput: UnsafeMutablePointer<Float>?
   let keptBucketOffsets = HostArray<Int>()
@@ -131,9 +130,7 @@ public final class SequentialModel {
                           random: random, stream: full.dropoutStream(layer: 0xFFF, site: 0))
     for layer in layers[0..<layersBeforeTruncation] { layer.forward(hidden.pointer, parameters, full) }
 
-    var x = hidden.pointer, rows = t, context = full
-    outputOffsets.assign(batch.offsets)
-    outputTokens.assign((0..<Int32(t)).map { $0 })
+    var x = hidden.pointer, rows = t, context = full, keptRowsOnly = false
     if let truncation = config.truncation, layersBeforeTruncation < config.layers {
       let starts = selectTail(batch, keep: truncation.keepLast)
       let kept = starts.last ?? 0
@@ -155,8 +152,7 @@ public final class SequentialModel {
       } else {
         x = truncated.pointer
         rows = kept
-        outputOffsets.assign(starts)
-        outputTokens.assign(Array(UnsafeBufferPointer(start: keptRows.pointer, count: kept)))
+        keptRowsOnly = true
       }
     } else {
       keptContext = nil
@@ -168,7 +164,11 @@ public final class SequentialModel {
     } else {
       output.reserve(rows * d).update(from: x, count: rows * d)
     }
-    return EncodedBatch(output: output.pointer, rows: rows, offsets: outputOffsets.pointer, tokenIndex: outputTokens.pointer)
+    if keptRowsOnly {
+      return EncodedBatch(output: output.pointer, rows: rows, offsets: keptOffsets.pointer, tokenIndex: keptRows.pointer)
+    }
+    allTokens.assign((0..<Int32(t)).map { $0 })
+    return EncodedBatch(output: output.pointer, rows: rows, offsets: offsets.pointer, tokenIndex: allTokens.pointer)
   }
 
   /// Back-propagates `dOutput` (`[rows, D]` of the last forward, consumed), accumulating into the

@@ -158,7 +158,7 @@ public final class Trainer {
 
   /// Full-ranking metrics of `stage`, on the engine when there is one.
   public func evaluate(_ stage: LeaveOneOutSplit.Stage) throws -> RankingMetrics {
-    if let engine { return try engine.evaluate(data, split: split, stage: stage) }
+    if let engine { return try engine.evaluate(data, split: split, stage: stage, actions: actions) }
     return Evaluator.evaluate(model: model, data: data, split: split, stage: stage, actions: actions)
   }
 

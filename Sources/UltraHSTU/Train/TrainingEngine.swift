@@ -7,8 +7,10 @@ public protocol TrainingEngine: AnyObject {
   func train(_ batch: SequenceBatch, step: UInt64) throws
   /// The loss summed over the steps since the last call (resets the sum).
   func takeLossSum() throws -> Double
-  /// Full-ranking metrics of `stage` with the current weights.
-  func evaluate(_ data: UserSequences, split: LeaveOneOutSplit, stage: LeaveOneOutSplit.Stage) throws -> RankingMetrics
+  /// Full-ranking metrics of `stage` with the current weights; `actions` are the action buckets of
+  /// `data` when the model's input uses them (computed from `data` when nil).
+  func evaluate(_ data: UserSequences, split: LeaveOneOutSplit, stage: LeaveOneOutSplit.Stage,
+                actions: ActionFeatures?) throws -> RankingMetrics
   /// Copies the current weights, optimizer moments and step into the host parameters.
   func synchronize(into parameters: ParameterStore) throws
   /// Replaces the engine's weights, moments and step with the host parameters' (after a resume).

@@ -48,7 +48,7 @@ final class CUDAEncoder {
   /// last layer, dropped rows from hidden[layersBefore]), and the kept rows' share of its gradient.
   let composedOutput, dKept: DeviceArray<Float>
   /// Batch words (Int32), uploaded in one copy: items, positions, actions `[T × signals]`, offsets,
-  /// then the kept rows and their offsets.
+  /// then, under truncation, the kept rows' offsets and batch tokens.
   let batchWords: DeviceArray<Int32>
   var items: DeviceArray<Int32>, positions: DeviceArray<Int32>, actions: DeviceArray<Int32>, keptRows: DeviceArray<Int32>
   var full: Stage, kept: Stage
@@ -136,26 +136,28 @@ final class CUDAEncoder {
     words += batch.positions
     words += batch.actions
     words += batch.offsets.map { Int32($0) }
-    let (keptOffsets, keptTokens) = SequentialModel.tail(offsets: batch.offsets, keep: truncates ? config.truncation!.keepLast : t)
-    if truncates && !exitsEarly {
-      (outputOffsets, outputTokens) = (keptOffsets, keptTokens)
-    } else {
-      outputOffsets = batch.offsets
-      outputTokens = (0..<Int32(t)).map { $0 }
+    outputOffsets = batch.offsets
+    outputTokens = (0..<Int32(t)).map { $0 }
+    // Under truncation the kept rows' offsets and batch tokens follow.
+    let tail = config.truncation.flatMap { truncates ? SequentialModel.tail(offsets: batch.offsets, keep: $0.keepLast) : nil }
+    if let tail {
+      if !exitsEarly { (outputOffsets, outputTokens) = tail }
+      words += tail.offsets.map { Int32($0) }
+      words += tail.rows
     }
-    words += keptOffsets.map { Int32($0) }
-    words += keptTokens
     try device.upload(words, to: batchWords)
     items = batchWords.prefix(t)
     positions = batchWords.prefix(t, from: t)
     actions = batchWords.prefix(t * signals, from: 2 * t)
     let offsetsStart = (2 + signals) * t
     full.offsets = batchWords.prefix(b + 1, from: offsetsStart)
-    kept.offsets = batchWords.prefix(b + 1, from: offsetsStart + b + 1)
-    keptRows = batchWords.prefix(keptTokens.count, from: offsetsStart + 2 * (b + 1))
     full.rows = t; full.sequences = b; full.longest = batch.maxLength
-    kept.rows = keptTokens.count; kept.sequences = b
-    kept.longest = (0..<b).map { keptOffsets[$0 + 1] - keptOffsets[$0] }.max() ?? 0
+    if let tail {
+      kept.offsets = batchWords.prefix(b + 1, from: offsetsStart + b + 1)
+      keptRows = batchWords.prefix(tail.rows.count, from: offsetsStart + 2 * (b + 1))
+      kept.rows = tail.rows.count; kept.sequences = b
+      kept.longest = (0..<b).map { tail.offsets[$0 + 1] - tail.offsets[$0] }.max() ?? 0
+    }
   }
 
   /// The batch's tokens per sequence (device), for the evaluator's history exclusion.

@@ -27,8 +27,9 @@ public final class CUDAEngine: TrainingEngine {
 
   public func takeLossSum() throws -> Double { Double(try gpu.takeLossSum()) }
 
-  public func evaluate(_ data: UserSequences, split: LeaveOneOutSplit, stage: LeaveOneOutSplit.Stage) throws -> RankingMetrics {
-    try evaluator.evaluate(data: data, split: split, stage: stage)
+  public func evaluate(_ data: UserSequences, split: LeaveOneOutSplit, stage: LeaveOneOutSplit.Stage,
+                       actions: ActionFeatures?) throws -> RankingMetrics {
+    try evaluator.evaluate(data: data, split: split, stage: stage, actions: actions)
   }
 
   public func synchronize(into parameters: ParameterStore) throws { try gpu.save(to: parameters) }

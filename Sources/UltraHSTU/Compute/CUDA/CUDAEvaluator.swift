@@ -24,11 +24,12 @@ public final class CUDAEvaluator {
     ranks = try device.allocate(Int32.self, count: b)
   }
 
-  /// HR/NDCG/MRR of `stage` with the model's current weights.
-  public func evaluate(data: UserSequences, split: LeaveOneOutSplit, stage: LeaveOneOutSplit.Stage) throws -> RankingMetrics {
+  /// HR/NDCG/MRR of `stage` with the model's current weights (`actions` as in `Evaluator.evaluate`).
+  public func evaluate(data: UserSequences, split: LeaveOneOutSplit, stage: LeaveOneOutSplit.Stage,
+                       actions: ActionFeatures? = nil) throws -> RankingMetrics {
     let device = model.device, config = model.config, d = config.embeddingDim, columns = model.itemCount + 1
     let itemTable = model.parameters.values.slice(model.itemEmbedding)
-    let actions = config.input == .itemsOnly ? nil : ActionFeatures(data, signals: config.actionSignals)
+    let actions = actions ?? (config.input == .itemsOnly ? nil : ActionFeatures(data, signals: config.actionSignals))
     try device.l2Normalize(itemTable, into: normalizedItems, rows: columns, dim: d)
     let users = split.evaluationUsers
     var metrics = RankingMetrics()

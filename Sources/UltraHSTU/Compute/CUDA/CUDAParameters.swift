@@ -42,13 +42,6 @@ public final class CUDAParameters {
     store.step = step
   }
 
-  /// The fp32 weights of `entry`.
-  func value(_ entry: ParameterEntry) -> DeviceArray<Float> { values.slice(entry) }
-  /// The bf16 weights of `entry`.
-  func valueBF16(_ entry: ParameterEntry) -> DeviceArray<BFloat16> { valuesBF16.slice(entry) }
-  /// The gradient of `entry`.
-  func gradient(_ entry: ParameterEntry) -> DeviceArray<Float> { gradients.slice(entry) }
-
   /// One AdamW step over every parameter with the current gradients.
   public func adamWStep(_ train: TrainConfig) throws {
     step += 1
