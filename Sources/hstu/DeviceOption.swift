@@ -4,7 +4,7 @@ import UltraHSTU
 
 /// `--device cpu|cuda`, shared by the commands that train or evaluate.
 struct DeviceOption: ParsableArguments {
-  @Option(help: "Compute device: cpu, or cuda (the first NVIDIA GPU; HSTU stacks, without the time bias rab^t).")
+  @Option(help: "Compute device: cpu, or cuda (the first NVIDIA GPU).")
   var device = "cpu"
 
   func validate() throws {

@@ -83,6 +83,14 @@ struct ParityChecker {
     // 2300 keys = 36 key tiles > the 16 a forward CTA walks: the tail rows' keys are split over CTAs.
     try checkAttention(name: "window 64 + tail 70, split keys", lengths: [2300, 900, 1500], heads: 2, dqk: 32, dv: 32,
                        mask: AttentionMask(localWindow: 64, globalTailRows: 70), normalizer: .fixed(2300), targets: nil, withPos: true)
+    try checkAttention(name: "causal, pos + time bias (rab^t)", lengths: [200, 77, 130, 1], heads: 2, dqk: 64, dv: 64,
+                       mask: .causal, normalizer: .trueLength, targets: nil, withPos: true, withTime: true)
+    try checkAttention(name: "window 40 + tail 16, time bias, 5 targets", lengths: [256, 190, 64], heads: 2, dqk: 128, dv: 128,
+                       mask: AttentionMask(localWindow: 40, globalTailRows: 16), normalizer: .fixed(256), targets: 5, withPos: false, withTime: true)
+    try checkSoftmaxAttention(name: "causal", lengths: [200, 77, 130, 1], heads: 1, headDim: 64, mask: .causal)
+    try checkSoftmaxAttention(name: "causal, padded heads", lengths: [200, 77, 130, 1], heads: 2, headDim: 50, mask: .causal)
+    try checkSoftmaxAttention(name: "window 40 + tail 16", lengths: [300, 45], heads: 2, headDim: 32,
+                              mask: AttentionMask(localWindow: 40, globalTailRows: 16))
     try checkLayerNorm(affine: false, gated: false)
     try checkLayerNorm(affine: true, gated: false)
     try checkLayerNorm(affine: false, gated: true)
@@ -103,6 +111,17 @@ struct ParityChecker {
     truncated.truncation?.supervisesDroppedRows = false
     try checkModelStep("hstu-large, action-aware, truncation, kept rows only", config: truncated)
     try checkModelStep("ultra-hstu", config: Preset.ultraHSTU.model)
+    var timed = Preset.hstu.model
+    timed.timeBias = true
+    try checkModelStep("hstu, rab^t, timestamps", config: timed, timestamps: true)
+    truncated.timeBias = true
+    truncated.truncation?.supervisesDroppedRows = true
+    try checkModelStep("hstu-large, action-aware, truncation, rab^t, timestamps", config: truncated, timestamps: true)
+    try checkModelStep("sasrec", config: Preset.sasrec.model)
+    var sasrec = Preset.sasrec.model
+    sasrec.heads = 2
+    sasrec.ffnDim = 96
+    try checkModelStep("sasrec, 2 heads, FFN 96", config: sasrec)
   }
 
   // MARK: whole training step
@@ -111,7 +130,7 @@ struct ParityChecker {
   /// histories built by the trainer, the same weights on CPU (`Trainer.lossAndGradients`) and GPU
   /// (`CUDAModel`): the loss and every parameter gradient. The GPU rounds GEMM operands, q, k, v
   /// and dO to bf16; the CPU does not.
-  mutating func checkModelStep(_ name: String, config: ModelConfig, train: TrainConfig = TrainConfig()) throws {
+  mutating func checkModelStep(_ name: String, config: ModelConfig, train: TrainConfig = TrainConfig(), timestamps: Bool = false) throws {
     let mark = device.arena.mark()
     defer { device.arena.release(to: mark) }
     let itemCount = 400, lengths = [203, 80, 133, 4, 48, 260]
@@ -121,7 +140,8 @@ struct ParityChecker {
     let data = UserSequences(
       itemCount: itemCount, offsets: lengths.reduce(into: [0]) { $0.append($0.last! + $1) },
       items: (0..<events).map { Int32(1 + random.below(itemCount, stream: s, counter: UInt64($0))) },
-      ratings: (0..<events).map { Float(1 + random.below(5, stream: s + 1 << 32, counter: UInt64($0))) }, timestamps: nil,
+      ratings: (0..<events).map { Float(1 + random.below(5, stream: s + 1 << 32, counter: UInt64($0))) },
+      timestamps: timestamps ? eventTimes(lengths: lengths).keys : nil,
       userIDs: lengths.indices.map { Int64($0) }, originalItemIDs: (0...itemCount).map { Int64($0) })
     var train = train
     train.batchSize = lengths.count
@@ -144,7 +164,7 @@ struct ParityChecker {
   // MARK: attention
 
   mutating func checkAttention(name: String, lengths: [Int], heads: Int, dqk: Int, dv: Int, mask: AttentionMask,
-                               normalizer: AttentionNormalizer, targets: Int?, withPos: Bool) throws {
+                               normalizer: AttentionNormalizer, targets: Int?, withPos: Bool, withTime: Bool = false) throws {
     let mark = device.arena.mark()
     defer { device.arena.release(to: mark) }
     var offsets = [0]
@@ -156,30 +176,51 @@ struct ParityChecker {
     let v = bf(randoms(total * heads * dv)), dOut = bf(randoms(total * heads * dv))
     let pos = withPos ? randoms(maxLength, scale: 0.5) : []
     let targetCounts = lengths.map { Int32(min(targets ?? 0, $0 - 1)) }
+    let buckets = 128
+    let times = withTime ? eventTimes(lengths: lengths) : (keys: [], queries: [])
+    let timeTable = withTime ? randoms(buckets + 1, scale: 0.5) : []
+    var pairBuckets: [UInt8] = [], bucketOffsets = [0]
+    if withTime {
+      for b in lengths.indices {
+        let o = offsets[b], n = lengths[b]
+        for i in 0..<n { for j in 0..<n { pairBuckets.append(hstuTimeBucket(times.queries[o + i] - times.keys[o + j], buckets: buckets)) } }
+        bucketOffsets.append(pairBuckets.count)
+      }
+    }
 
     // CPU
     var cpuOut = [Float](repeating: 0, count: total * heads * dv)
     var cpuDq = [Float](repeating: 0, count: total * heads * dqk), cpuDk = cpuDq, cpuDv = cpuOut
-    var cpuDPos = [Float](repeating: 0, count: max(1, maxLength))
+    var cpuDPos = [Float](repeating: 0, count: max(1, maxLength)), cpuDTime = [Float](repeating: 0, count: buckets + 1)
     offsets.withUnsafeBufferPointer { off in
       targetCounts.withUnsafeBufferPointer { tc in
         pos.withUnsafeBufferPointer { p in
-          let shape = JaggedShape(offsets: off.baseAddress!, batch: lengths.count, targets: targets == nil ? nil : tc.baseAddress)
-          let bias = withPos ? RelativeAttentionBias(positionTable: p.baseAddress) : .none
-          CPUOps.hstuAttentionForward(q: q, k: k, v: v, out: &cpuOut, shape: shape, heads: heads, attentionDim: dqk,
-                                      linearDim: dv, mask: mask, normalizer: normalizer, bias: bias)
-          cpuDPos.withUnsafeMutableBufferPointer { dp in
-            let grad = CPUOps.RelativeAttentionBiasGradient(positionTable: withPos ? dp.baseAddress : nil, positionCount: withPos ? maxLength : 0)
-            CPUOps.hstuAttentionBackward(dout: dOut, q: q, k: k, v: v, dq: &cpuDq, dk: &cpuDk, dv: &cpuDv, shape: shape,
-                                         heads: heads, attentionDim: dqk, linearDim: dv, mask: mask, normalizer: normalizer,
-                                         bias: bias, biasGradient: grad)
+          timeTable.withUnsafeBufferPointer { tt in
+            pairBuckets.withUnsafeBufferPointer { pb in
+              bucketOffsets.withUnsafeBufferPointer { bo in
+                let shape = JaggedShape(offsets: off.baseAddress!, batch: lengths.count, targets: targets == nil ? nil : tc.baseAddress)
+                let bias = RelativeAttentionBias(positionTable: withPos ? p.baseAddress : nil, timeTable: withTime ? tt.baseAddress : nil,
+                                                 timeBuckets: withTime ? pb.baseAddress : nil, bucketOffsets: withTime ? bo.baseAddress : nil)
+                CPUOps.hstuAttentionForward(q: q, k: k, v: v, out: &cpuOut, shape: shape, heads: heads, attentionDim: dqk,
+                                            linearDim: dv, mask: mask, normalizer: normalizer, bias: bias)
+                cpuDPos.withUnsafeMutableBufferPointer { dp in
+                  cpuDTime.withUnsafeMutableBufferPointer { dt in
+                    let grad = CPUOps.RelativeAttentionBiasGradient(positionTable: withPos ? dp.baseAddress : nil, positionCount: withPos ? maxLength : 0,
+                                                                    timeTable: withTime ? dt.baseAddress : nil, timeCount: withTime ? buckets + 1 : 0)
+                    CPUOps.hstuAttentionBackward(dout: dOut, q: q, k: k, v: v, dq: &cpuDq, dk: &cpuDk, dv: &cpuDv, shape: shape,
+                                                 heads: heads, attentionDim: dqk, linearDim: dv, mask: mask, normalizer: normalizer,
+                                                 bias: bias, biasGradient: grad)
+                  }
+                }
+              }
+            }
           }
         }
       }
     }
 
     // GPU
-    let shape = HSTUAttentionShape(batch: lengths.count, maxLength: maxLength, heads: heads, dqk: dqk, dv: dv, normalizer: normalizer, mask: mask)
+    let shape = AttentionShape(batch: lengths.count, maxLength: maxLength, heads: heads, dqk: dqk, dv: dv, normalizer: normalizer, mask: mask)
     let dQ = try device.array(q.map(BFloat16.init)), dK = try device.array(k.map(BFloat16.init))
     let dV = try device.array(v.map(BFloat16.init)), dDO = try device.array(dOut.map(BFloat16.init))
     let dOff = try device.array(offsets.map(Int32.init)), dT = targets == nil ? nil : try device.array(targetCounts)
@@ -188,10 +229,14 @@ struct ParityChecker {
     let gq = try device.allocate(Float.self, count: cpuDq.count), gk = try device.allocate(Float.self, count: cpuDk.count)
     let gv = try device.allocate(Float.self, count: cpuDv.count)
     let gpos = withPos ? try device.allocate(Float.self, count: maxLength) : nil
+    let time = withTime ? AttentionTimeBias(keyTimes: try device.array(times.keys), queryTimes: try device.array(times.queries),
+                                            table: try device.array(timeTable),
+                                            thresholds: try device.array(hstuTimeBucketThresholds(buckets: buckets))) : nil
+    let gtime = withTime ? try device.allocate(Float.self, count: buckets + 1) : nil
     for buffer in [out, gk, gv] { try device.fill(buffer, word: 0x7FC0_0000) }  // NaN poison: every element must be written
-    try device.hstuAttentionForward(shape, q: dQ, k: dK, v: dV, offsets: dOff, targets: dT, pos: dPosTable, out: out)
-    try device.hstuAttentionBackward(shape, q: dQ, k: dK, v: dV, dOut: dDO, offsets: dOff, targets: dT, pos: dPosTable,
-                                     dq: gq, dk: gk, dv: gv, dPos: gpos)
+    try device.hstuAttentionForward(shape, q: dQ, k: dK, v: dV, offsets: dOff, targets: dT, pos: dPosTable, time: time, out: out)
+    try device.hstuAttentionBackward(shape, q: dQ, k: dK, v: dV, dOut: dDO, offsets: dOff, targets: dT, pos: dPosTable, time: time,
+                                     dq: gq, dk: gk, dv: gv, dPos: gpos, dTime: gtime)
     try device.synchronize()
     let label = "attention [\(name)] d=\(dqk)/\(dv)"
     record("\(label) out", try device.download(out), cpuOut, tolerance: 2e-2)
@@ -199,6 +244,82 @@ struct ParityChecker {
     record("\(label) dk", try device.download(gk), cpuDk, tolerance: 2e-2)
     record("\(label) dv", try device.download(gv), cpuDv, tolerance: 2e-2)
     if let gpos { record("\(label) dpos", try device.download(gpos), cpuDPos, tolerance: 2e-2) }
+    if let gtime { record("\(label) dtime", try device.download(gtime), cpuDTime, tolerance: 2e-2) }
+  }
+
+  /// Increasing event times per sequence (keys) and each token's next event time (queries; the
+  /// last token's is a later target time). Gaps are drawn from 0 s, the bucket thresholds ± 1 s
+  /// (where a fast log could misplace the bucket) and log-uniform spans up to ~3 years.
+  mutating func eventTimes(lengths: [Int]) -> (keys: [Int64], queries: [Int64]) {
+    let thresholds = hstuTimeBucketThresholds(buckets: 128).filter { $0 < 1 << 40 }
+    stream += 1
+    let s = stream
+    var counter: UInt64 = 0
+    func gap() -> Int64 {
+      counter += 1
+      switch random.below(4, stream: s, counter: 2 * counter) {
+      case 0: return 0
+      case 1: return thresholds[random.below(thresholds.count, stream: s, counter: 2 * counter + 1)] + Int64(random.below(3, stream: s + 1, counter: counter)) - 1
+      default: return Int64(exp(Double(random.unit(stream: s, counter: 2 * counter + 1)) * 18.4))
+      }
+    }
+    var keys: [Int64] = [], queries: [Int64] = []
+    for n in lengths {
+      var t: Int64 = 1_600_000_000
+      var sequence: [Int64] = []
+      for _ in 0...n { sequence.append(t); t += max(0, gap()) }
+      keys += sequence[0..<n]
+      queries += sequence[1...n]
+    }
+    return (keys, queries)
+  }
+
+  // MARK: softmax attention (SASRec)
+
+  /// The fused softmax attention against `CPUOps.softmaxAttention…` on the same bf16-rounded
+  /// inputs; a head dim that is not a multiple of 16 is zero-padded on the GPU as the SASRec
+  /// layer does.
+  mutating func checkSoftmaxAttention(name: String, lengths: [Int], heads: Int, headDim d: Int, mask: AttentionMask) throws {
+    let mark = device.arena.mark()
+    defer { device.arena.release(to: mark) }
+    var offsets = [0]
+    for n in lengths { offsets.append(offsets.last! + n) }
+    let total = offsets.last!, width = total * heads * d
+    func bf(_ x: [Float]) -> [Float] { x.map { BFloat16($0).float } }
+    let q = bf(randoms(width, scale: 1.5)), k = bf(randoms(width, scale: 1.5)), v = bf(randoms(width)), dOut = bf(randoms(width))
+    var out = [Float](repeating: 0, count: width), lse = [Float](repeating: 0, count: total * heads)
+    var dq = out, dk = out, dv = out
+    offsets.withUnsafeBufferPointer { off in
+      let shape = JaggedShape(offsets: off.baseAddress!, batch: lengths.count)
+      CPUOps.softmaxAttentionForward(q: q, k: k, v: v, out: &out, logSumExp: &lse, shape: shape, heads: heads, headDim: d, mask: mask)
+      CPUOps.softmaxAttentionBackward(dout: dOut, q: q, k: k, v: v, logSumExp: lse, dq: &dq, dk: &dk, dv: &dv, shape: shape,
+                                      heads: heads, headDim: d, mask: mask)
+    }
+    let dp = CUDADevice.paddedHeadDim(d), padded = total * heads * dp
+    func pad(_ x: [Float]) throws -> DeviceArray<BFloat16> {
+      try device.array((0..<padded).map { i in i % dp < d ? BFloat16(x[(i / dp) * d + i % dp]) : BFloat16(0) })
+    }
+    func unpad(_ x: DeviceArray<Float>) throws -> [Float] {
+      let h = try device.download(x)
+      return (0..<width).map { i in h[(i / d) * dp + i % d] }
+    }
+    let shape = AttentionShape(batch: lengths.count, maxLength: lengths.max()!, heads: heads, dqk: dp, dv: dp, normalizer: .trueLength, mask: mask)
+    let gq = try pad(q), gk = try pad(k), gv = try pad(v), gdo = try pad(dOut), goff = try device.array(offsets.map(Int32.init))
+    let gout = try device.allocate(Float.self, count: padded), glse = try device.allocate(Float.self, count: total * heads)
+    let gdq = try device.allocate(Float.self, count: padded), gdk = try device.allocate(Float.self, count: padded)
+    let gdv = try device.allocate(Float.self, count: padded)
+    for buffer in [gout, glse, gdk, gdv] { try device.fill(buffer, word: 0x7FC0_0000) }
+    let scale = 1 / Float(d).squareRoot()
+    try device.softmaxAttentionForward(shape, q: gq, k: gk, v: gv, offsets: goff, scale: scale, out: gout, logSumExp: glse)
+    try device.softmaxAttentionBackward(shape, q: gq, k: gk, v: gv, out: gout, dOut: gdo, logSumExp: glse, offsets: goff, scale: scale,
+                                        dq: gdq, dk: gdk, dv: gdv)
+    try device.synchronize()
+    let label = "softmax attention [\(name)] d=\(d)"
+    record("\(label) out", try unpad(gout), out, tolerance: 2e-2)
+    record("\(label) lse", try device.download(glse), lse, tolerance: 1e-3)
+    record("\(label) dq", try unpad(gdq), dq, tolerance: 2e-2)
+    record("\(label) dk", try unpad(gdk), dk, tolerance: 2e-2)
+    record("\(label) dv", try unpad(gdv), dv, tolerance: 2e-2)
   }
 
   // MARK: LayerNorm, LayerNorm·U
@@ -273,6 +394,20 @@ struct ParityChecker {
     record("SiLU backward", try device.download(gdx), dx, tolerance: 1e-5)
     record("dropout p=0.2 forward (same counter RNG)", try device.download(gd), drop, tolerance: 1e-6)
     record("dropout p=0.2 backward", try device.download(gdd), ddrop, tolerance: 1e-6)
+    // ReLU then dropout (SASRec's feed-forward), and its backward.
+    var relu = y, reluDropped = y, dRelu = y
+    CPUOps.reluForward(x, &relu, count: count)
+    CPUOps.dropoutForward(relu, &reluDropped, count: count, p: 0.2, random: rng, stream: 6)
+    CPUOps.dropoutBackward(dy, &dRelu, count: count, p: 0.2, random: rng, stream: 6)
+    CPUOps.reluBackward(dRelu, relu, &dRelu, count: count)
+    let gr = try device.array(x), grd = try device.allocate(BFloat16.self, count: count)
+    let gdr = try device.allocate(Float.self, count: count), gdrh = try device.allocate(BFloat16.self, count: count)
+    try device.reluDropoutForward(gr, dropped: grd, rate: 0.2, seed: 77, stream: 6)
+    try device.reluDropoutBackward(gdy, y: gr, dx: gdr, dxBF16: gdrh, rate: 0.2, seed: 77, stream: 6)
+    try device.synchronize()
+    record("ReLU forward", try device.download(gr), relu, tolerance: 1e-6)
+    record("ReLU + dropout forward (bf16)", try device.download(grd).map(\.float), reluDropped, tolerance: 4e-3)
+    record("ReLU + dropout backward", try device.download(gdr), dRelu, tolerance: 1e-6)
   }
 
   // MARK: embedding
@@ -379,97 +514,5 @@ struct ParityChecker {
     try device.synchronize()
     record("AdamW parameters", try device.download(gp), p, tolerance: 1e-5)
     record("AdamW second moment", try device.download(gv), v, tolerance: 1e-5)
-  }
-}
-
-/// `hstu gpu-bench`: HSTU attention forward/backward TFLOP/s (FLOPs the mask keeps) for L = 1k…16k,
-/// head dim 128, next to the cuBLASLt bf16 GEMM rate measured in the same run; and semi-local
-/// (K1 = K2 = 256) time per token vs L. Writes gpu-attention.json and gpu-attention.md.
-struct GPUBench: ParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "gpu-bench", abstract: "Benchmark the CUDA HSTU attention against cuBLASLt.",
-                                                  subcommands: [GPUStepBench.self])
-
-  @Option(help: "Folder for gpu-attention.json and gpu-attention.md.")
-  var out: String = "bench/results"
-
-  @Option(help: "Commit recorded with the results.")
-  var commit: String = "unknown"
-
-  @Option(help: "Tokens per call (batch = tokens / L).")
-  var tokens: Int = 32768
-
-  @Option(help: "Heads.")
-  var heads: Int = 4
-
-  @Option(help: "Timed repeats (median reported).")
-  var repeats: Int = 10
-
-  func run() throws {
-    let device = try CUDADevice(arenaBytes: 24 << 30)
-    let random = CounterRandom(seed: 5)
-    func median(_ t: [Double]) -> Double { t.sorted()[t.count / 2] }
-    func noise(_ count: Int, _ stream: UInt64) -> [BFloat16] {
-      (0..<count).map { BFloat16(random.unit(stream: stream, counter: UInt64($0)) - 0.5) }
-    }
-
-    // cuBLASLt bf16 GEMM on random data, 8192³.
-    let g = 8192
-    let mark0 = device.arena.mark()
-    let a = try device.array(noise(g * g, 1)), b = try device.array(noise(g * g, 2))
-    let c = try device.allocate(BFloat16.self, count: g * g)
-    let gemmMs = median(try device.time(warmup: 3, repeats: repeats) { try device.gemm(m: g, n: g, k: g, a: a, b: b, d: c) })
-    let gemmTF = 2 * Double(g * g) * Double(g) / (gemmMs * 1e-3) / 1e12
-    device.arena.release(to: mark0)
-    print(String(format: "device %@: cuBLASLt bf16 GEMM 8192^3: %.3f ms, %.1f TFLOP/s", device.name, gemmMs, gemmTF))
-
-    struct Row: Codable { var mask: String; var L: Int; var batch: Int; var forwardMs: Double; var backwardMs: Double
-      var forwardTFLOPs: Double; var backwardTFLOPs: Double; var forwardOfGEMM: Double; var nsPerTokenForward: Double; var nsPerTokenBackward: Double }
-    var rows: [Row] = []
-    let d = 128
-    for (maskName, mask) in [("causal", AttentionMask.causal), ("semi-local K1=K2=256", AttentionMask(localWindow: 256, globalTailRows: 256))] {
-      for L in [1024, 2048, 4096, 8192, 16384] {
-        let batch = max(1, tokens / L), total = batch * L
-        let mark = device.arena.mark()
-        defer { device.arena.release(to: mark) }
-        let shape = HSTUAttentionShape(batch: batch, maxLength: L, heads: heads, dqk: d, dv: d, normalizer: .fixed(L), mask: mask)
-        let q = try device.array(noise(total * heads * d, 10)), k = try device.array(noise(total * heads * d, 11))
-        let v = try device.array(noise(total * heads * d, 12)), dO = try device.array(noise(total * heads * d, 13))
-        let offsets = try device.array((0...batch).map { Int32($0 * L) })
-        let o = try device.allocate(Float.self, count: total * heads * d)
-        let dq = try device.allocate(Float.self, count: total * heads * d), dk = try device.allocate(Float.self, count: total * heads * d)
-        let dv = try device.allocate(Float.self, count: total * heads * d)
-        let fwd = median(try device.time(repeats: repeats) { try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, out: o) })
-        let bwd = median(try device.time(repeats: repeats) {
-          try device.hstuAttentionBackward(shape, q: q, k: k, v: v, dOut: dO, offsets: offsets, dq: dq, dk: dk, dv: dv)
-        })
-        let kept = Double(HSTUAttentionShape.keptPairs(lengths: [L], mask: mask)) * Double(batch * heads)
-        let fwdTF = 2 * kept * Double(2 * d) / (fwd * 1e-3) / 1e12
-        let bwdTF = 2 * kept * Double(5 * d) / (bwd * 1e-3) / 1e12
-        let row = Row(mask: maskName, L: L, batch: batch, forwardMs: fwd, backwardMs: bwd, forwardTFLOPs: fwdTF, backwardTFLOPs: bwdTF,
-                      forwardOfGEMM: fwdTF / gemmTF, nsPerTokenForward: fwd * 1e6 / Double(total), nsPerTokenBackward: bwd * 1e6 / Double(total))
-        rows.append(row)
-        print(String(format: "%-22@ L=%5d B=%3d  fwd %8.3f ms %6.1f TF/s (%4.1f%% of GEMM)  bwd %8.3f ms %6.1f TF/s  fwd %.2f ns/token",
-                     maskName as NSString, L, batch, fwd, fwdTF, 100 * fwdTF / gemmTF, bwd, bwdTF, row.nsPerTokenForward))
-      }
-    }
-
-    struct Report: Codable { var date: String; var commit: String; var device: String; var heads: Int; var headDim: Int
-      var tokensPerCall: Int; var gemmBF16TFLOPs: Double; var gemmShape: String; var rows: [Row] }
-    let date = ISO8601DateFormatter().string(from: Date())
-    let report = Report(date: date, commit: commit, device: device.name, heads: heads, headDim: d, tokensPerCall: tokens,
-                        gemmBF16TFLOPs: gemmTF, gemmShape: "8192x8192x8192 bf16, fp32 accumulate", rows: rows)
-    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    try encoder.encode(report).write(to: URL(fileURLWithPath: out + "/gpu-attention.json"))
-    var md = "# HSTU attention on \(device.name)\n\n\(date), commit \(commit). bf16 q/k/v/dO, fp32 accumulation and outputs, "
-    md += "\(heads) heads × head dim \(d), \(tokens) tokens per call; TFLOP/s count only the (query, key) pairs the mask keeps "
-    md += "(forward 4·d per pair, backward 10·d). cuBLASLt bf16 GEMM 8192³ in the same run: \(String(format: "%.1f", gemmTF)) TFLOP/s.\n\n"
-    md += "| mask | L | batch | fwd ms | fwd TFLOP/s | fwd % of GEMM | bwd ms | bwd TFLOP/s | fwd ns/token | bwd ns/token |\n|---|---|---|---|---|---|---|---|---|---|\n"
-    for r in rows {
-      md += String(format: "| %@ | %d | %d | %.3f | %.1f | %.1f%% | %.3f | %.1f | %.2f | %.2f |\n", r.mask as NSString, r.L, r.batch, r.forwardMs,
-                   r.forwardTFLOPs, 100 * r.forwardOfGEMM, r.backwardMs, r.backwardTFLOPs, r.nsPerTokenForward, r.nsPerTokenBackward)
-    }
-    try md.write(toFile: out + "/gpu-attention.md", atomically: true, encoding: .utf8)
   }
 }

@@ -100,7 +100,7 @@ struct GPUStepBench: ParsableCommand {
     // Model FLOPs per step: the GEMMs (×3 for forward + backward) and the attention pairs the mask keeps.
     let w = 2 * heads * 2 * headDim, hv = heads * headDim
     let gemm = 6 * tokens * Double(dim * w + hv * dim) * Double(layers)
-    let pairs = Double(HSTUAttentionShape.keptPairs(lengths: [length], mask: mask)) * Double(batch * heads * layers)
+    let pairs = Double(AttentionShape.keptPairs(lengths: [length], mask: mask)) * Double(batch * heads * layers)
     let attention = pairs * 2 * Double(2 * headDim) + pairs * 2 * Double(5 * headDim)
     let tflops = (gemm + attention) / (ms * 1e-3) / 1e12
     let gemmRate = gemmSize > 0 ? try measuredGEMMRate(device) : .nan

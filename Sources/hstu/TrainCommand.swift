@@ -61,6 +61,9 @@ struct Train: ParsableCommand {
   @Option(help: "Override the preset's attention mask: causal, or semi-local `meta:K1:K2` (Meta's global tail rows) or `prefix:K1:K2` (global prefix columns).")
   var mask: String?
 
+  @Flag(inversion: .prefixedNo, help: "Override the preset's learned time-gap attention bias rab^t (HSTU; needs timestamps in the data).")
+  var timeBias: Bool?
+
   @Option(help: "Maximum epochs (default: the preset's).")
   var epochs: Int?
 
@@ -82,6 +85,7 @@ struct Train: ParsableCommand {
   func run() throws {
     var preset = try dataOptions.resolvedPreset()
     if let mask { preset.model.mask = try parseMask(mask) }
+    if let timeBias { preset.model.timeBias = timeBias }
     var train = preset.train
     if let epochs { guard epochs > 0 else { throw ValidationError("--epochs must be positive") }; train.epochs = epochs }
     if let patience { guard patience >= 0 else { throw ValidationError("--patience must be >= 0") }; train.patience = patience }

@@ -55,6 +55,21 @@ public struct JaggedShape {
   return UInt8(min(buckets, max(0, Int(Foundation.log(a) / 0.301))))
 }
 
+/// `thresholds[b]`: the least |Δt| ≥ 1 whose `hstuTimeBucket` is b or more (`Int64.max` when no
+/// Δt reaches b), for b in 0...buckets. The bucket is monotone in |Δt|, so these integers give it
+/// exactly; the GPU corrects its fast-log bucket with them.
+public func hstuTimeBucketThresholds(buckets: Int) -> [Int64] {
+  (0...buckets).map { b in
+    var low: Int64 = 1, high = Int64.max / 2
+    guard Int(hstuTimeBucket(high, buckets: buckets)) >= b else { return .max }
+    while low < high {
+      let mid = low + (high - low) / 2
+      if Int(hstuTimeBucket(mid, buckets: buckets)) >= b { high = mid } else { low = mid + 1 }
+    }
+    return low
+  }
+}
+
 extension CPUOps {
   /// Query rows per block; a block computes only the key ranges its rows can see.
   static let attentionBlockRows = 64

@@ -1,14 +1,16 @@
-/// Swift launchers for `AttentionKernels` (fused jagged HSTU attention, forward and backward).
+/// Swift launchers for `AttentionKernels`: fused jagged HSTU (SiLU) attention with its relative
+/// position and time biases, and SASRec's softmax attention, forward and backward.
 
 /// The shape of one attention call: a jagged batch of `batch` sequences whose longest has
 /// `maxLength` tokens, `heads` heads of `dqk` (query/key) and `dv` (value) columns.
-public struct HSTUAttentionShape {
+public struct AttentionShape {
   public var batch: Int
   public var maxLength: Int
   public var heads: Int
   public var dqk: Int
   public var dv: Int
-  /// The normaliser N (`.trueLength` divides by each sequence's history length n − targets).
+  /// The normaliser N of SiLU attention (`.trueLength` divides by each sequence's history length
+  /// n − targets); softmax attention ignores it.
   public var normalizer: AttentionNormalizer
   public var mask: AttentionMask
 
@@ -36,14 +38,43 @@ public struct HSTUAttentionShape {
   }
 }
 
+/// The time bias (rab^t) of one HSTU attention call: `table[bucket(queryTimes[i] − keyTimes[j])]`
+/// is added to S[i, j], with research HSTU's log buckets (`hstuTimeBucket`).
+public struct AttentionTimeBias {
+  /// Event time of each token (the key), and of the event it predicts (the query), `[T]`.
+  public var keyTimes: DeviceArray<Int64>
+  public var queryTimes: DeviceArray<Int64>
+  /// One scalar per bucket, `buckets + 1` entries (fp32).
+  public var table: DeviceArray<Float>
+  /// `hstuTimeBucketThresholds(buckets:)`, uploaded.
+  public var thresholds: DeviceArray<Int64>
+
+  public init(keyTimes: DeviceArray<Int64>, queryTimes: DeviceArray<Int64>, table: DeviceArray<Float>, thresholds: DeviceArray<Int64>) {
+    self.keyTimes = keyTimes
+    self.queryTimes = queryTimes
+    self.table = table
+    self.thresholds = thresholds
+  }
+
+  var buckets: Int { table.count - 1 }
+  var arguments: [KernelArgument] {
+    [.pointer(keyTimes.address), .pointer(queryTimes.address), .pointer(table.address), .pointer(thresholds.address), .int(Int32(buckets))]
+  }
+  static let absent: [KernelArgument] = [.pointer(0), .pointer(0), .pointer(0), .pointer(0), .int(0)]
+}
+
 extension CUDADevice {
   static let attentionForwardWarps = 8, attentionQueryTile = 64, attentionKeyTile = 64
 
-  private func attentionModule(_ shape: HSTUAttentionShape) throws -> CUDAModule {
+  /// The kernel variant: SiLU or softmax scores, with or without the time bias.
+  private func attentionModule(_ shape: AttentionShape, softmax: Bool = false, timeBias: Bool = false) throws -> CUDAModule {
     guard shape.dqk % 16 == 0, shape.dv % 16 == 0, (16...128).contains(shape.dqk), (16...128).contains(shape.dv) else {
-      throw CUDAError.unsupported("HSTU attention head dims must be multiples of 16 in 16...128 (dqk=\(shape.dqk), dv=\(shape.dv))")
+      throw CUDAError.unsupported("attention head dims must be multiples of 16 in 16...128 (dqk=\(shape.dqk), dv=\(shape.dv))")
     }
-    return try module("hstu_attention", source: AttentionKernels.source, defines: ["DQK": shape.dqk, "DV": shape.dv])
+    var defines = ["DQK": shape.dqk, "DV": shape.dv]
+    if softmax { defines["SOFTMAX"] = 1 }
+    if timeBias { defines["TIME_BIAS"] = 1 }
+    return try module("hstu_attention", source: AttentionKernels.source, defines: defines)
   }
 
   private func maskArguments(_ mask: AttentionMask) -> [KernelArgument] {
@@ -51,7 +82,7 @@ extension CUDADevice {
   }
 
   /// Fills the per-64-query-tile interval bounds that both attention kernels read.
-  private func attentionBounds(_ shape: HSTUAttentionShape, module: CUDAModule, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?) throws -> (DeviceArray<Int32>, Int) {
+  private func attentionBounds(_ shape: AttentionShape, module: CUDAModule, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?) throws -> (DeviceArray<Int32>, Int) {
     let tiles = (shape.maxLength + Self.attentionQueryTile - 1) / Self.attentionQueryTile
     let bounds = try allocate(Int32.self, count: max(1, shape.batch * tiles * 8))
     try launch(module.function("hstu_attention_bounds"), grid: (tiles, shape.batch, 1), block: (Self.attentionQueryTile, 1, 1),
@@ -59,7 +90,7 @@ extension CUDADevice {
     return (bounds, tiles)
   }
 
-  private func inverseNormalizer(_ shape: HSTUAttentionShape) -> Float {
+  private func inverseNormalizer(_ shape: AttentionShape) -> Float {
     if case .fixed(let n) = shape.normalizer { return 1 / Float(n) }
     return 0
   }
@@ -69,56 +100,116 @@ extension CUDADevice {
   /// split: their long rows are balanced by the many shorter ones, and atomics would only cost.
   static let attentionSplitTiles = 16
 
-  /// out = Σ_j mask · SiLU(q·k + pos) / N · v for every token and head; see `AttentionKernels`.
+  /// out = Σ_j mask · SiLU(q·k + pos + time) / N · v for every token and head; see `AttentionKernels`.
   /// `out` must span exactly the batch's tokens: it is zeroed first when rows are split.
   /// `targets` (optional) holds each sequence's number of target tokens; `pos` (optional, fp32,
-  /// `posLength` entries) is the relative-position bias by i − j, shared by heads.
+  /// `posLength` entries) is the relative-position bias by i − j, shared by heads; `time`
+  /// (optional) the time bias.
   public func hstuAttentionForward(
-    _ shape: HSTUAttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
+    _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>? = nil, pos: DeviceArray<Float>? = nil,
-    out: DeviceArray<Float>
+    time: AttentionTimeBias? = nil, out: DeviceArray<Float>
   ) throws {
-    let module = try attentionModule(shape)
+    let module = try attentionModule(shape, timeBias: time != nil)
+    try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
+                         bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
+                         out: out, logSumExp: nil, scale: 0, splitKeys: shape.mask.localWindow != nil)
+  }
+
+  /// Softmax attention (SASRec): out_i = Σ_j softmax_j(scale · q_i·k_j over the keys the mask
+  /// allows) v_j, and the row log-sum-exp (`[T, heads]`, natural log) for the backward.
+  public func softmaxAttentionForward(
+    _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
+    offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>? = nil, scale: Float,
+    out: DeviceArray<Float>, logSumExp: DeviceArray<Float>
+  ) throws {
+    let module = try attentionModule(shape, softmax: true)
+    try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
+                         bias: [.pointer(0), .int(0)] + AttentionTimeBias.absent, out: out, logSumExp: logSumExp,
+                         scale: scale, splitKeys: false)
+  }
+
+  private func attentionForward(
+    _ shape: AttentionShape, module: CUDAModule, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
+    offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?, bias: [KernelArgument], out: DeviceArray<Float>,
+    logSumExp: DeviceArray<Float>?, scale: Float, splitKeys: Bool
+  ) throws {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets)
     let rows = 16 * Self.attentionForwardWarps
     let shared = 2 * (rows * (shape.dqk + 8) + 2 * Self.attentionKeyTile * (shape.dqk + 8) + 2 * Self.attentionKeyTile * (shape.dv + 8))
     let keyTiles = (shape.maxLength + Self.attentionKeyTile - 1) / Self.attentionKeyTile
-    let splitTiles = shape.mask.localWindow == nil ? max(1, keyTiles) : Self.attentionSplitTiles
+    let splitTiles = splitKeys ? Self.attentionSplitTiles : max(1, keyTiles)
     let splits = (keyTiles + splitTiles - 1) / splitTiles
     if splits > 1 { try fill(out) }
     try launch(module.function("hstu_attention_forward"),
                grid: ((shape.maxLength + rows - 1) / rows, shape.heads * max(1, splits), shape.batch),
                block: (32 * Self.attentionForwardWarps, 1, 1), sharedBytes: shared,
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(offsets.address), .pointer(targets?.address ?? 0),
-                .pointer(bounds.address), .pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0)), .pointer(out.address),
-                .int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape)),
-                .int(Int32(max(1, splits))), .int(Int32(splitTiles))] + maskArguments(shape.mask))
+                .pointer(bounds.address)] + bias
+               + [.pointer(out.address), .pointer(logSumExp?.address ?? 0), .float(scale),
+                  .int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape)),
+                  .int(Int32(max(1, splits))), .int(Int32(splitTiles))] + maskArguments(shape.mask))
   }
 
   /// Gradients of `hstuAttentionForward`: dq, dk, dv (fp32, overwritten) and, when `pos` is
-  /// given, dPos (fp32, `pos.count` entries, overwritten) summed over heads.
+  /// given, dPos (fp32, `pos.count` entries, overwritten) and, with `time`, dTime (fp32,
+  /// `time.table.count` entries, overwritten), both summed over heads.
   public func hstuAttentionBackward(
-    _ shape: HSTUAttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
+    _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     dOut: DeviceArray<BFloat16>, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>? = nil,
-    pos: DeviceArray<Float>? = nil, dq: DeviceArray<Float>, dk: DeviceArray<Float>, dv: DeviceArray<Float>,
-    dPos: DeviceArray<Float>? = nil
+    pos: DeviceArray<Float>? = nil, time: AttentionTimeBias? = nil, dq: DeviceArray<Float>, dk: DeviceArray<Float>,
+    dv: DeviceArray<Float>, dPos: DeviceArray<Float>? = nil, dTime: DeviceArray<Float>? = nil
   ) throws {
-    let module = try attentionModule(shape)
+    guard (time == nil) == (dTime == nil) else { throw CUDAError.unsupported("hstuAttentionBackward: time bias and dTime go together") }
+    let module = try attentionModule(shape, timeBias: time != nil)
+    if let dPos { try fill(dPos) }
+    if let dTime { try fill(dTime) }
+    try attentionBackward(shape, module: module, q: q, k: k, v: v, dOut: dOut, offsets: offsets, targets: targets,
+                          bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
+                          softmax: [.pointer(0), .pointer(0), .float(0)], dq: dq, dk: dk, dv: dv,
+                          biasGradients: [.pointer(dPos?.address ?? 0), .pointer(dTime?.address ?? 0)],
+                          timeBuckets: time.map { $0.buckets + 1 } ?? 0)
+  }
+
+  /// Gradients of `softmaxAttentionForward` (given its `out` and `logSumExp`): dq, dk, dv (fp32, overwritten).
+  public func softmaxAttentionBackward(
+    _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
+    out: DeviceArray<Float>, dOut: DeviceArray<BFloat16>, logSumExp: DeviceArray<Float>, offsets: DeviceArray<Int32>,
+    targets: DeviceArray<Int32>? = nil, scale: Float, dq: DeviceArray<Float>, dk: DeviceArray<Float>, dv: DeviceArray<Float>
+  ) throws {
+    let module = try attentionModule(shape, softmax: true)
+    let mark = arena.mark()
+    defer { arena.release(to: mark) }
+    let items = logSumExp.count, delta = try allocate(Float.self, count: items)
+    try launch(module.function("softmax_attention_delta"), grid: ((items + 7) / 8, 1, 1), block: (256, 1, 1),
+               [.pointer(out.address), .pointer(dOut.address), .pointer(delta.address), .int(Int32(items / shape.heads)), .int(Int32(shape.heads))])
+    try attentionBackward(shape, module: module, q: q, k: k, v: v, dOut: dOut, offsets: offsets, targets: targets,
+                          bias: [.pointer(0), .int(0)] + AttentionTimeBias.absent,
+                          softmax: [.pointer(logSumExp.address), .pointer(delta.address), .float(scale)], dq: dq, dk: dk, dv: dv,
+                          biasGradients: [.pointer(0), .pointer(0)], timeBuckets: 0)
+  }
+
+  private func attentionBackward(
+    _ shape: AttentionShape, module: CUDAModule, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
+    dOut: DeviceArray<BFloat16>, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?, bias: [KernelArgument],
+    softmax: [KernelArgument], dq: DeviceArray<Float>, dk: DeviceArray<Float>, dv: DeviceArray<Float>,
+    biasGradients: [KernelArgument], timeBuckets: Int
+  ) throws {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets)
     try fill(dq)
-    if let dPos { try fill(dPos) }
     let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile
-    let shared = 2 * (bn * (shape.dqk + 8) + bn * (shape.dv + 8) + 2 * qt * (shape.dqk + 8) + 2 * qt * (shape.dv + 8) + bn * (qt + 8))
+    var shared = 2 * (bn * (shape.dqk + 8) + bn * (shape.dv + 8) + 2 * qt * (shape.dqk + 8) + 2 * qt * (shape.dv + 8) + bn * (qt + 8))
       + 4 * 3 * qt + 4 * (qt + bn)
+    if timeBuckets > 0 { shared = (shared + 7) / 8 * 8 + 8 * qt + 4 * timeBuckets }   // query times, dTime partial sums
     try launch(module.function("hstu_attention_backward"),
                grid: ((shape.maxLength + bn - 1) / bn, shape.heads, shape.batch), block: (128, 1, 1), sharedBytes: shared,
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(dOut.address), .pointer(offsets.address),
-                .pointer(targets?.address ?? 0), .pointer(bounds.address), .pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0)),
-                .pointer(dq.address), .pointer(dk.address), .pointer(dv.address), .pointer(dPos?.address ?? 0),
-                .int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape))] + maskArguments(shape.mask))
+                .pointer(targets?.address ?? 0), .pointer(bounds.address)] + bias + softmax
+               + [.pointer(dq.address), .pointer(dk.address), .pointer(dv.address)] + biasGradients
+               + [.int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape))] + maskArguments(shape.mask))
   }
 }

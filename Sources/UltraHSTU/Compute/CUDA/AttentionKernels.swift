@@ -2,17 +2,28 @@
 /// operands, fp32 accumulators).
 ///
 /// Per sequence b (tokens offsets[b]..<offsets[b+1], n of them) and head h:
-///   S[i,j] = q_i·k_j + pos[i-j],  P[i,j] = mask(i,j) · SiLU(S[i,j]) / N,  out_i = Σ_j P[i,j] v_j
+///   S[i,j] = q_i·k_j + pos[i-j] + time[bucket(τq_i − τk_j)],  P[i,j] = mask(i,j) · SiLU(S[i,j]) / N,
+///   out_i = Σ_j P[i,j] v_j
 /// (N is a constant, or each sequence's history length n − t.)
-///   dV = Pᵀ dO, dP = dO Vᵀ, dS = dP ⊙ mask ⊙ SiLU'(S) / N, dQ = dS K, dK = dSᵀ Q, dPos[i-j] += Σ_h dS
-/// with SiLU'(s) = σ(s)(1 + s(1 − σ(s))). The L×L matrices are never stored: the forward walks key
-/// tiles of each query tile, the backward walks query tiles of each key tile (dQ by fp32 atomics).
+///   dV = Pᵀ dO, dP = dO Vᵀ, dS = dP ⊙ mask ⊙ SiLU'(S) / N, dQ = dS K, dK = dSᵀ Q,
+///   dPos[i-j] += Σ_h dS, dTime[bucket] += Σ_h dS
+/// with SiLU'(s) = σ(s)(1 + s(1 − σ(s))). The time bias (rab^t, compiled in with TIME_BIAS=1) reads
+/// each token's key time τk and query time τq (the next event's) and research HSTU's log bucket.
+///
+/// SOFTMAX=1 compiles the same kernels as SASRec's softmax attention (no bias terms):
+///   P[i,j] = mask(i,j) · exp(S[i,j]·scale − lse_i),  out_i = Σ_j P[i,j] v_j,
+///   dS = P ⊙ (dP − Δ_i) · scale with Δ_i = dO_i · out_i (a pre-pass, `softmax_attention_delta`).
+/// The forward keeps a running row maximum and sum over the key tiles (online softmax, in base 2)
+/// and saves lse (natural log, [T, H]) for the backward, which recomputes P from it.
+///
+/// The L×L matrices are never stored: the forward walks key tiles of each query tile, the backward
+/// walks query tiles of each key tile (dQ by fp32 atomics).
 /// The mask is `AttentionMask`: each query sees at most the key intervals [0,a) and [b,c); a small
 /// pre-pass stores their extremes per 64-query tile, and both kernels visit only the key tiles those
 /// intervals touch (O((K1+K2)·L) work for semi-local masks) and mask element-wise only on tiles that
 /// are not entirely visible.
 ///
-/// Split keys (forward): a query tile whose visible key tiles outnumber `splitTiles` (the global
+/// Split keys (forward, SiLU only): a query tile whose visible key tiles outnumber `splitTiles` (the global
 /// tail rows of a semi-local mask see all L keys) is shared by several CTAs, each walking one run of
 /// `splitTiles` key tiles and adding its fp32 partial output with atomics into the zeroed output,
 /// so no CTA walks more than `splitTiles` tiles and time per token stays flat in L.
@@ -41,6 +52,41 @@ enum AttentionKernels {
 #define SV (DV + 8)
 #define SDS (QT + 8)
 #define BIG 0x3fffffff
+#ifndef TIME_BIAS
+#define TIME_BIAS 0
+#endif
+#ifndef SOFTMAX
+#define SOFTMAX 0
+#endif
+#define NEG_INF __int_as_float(0xff800000)
+#define LOG2E 1.4426950408889634f
+
+/// 2^x in one MUFU op (ex2.approx; 2^-inf = 0).
+__device__ __forceinline__ float exp2_fast(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+/// Maximum over the four threads of a quad (the threads that share an mma accumulator row).
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+/// hstuTimeBucket: clamp(trunc(ln(max(|dt|, 1)) / 0.301), 0, buckets), exactly: the fast log
+/// gives a bucket at most one off, which the host's integer thresholds (thr[b] = the least |dt|
+/// in bucket b or above) correct.
+__device__ __forceinline__ int time_bucket(long long dt, const long long* __restrict__ thr, int buckets) {
+  const long long a = max(dt < 0 ? -dt : dt, 1ll);
+  int b = min(max((int)(__logf((float)a) * (1.f / 0.301f)), 0), buckets);
+  if (b < buckets && a >= thr[b + 1]) ++b;
+  else if (b > 0 && a < thr[b]) --b;
+  return b;
+}
+
+/// The time bias's inputs (unused unless TIME_BIAS): per-token key and query times, the table
+/// (buckets + 1 entries) and the bucket thresholds.
+struct TimeBiasArgs { const long long* keyTimes; const long long* queryTimes; const float* table; const long long* thresholds; int buckets; };
 
 struct MaskArgs { int window, tail, prefix, contextual; };
 
@@ -100,14 +146,19 @@ __device__ __forceinline__ void load_tile(bf16_t* smem, const bf16_t* g, size_t 
 extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32, FWD_MIN_BLOCKS)
 hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
     const int* __restrict__ offsets, const int* __restrict__ targets, const int* __restrict__ bounds,
-    const float* __restrict__ pos, int posLength, float* __restrict__ out,
-    int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles,
+    const float* __restrict__ pos, int posLength,
+    const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes,
+    const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out,
+    float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles,
     int window, int tail, int prefix, int contextual) {
   extern __shared__ __align__(16) unsigned char shared[];
   bf16_t* sQ = (bf16_t*)shared;
   bf16_t* sK = sQ + BM * SQK;            // [2][BN][SQK]
   bf16_t* sV = sK + 2 * BN * SQK;        // [2][BN][SV]
   MaskArgs m = {window, tail, prefix, contextual};
+#if TIME_BIAS
+  const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
+#endif
 
   const int b = blockIdx.z, h = blockIdx.y / splits, split = blockIdx.y % splits;
   const int start = offsets[b], n = offsets[b + 1] - start;
@@ -138,6 +189,10 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   int a0 = 0, b0 = 0, c0 = 0, a1 = 0, b1 = 0, c1 = 0;
   if (row0 < n) key_intervals(row0, n, t, m, a0, b0, c0);
   if (row1 < n) key_intervals(row1, n, t, m, a1, b1, c1);
+#if TIME_BIAS
+  const long long* keyTime = time.keyTimes + start;
+  const long long qt0 = row0 < n ? time.queryTimes[start + row0] : 0, qt1 = row1 < n ? time.queryTimes[start + row1] : 0;
+#endif
 
   const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
   const bf16_t* kBase = k + (size_t)start * ldqk + h * DQK;
@@ -154,6 +209,11 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   #pragma unroll
   for (int x = 0; x < DV / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;
   u32 qf[DQK / 16][4];
+#if SOFTMAX
+  // Running maximum (base-2 scaled scores) and sum of this thread's two rows.
+  float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;
+  const float scale2 = scoreScale * LOG2E;
+#endif
 
   for (int it = itBegin; it < itEnd; ++it) {
     const int kt = it < e1 ? it : s2 + (it - e1);
@@ -190,9 +250,38 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
       }
     }
 
-    // P = mask ⊙ SiLU(S + pos) / N, packed straight into bf16 A fragments.
     const bool full = (k0 + BN <= amin) || (k0 >= bmax && k0 + BN <= cmin);
     u32 pf[BN / 16][4];
+#if SOFTMAX
+    // P = mask ⊙ 2^(S·scale·log2 e − m): the new row maxima rescale the running sums and O.
+    float tileMax0 = NEG_INF, tileMax1 = NEG_INF;
+    #pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) {
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int j = k0 + nt * 8 + 2 * tq + (e & 1);
+        const bool ok = full || (e < 2 ? allowed(j, a0, b0, c0) : allowed(j, a1, b1, c1));
+        s[nt][e] = ok ? s[nt][e] * scale2 : NEG_INF;
+        if (e < 2) tileMax0 = fmaxf(tileMax0, s[nt][e]); else tileMax1 = fmaxf(tileMax1, s[nt][e]);
+      }
+    }
+    const float new0 = fmaxf(m0, quad_max(tileMax0)), new1 = fmaxf(m1, quad_max(tileMax1));
+    const float ref0 = new0 == NEG_INF ? 0.f : new0, ref1 = new1 == NEG_INF ? 0.f : new1;   // rows with no key yet
+    const float corr0 = exp2_fast(m0 - ref0), corr1 = exp2_fast(m1 - ref1);
+    m0 = new0; m1 = new1; l0 *= corr0; l1 *= corr1;
+    #pragma unroll
+    for (int x = 0; x < DV / 8; ++x) { o[x][0] *= corr0; o[x][1] *= corr0; o[x][2] *= corr1; o[x][3] *= corr1; }
+    #pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) {
+      float p[4];
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) p[e] = exp2_fast(s[nt][e] - (e < 2 ? ref0 : ref1));
+      l0 += p[0] + p[1]; l1 += p[2] + p[3];
+      pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
+      pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
+    }
+#else
+    // P = mask ⊙ SiLU(S + bias) / N, packed straight into bf16 A fragments.
     #pragma unroll
     for (int nt = 0; nt < BN / 8; ++nt) {
       float p[4];
@@ -203,11 +292,15 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
         const bool ok = full || (e < 2 ? allowed(j, a0, b0, c0) : allowed(j, a1, b1, c1));
         float x = s[nt][e];
         if (pos) x += pos[min(max(i - j, 0), posLength - 1)];
+#if TIME_BIAS
+        if (ok) x += time.table[time_bucket((e < 2 ? qt0 : qt1) - keyTime[j], time.thresholds, time.buckets)];
+#endif
         p[e] = ok ? x * sigmoidf_fast(x) * invN : 0.f;
       }
       pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
       pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
     }
+#endif
 
     // O += P V.
     #pragma unroll
@@ -226,6 +319,15 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   cp_async_wait<0>();
 
   float* oBase = out + (size_t)start * ldv + h * DV;
+#if SOFTMAX
+  // O /= l, and lse = ln Σ exp(S·scale) = (m + log2 l) · ln 2 (rows that saw no key: O = 0, lse = 0).
+  l0 = quad_sum(l0); l1 = quad_sum(l1);
+  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+  #pragma unroll
+  for (int x = 0; x < DV / 8; ++x) { o[x][0] *= inv0; o[x][1] *= inv0; o[x][2] *= inv1; o[x][3] *= inv1; }
+  if (tq == 0 && row0 < n) lse[(size_t)(start + row0) * heads + h] = l0 > 0.f ? (m0 + __log2f(l0)) / LOG2E : 0.f;
+  if (tq == 0 && row1 < n) lse[(size_t)(start + row1) * heads + h] = l1 > 0.f ? (m1 + __log2f(l1)) / LOG2E : 0.f;
+#endif
   #pragma unroll
   for (int nt = 0; nt < DV / 8; ++nt) {
     const int col = nt * 8 + 2 * tq;
@@ -251,7 +353,10 @@ extern "C" __global__ void __launch_bounds__(BWD_WARPS * 32, BWD_MIN_BLOCKS)
 hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
     const bf16_t* __restrict__ dout, const int* __restrict__ offsets, const int* __restrict__ targets,
     const int* __restrict__ bounds, const float* __restrict__ pos, int posLength,
-    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dpos,
+    const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes,
+    const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets,
+    const float* __restrict__ lse, const float* __restrict__ delta, float scoreScale,
+    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dpos, float* __restrict__ dtime,
     int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual) {
   extern __shared__ __align__(16) unsigned char shared[];
   bf16_t* sK = (bf16_t*)shared;             // [BN][SQK]
@@ -261,6 +366,18 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
   bf16_t* sDS = sO + 2 * QT * SV;           // [BN][SDS]    dSᵀ
   int* sInt = (int*)(sDS + BN * SDS);       // [3][QT]      a, b, c of the tile's queries
   float* sPos = (float*)(sInt + 3 * QT);    // [QT + BN]    dPos partial sums by i - j
+#if TIME_BIAS
+  const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
+#endif
+#if TIME_BIAS
+  long long* sQT = (long long*)(((size_t)(sPos + QT + BN) + 7) & ~(size_t)7);   // [QT] query times
+  float* sTime = (float*)(sQT + QT);        // [buckets + 1] dTime partial sums
+#endif
+#if SOFTMAX
+  float* sLse = sPos;                       // [QT] the tile's lse · log2 e (no position bias here)
+  float* sDelta = sPos + QT;                // [QT] the tile's Δ
+  const float scale2 = scoreScale * LOG2E;
+#endif
   MaskArgs m = {window, tail, prefix, contextual};
 
   const int b = blockIdx.z, h = blockIdx.y;
@@ -304,6 +421,10 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
   #pragma unroll
   for (int x = 0; x < DV / 8; ++x) accV[x][0] = accV[x][1] = accV[x][2] = accV[x][3] = 0.f;
   const int key0 = k0 + warp * 16 + g, key1 = key0 + 8;   // this thread's two keys (rows of Sᵀ)
+#if TIME_BIAS
+  const long long kt0 = key0 < n ? time.keyTimes[start + key0] : 0, kt1 = key1 < n ? time.keyTimes[start + key1] : 0;
+  for (int x = threadIdx.x; x <= time.buckets; x += BWD_WARPS * 32) sTime[x] = 0.f;
+#endif
 
   for (int stage = 0; tile < nTiles; stage ^= 1) {
     const int q0 = tile * QT;
@@ -319,6 +440,13 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
       int a = 0, bb = 0, c = 0;
       if (q0 + x < n) key_intervals(q0 + x, n, t, m, a, bb, c);
       sInt[x] = a; sInt[QT + x] = bb; sInt[2 * QT + x] = c;
+#if SOFTMAX
+      sLse[x] = q0 + x < n ? lse[(size_t)(start + q0 + x) * heads + h] * LOG2E : 0.f;
+      sDelta[x] = q0 + x < n ? delta[(size_t)(start + q0 + x) * heads + h] : 0.f;
+#endif
+#if TIME_BIAS
+      sQT[x] = q0 + x < n ? time.queryTimes[start + q0 + x] : 0;
+#endif
     }
     if (pos) for (int x = threadIdx.x; x < QT + BN; x += BWD_WARPS * 32) sPos[x] = 0.f;
     cp_async_wait<1>();
@@ -375,9 +503,21 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
         const bool ok = full || allowed(j, sInt[il], sInt[QT + il], sInt[2 * QT + il]);
         float x = st[nt][e2];
         if (pos) x += pos[min(max(i - j, 0), posLength - 1)];
+#if TIME_BIAS
+        const int bucket = ok ? time_bucket(sQT[il] - (e2 < 2 ? kt0 : kt1), time.thresholds, time.buckets) : 0;
+        if (ok) x += time.table[bucket];
+#endif
+#if SOFTMAX
+        p[e2] = ok ? exp2_fast(x * scale2 - sLse[il]) : 0.f;
+        ds[e2] = p[e2] * (dpt[nt][e2] - sDelta[il]) * scoreScale;
+#else
         const float sg = sigmoidf_fast(x);
         p[e2] = ok ? x * sg * invN : 0.f;
         ds[e2] = ok ? dpt[nt][e2] * sg * (1.f + x * (1.f - sg)) * invN : 0.f;
+#endif
+#if TIME_BIAS
+        if (ds[e2] != 0.f) atomicAdd(&sTime[bucket], ds[e2]);
+#endif
       }
       if (pos) {
         add_pos(diag0 + nt * 8 - 8, ds[2] + carry0);
@@ -451,6 +591,11 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
     tile = nextTile;
   }
   cp_async_wait<0>();
+#if TIME_BIAS
+  __syncthreads();
+  for (int x = threadIdx.x; x <= time.buckets; x += BWD_WARPS * 32)
+    if (sTime[x] != 0.f) atomicAdd(dtime + x, sTime[x]);
+#endif
 
   float* dkBase = dk + (size_t)start * ldqk + h * DQK;
   float* dvBase = dv + (size_t)start * ldv + h * DV;
@@ -466,6 +611,19 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
     if (key0 < n) *(float2*)(dvBase + (size_t)key0 * ldv + col) = make_float2(accV[nt][0], accV[nt][1]);
     if (key1 < n) *(float2*)(dvBase + (size_t)key1 * ldv + col) = make_float2(accV[nt][2], accV[nt][3]);
   }
+}
+
+/// Softmax backward pre-pass: Δ[token, h] = Σ_c dO[token, h, c] · out[token, h, c], one warp per
+/// token and head.
+extern "C" __global__ void softmax_attention_delta(const float* __restrict__ out, const bf16_t* __restrict__ dout,
+    float* __restrict__ delta, int rows, int heads) {
+  const int item = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (item >= rows * heads) return;
+  const size_t base = (size_t)item * DV;   // [T, H, DV] row-major: (token, head) items are consecutive
+  float sum = 0.f;
+  for (int c = lane; c < DV; c += 32) sum += out[base + c] * bf16_to_float(dout[base + c]);
+  sum = warp_sum(sum);
+  if (lane == 0) delta[item] = sum;
 }
 """#
 }

@@ -1,9 +1,11 @@
-/// Element-wise ops, forward and backward: SiLU and dropout (fp32), plus the fp32 -> bf16 cast
-/// that feeds tensor-core kernels.
+/// Element-wise ops, forward and backward: SiLU, dropout (optionally onto a residual) and ReLU
+/// followed by dropout (fp32), plus the fp32 -> bf16 cast that feeds tensor-core kernels.
 ///
 ///   SiLU: y = x σ(x);  dx = dy · σ(x)(1 + x(1 − σ(x)))
-///   Dropout (rate p, counter-based): keep_i = unit(seed, stream, i) ≥ p;  y = x · keep / (1 − p);
-///   backward recomputes keep from (seed, stream, i), so no mask is stored.
+///   Dropout (rate p, counter-based): keep_i = unit(seed, stream, i) ≥ p;  y = r + x · keep / (1 − p)
+///   (r: an optional residual); backward recomputes keep from (seed, stream, i), so no mask is stored.
+///   ReLU then dropout (SASRec's feed-forward): y = max(x, 0), z = Dropout(y);
+///   backward dx = [y > 0] · Dropout(dz).
 enum ElementwiseKernels {
   static let source = CUDAPrelude.source + #"""
 extern "C" __global__ void silu_forward(const float* __restrict__ x, float* __restrict__ y, long long count) {
@@ -17,11 +19,36 @@ extern "C" __global__ void silu_backward(const float* __restrict__ x, const floa
   }
 }
 /// Forward (x -> y) and backward (dy -> dx) are the same map: both multiply by keep / (1 - p).
-extern "C" __global__ void dropout_apply(const float* __restrict__ x, float* __restrict__ y, long long count,
+/// Writes y (fp32) and/or yBF16; adds `residual` when given.
+extern "C" __global__ void dropout_apply(const float* __restrict__ x, const float* __restrict__ residual, float* __restrict__ y,
+    bf16_t* __restrict__ yBF16, long long count, float rate, u64 seed, u64 stream) {
+  const float scale = 1.f / (1.f - rate);
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+    float value = counter_unit(seed, stream, (u64)i) >= rate ? x[i] * scale : 0.f;
+    if (residual) value += residual[i];
+    if (y) y[i] = value;
+    if (yBF16) yBF16[i] = float_to_bf16(value);
+  }
+}
+/// x -> y = max(x, 0) in place, and z = bf16(Dropout(y)).
+extern "C" __global__ void relu_dropout_forward(float* __restrict__ x, bf16_t* __restrict__ z, long long count,
     float rate, u64 seed, u64 stream) {
   const float scale = 1.f / (1.f - rate);
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)
-    y[i] = counter_unit(seed, stream, (u64)i) >= rate ? x[i] * scale : 0.f;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+    const float y = fmaxf(x[i], 0.f);
+    x[i] = y;
+    z[i] = float_to_bf16(counter_unit(seed, stream, (u64)i) >= rate ? y * scale : 0.f);
+  }
+}
+/// dx = [y > 0] · Dropout(dz), in fp32 (in place on dz allowed) and bf16.
+extern "C" __global__ void relu_dropout_backward(const float* dz, const float* __restrict__ y, float* dx,
+    bf16_t* __restrict__ dxBF16, long long count, float rate, u64 seed, u64 stream) {
+  const float scale = 1.f / (1.f - rate);
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
+    const float g = y[i] > 0.f && counter_unit(seed, stream, (u64)i) >= rate ? dz[i] * scale : 0.f;
+    dx[i] = g;
+    dxBF16[i] = float_to_bf16(g);
+  }
 }
 extern "C" __global__ void cast_bf16(const float* __restrict__ x, bf16_t* __restrict__ y, long long count) {
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)
@@ -44,10 +71,25 @@ extension CUDADevice {
                [.pointer(x.address), .pointer(dy.address), .pointer(dx.address), .uint64(UInt64(x.count))])
   }
   /// Dropout forward (x -> y) or backward (dy -> dx): the same counter-based mask for the same
-  /// (seed, stream).
-  public func dropout(_ x: DeviceArray<Float>, into y: DeviceArray<Float>, rate: Float, seed: UInt64, stream: UInt64) throws {
+  /// (seed, stream). Writes `y` and/or `yBF16`, plus `residual` when given.
+  public func dropout(_ x: DeviceArray<Float>, into y: DeviceArray<Float>? = nil, intoBF16 yBF16: DeviceArray<BFloat16>? = nil,
+                      residual: DeviceArray<Float>? = nil, rate: Float, seed: UInt64, stream: UInt64) throws {
     try launch(elementwise("dropout_apply"), grid: gridFor(x.count), block: (256, 1, 1),
-               [.pointer(x.address), .pointer(y.address), .uint64(UInt64(x.count)), .float(rate), .uint64(seed), .uint64(stream)])
+               [.pointer(x.address), .pointer(residual?.address ?? 0), .pointer(y?.address ?? 0), .pointer(yBF16?.address ?? 0),
+                .uint64(UInt64(x.count)), .float(rate), .uint64(seed), .uint64(stream)])
+  }
+  /// `x = max(x, 0)` in place and `dropped = bf16(Dropout(x))`.
+  public func reluDropoutForward(_ x: DeviceArray<Float>, dropped: DeviceArray<BFloat16>, rate: Float, seed: UInt64, stream: UInt64) throws {
+    try launch(elementwise("relu_dropout_forward"), grid: gridFor(x.count), block: (256, 1, 1),
+               [.pointer(x.address), .pointer(dropped.address), .uint64(UInt64(x.count)), .float(rate), .uint64(seed), .uint64(stream)])
+  }
+  /// Backward of `reluDropoutForward` given its output `y`: `dx = [y > 0] · Dropout(dDropped)`
+  /// (fp32, may be `dDropped` itself) and its bf16 copy.
+  public func reluDropoutBackward(_ dDropped: DeviceArray<Float>, y: DeviceArray<Float>, dx: DeviceArray<Float>, dxBF16: DeviceArray<BFloat16>,
+                                  rate: Float, seed: UInt64, stream: UInt64) throws {
+    try launch(elementwise("relu_dropout_backward"), grid: gridFor(y.count), block: (256, 1, 1),
+               [.pointer(dDropped.address), .pointer(y.address), .pointer(dx.address), .pointer(dxBF16.address),
+                .uint64(UInt64(y.count)), .float(rate), .uint64(seed), .uint64(stream)])
   }
   public func castToBFloat16(_ x: DeviceArray<Float>, into y: DeviceArray<BFloat16>) throws {
     try launch(elementwise("cast_bf16"), grid: gridFor(x.count), block: (256, 1, 1), [.pointer(x.address), .pointer(y.address), .uint64(UInt64(x.count))])

@@ -5,8 +5,8 @@
 ///           layout [T, H, DP] (DP = head dim rounded up to 16, pad columns zero, so q·k and P·v are unchanged)
 ///   merge:  dpre = [du | dv | dq | dk] ⊙ SiLU'(pre)   (the inverse layout change, through SiLU; bf16, the
 ///           operand of the two backward GEMMs of W_uvqk)
-///   unpad:  o[T, H·d] = o_padded[T, H, DP];   pad: bf16 padded[T, H, DP] = x[T, H·d] (zeros in the pad)
-/// (unpad and pad are needed only when a head dim is not a multiple of 16.)
+/// (`HeadLayoutKernels` pads and unpads the attention's input and output when a head dim is not a
+/// multiple of 16.)
 /// When both head dims are multiples of 16 there is no padding: u, v, q, k are the four column
 /// ranges of pre as they are, and split and merge run as element-wise maps over 8-column chunks
 /// (16-byte loads and stores) instead of one block per token with a scalar column loop.
@@ -108,19 +108,6 @@ extern "C" __global__ void uvqk_merge_silu_backward(const bf16_t* __restrict__ p
     dpre[t * width + c] = float_to_bf16(g * silu_grad(bf16_to_float(pre[t * width + c])));
   }
 }
-
-extern "C" __global__ void unpad_heads(const float* __restrict__ padded, float* __restrict__ out, int heads, int d, int dp) {
-  const size_t t = blockIdx.x;
-  for (int c = threadIdx.x; c < heads * d; c += blockDim.x) out[t * heads * d + c] = padded[(t * heads + c / d) * dp + c % d];
-}
-
-extern "C" __global__ void pad_heads_bf16(const float* __restrict__ x, bf16_t* __restrict__ padded, int heads, int d, int dp) {
-  const size_t t = blockIdx.x;
-  for (int c = threadIdx.x; c < heads * dp; c += blockDim.x) {
-    const int h = c / dp, j = c % dp;
-    padded[t * heads * dp + c] = float_to_bf16(j < d ? x[t * heads * d + h * d + j] : 0.f);
-  }
-}
 """#
 }
 
@@ -134,9 +121,6 @@ extension CUDADevice {
   static func denseHeads(dv: Int, dqk: Int, _ addresses: [CUdeviceptr]) -> Bool {
     dv % 16 == 0 && dqk % 16 == 0 && addresses.allSatisfy { $0 % 16 == 0 }
   }
-
-  /// Head dim as the attention kernel stores it: rounded up to a multiple of 16.
-  public static func paddedHeadDim(_ d: Int) -> Int { (d + 15) / 16 * 16 }
 
   /// `u = SiLU(pre_u)` (fp32) and bf16 `v`, `q`, `k` = SiLU of their parts in the padded head layout.
   public func uvqkSplitSiLU(pre: DeviceArray<BFloat16>, u: DeviceArray<Float>, v: DeviceArray<BFloat16>, q: DeviceArray<BFloat16>,
@@ -167,17 +151,5 @@ extension CUDADevice {
                [.pointer(pre.address), .pointer(du.address), .pointer(dv.address), .pointer(dq.address), .pointer(dk.address),
                 .pointer(dPre.address), .int(Int32(heads)), .int(Int32(dvDim)), .int(Int32(dqkDim)),
                 .int(Int32(Self.paddedHeadDim(dvDim))), .int(Int32(Self.paddedHeadDim(dqkDim)))])
-  }
-
-  /// `out[T, H·d]` from the padded `[T, H, pad(d)]`.
-  public func unpadHeads(_ padded: DeviceArray<Float>, into out: DeviceArray<Float>, tokens: Int, heads: Int, dim: Int) throws {
-    try launch(blockKernel("unpad_heads"), grid: (tokens, 1, 1), block: (128, 1, 1),
-               [.pointer(padded.address), .pointer(out.address), .int(Int32(heads)), .int(Int32(dim)), .int(Int32(Self.paddedHeadDim(dim)))])
-  }
-
-  /// bf16 `[T, H, pad(d)]` (zero pad) from `x[T, H·d]`.
-  public func padHeadsBFloat16(_ x: DeviceArray<Float>, into padded: DeviceArray<BFloat16>, tokens: Int, heads: Int, dim: Int) throws {
-    try launch(blockKernel("pad_heads_bf16"), grid: (tokens, 1, 1), block: (128, 1, 1),
-               [.pointer(x.address), .pointer(padded.address), .int(Int32(heads)), .int(Int32(dim)), .int(Int32(Self.paddedHeadDim(dim)))])
   }
 }

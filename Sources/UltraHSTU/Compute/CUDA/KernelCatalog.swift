@@ -10,10 +10,15 @@ public enum CUDAKernelCatalog {
       ("sampled_softmax", SampledSoftmaxKernels.source, [:]),
       ("adamw", AdamWKernels.source, [:]),
       ("hstu_block", HSTUBlockKernels.source, [:]),
+      ("head_layout", HeadLayoutKernels.source, [:]),
       ("gemm_epilogue", GEMMEpilogueKernels.source, [:]),
       ("retrieval", RetrievalKernels.source, [:]),
     ]
-    for d in attentionDims { list.append(("hstu_attention", AttentionKernels.source, ["DQK": d.dqk, "DV": d.dv])) }
+    for d in attentionDims {
+      for variant in [[:], ["TIME_BIAS": 1], ["SOFTMAX": 1]] {
+        list.append(("hstu_attention", AttentionKernels.source, ["DQK": d.dqk, "DV": d.dv].merging(variant) { $1 }))
+      }
+    }
     return list
   }
 

@@ -1,0 +1,95 @@
+import ArgumentParser
+import Foundation
+import UltraHSTU
+
+/// `hstu gpu-bench`: HSTU attention forward/backward TFLOP/s (FLOPs the mask keeps) for L = 1k…16k,
+/// head dim 128, next to the cuBLASLt bf16 GEMM rate measured in the same run; and semi-local
+/// (K1 = K2 = 256) time per token vs L. Writes gpu-attention.json and gpu-attention.md.
+struct GPUBench: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "gpu-bench", abstract: "Benchmark the CUDA HSTU attention against cuBLASLt.",
+                                                  subcommands: [GPUStepBench.self])
+
+  @Option(help: "Folder for gpu-attention.json and gpu-attention.md.")
+  var out: String = "bench/results"
+
+  @Option(help: "Commit recorded with the results.")
+  var commit: String = "unknown"
+
+  @Option(help: "Tokens per call (batch = tokens / L).")
+  var tokens: Int = 32768
+
+  @Option(help: "Heads.")
+  var heads: Int = 4
+
+  @Option(help: "Timed repeats (median reported).")
+  var repeats: Int = 10
+
+  func run() throws {
+    let device = try CUDADevice(arenaBytes: 24 << 30)
+    let random = CounterRandom(seed: 5)
+    func median(_ t: [Double]) -> Double { t.sorted()[t.count / 2] }
+    func noise(_ count: Int, _ stream: UInt64) -> [BFloat16] {
+      (0..<count).map { BFloat16(random.unit(stream: stream, counter: UInt64($0)) - 0.5) }
+    }
+
+    // cuBLASLt bf16 GEMM on random data, 8192³.
+    let g = 8192
+    let mark0 = device.arena.mark()
+    let a = try device.array(noise(g * g, 1)), b = try device.array(noise(g * g, 2))
+    let c = try device.allocate(BFloat16.self, count: g * g)
+    let gemmMs = median(try device.time(warmup: 3, repeats: repeats) { try device.gemm(m: g, n: g, k: g, a: a, b: b, d: c) })
+    let gemmTF = 2 * Double(g * g) * Double(g) / (gemmMs * 1e-3) / 1e12
+    device.arena.release(to: mark0)
+    print(String(format: "device %@: cuBLASLt bf16 GEMM 8192^3: %.3f ms, %.1f TFLOP/s", device.name, gemmMs, gemmTF))
+
+    struct Row: Codable { var mask: String; var L: Int; var batch: Int; var forwardMs: Double; var backwardMs: Double
+      var forwardTFLOPs: Double; var backwardTFLOPs: Double; var forwardOfGEMM: Double; var nsPerTokenForward: Double; var nsPerTokenBackward: Double }
+    var rows: [Row] = []
+    let d = 128
+    for (maskName, mask) in [("causal", AttentionMask.causal), ("semi-local K1=K2=256", AttentionMask(localWindow: 256, globalTailRows: 256))] {
+      for L in [1024, 2048, 4096, 8192, 16384] {
+        let batch = max(1, tokens / L), total = batch * L
+        let mark = device.arena.mark()
+        defer { device.arena.release(to: mark) }
+        let shape = AttentionShape(batch: batch, maxLength: L, heads: heads, dqk: d, dv: d, normalizer: .fixed(L), mask: mask)
+        let q = try device.array(noise(total * heads * d, 10)), k = try device.array(noise(total * heads * d, 11))
+        let v = try device.array(noise(total * heads * d, 12)), dO = try device.array(noise(total * heads * d, 13))
+        let offsets = try device.array((0...batch).map { Int32($0 * L) })
+        let o = try device.allocate(Float.self, count: total * heads * d)
+        let dq = try device.allocate(Float.self, count: total * heads * d), dk = try device.allocate(Float.self, count: total * heads * d)
+        let dv = try device.allocate(Float.self, count: total * heads * d)
+        let fwd = median(try device.time(repeats: repeats) { try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, out: o) })
+        let bwd = median(try device.time(repeats: repeats) {
+          try device.hstuAttentionBackward(shape, q: q, k: k, v: v, dOut: dO, offsets: offsets, dq: dq, dk: dk, dv: dv)
+        })
+        let kept = Double(AttentionShape.keptPairs(lengths: [L], mask: mask)) * Double(batch * heads)
+        let fwdTF = 2 * kept * Double(2 * d) / (fwd * 1e-3) / 1e12
+        let bwdTF = 2 * kept * Double(5 * d) / (bwd * 1e-3) / 1e12
+        let row = Row(mask: maskName, L: L, batch: batch, forwardMs: fwd, backwardMs: bwd, forwardTFLOPs: fwdTF, backwardTFLOPs: bwdTF,
+                      forwardOfGEMM: fwdTF / gemmTF, nsPerTokenForward: fwd * 1e6 / Double(total), nsPerTokenBackward: bwd * 1e6 / Double(total))
+        rows.append(row)
+        print(String(format: "%-22@ L=%5d B=%3d  fwd %8.3f ms %6.1f TF/s (%4.1f%% of GEMM)  bwd %8.3f ms %6.1f TF/s  fwd %.2f ns/token",
+                     maskName as NSString, L, batch, fwd, fwdTF, 100 * fwdTF / gemmTF, bwd, bwdTF, row.nsPerTokenForward))
+      }
+    }
+
+    struct Report: Codable { var date: String; var commit: String; var device: String; var heads: Int; var headDim: Int
+      var tokensPerCall: Int; var gemmBF16TFLOPs: Double; var gemmShape: String; var rows: [Row] }
+    let date = ISO8601DateFormatter().string(from: Date())
+    let report = Report(date: date, commit: commit, device: device.name, heads: heads, headDim: d, tokensPerCall: tokens,
+                        gemmBF16TFLOPs: gemmTF, gemmShape: "8192x8192x8192 bf16, fp32 accumulate", rows: rows)
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(report).write(to: URL(fileURLWithPath: out + "/gpu-attention.json"))
+    var md = "# HSTU attention on \(device.name)\n\n\(date), commit \(commit). bf16 q/k/v/dO, fp32 accumulation and outputs, "
+    md += "\(heads) heads × head dim \(d), \(tokens) tokens per call; TFLOP/s count only the (query, key) pairs the mask keeps "
+    md += "(forward 4·d per pair, backward 10·d). cuBLASLt bf16 GEMM 8192³ in the same run: \(String(format: "%.1f", gemmTF)) TFLOP/s.\n\n"
+    md += "| mask | L | batch | fwd ms | fwd TFLOP/s | fwd % of GEMM | bwd ms | bwd TFLOP/s | fwd ns/token | bwd ns/token |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    for r in rows {
+      md += String(format: "| %@ | %d | %d | %.3f | %.1f | %.1f%% | %.3f | %.1f | %.2f | %.2f |\n", r.mask as NSString, r.L, r.batch, r.forwardMs,
+                   r.forwardTFLOPs, 100 * r.forwardOfGEMM, r.backwardMs, r.backwardTFLOPs, r.nsPerTokenForward, r.nsPerTokenBackward)
+    }
+    try md.write(toFile: out + "/gpu-attention.md", atomically: true, encoding: .utf8)
+  }
+}
