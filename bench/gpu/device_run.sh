@@ -8,7 +8,8 @@
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu (per-kernel times of cfg1 steps),
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), bench (ML-1M
-# training tokens/s of hstu-large and ultra-hstu).
+# training tokens/s of hstu-large and ultra-hstu), sasrec (ML-1M SASRec, the preset's epochs and patience),
+# timebias (hstu with rab^t on the embedded ml-latest-small, which has timestamps).
 # Every stage has a time cap and the whole call a budget ($BUDGET s); stages that would not fit are
 # skipped and say so. Logs go to $OUT/logs; the summary is printed last.
 cd "$(dirname "$0")"
@@ -75,6 +76,8 @@ for spec in "$@"; do
     bench)
       capped $bin-bench-hstu-large 45 $exe bench train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --output $LOG/$bin-gpu-train-hstu-large.json
       capped $bin-bench-ultra-hstu 45 $exe bench train --device cuda --data ratings_seq.tsv.gz --preset ultra-hstu --output $LOG/$bin-gpu-train-ultra-hstu.json ;;
+    sasrec) capped $bin-train-sasrec 150 $exe train --device cuda --data ratings_seq.tsv.gz --preset sasrec --output $LOG/$bin-train-sasrec.json ;;
+    timebias) capped $bin-train-hstu-rabt 150 $exe train --device cuda --preset hstu --time-bias --output $LOG/$bin-train-hstu-rabt.json ;;
     *) echo "unknown stage $stage" >> $LOG/summary.txt ;;
   esac
 done

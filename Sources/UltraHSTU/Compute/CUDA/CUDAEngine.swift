@@ -1,7 +1,7 @@
 /// A `Trainer`'s steps and evaluations on one GPU: `CUDAModel` for forward, loss, backward and
 /// AdamW, `CUDAEvaluator` for full ranking. Batches, dropout streams and negatives are the CPU
-/// trainer's, so the run follows the same path as on the CPU. Runs HSTU stacks with any input
-/// layout, mask and truncation, alone or as a mixture of transducers.
+/// trainer's, so the run follows the same path as on the CPU. Runs SASRec and HSTU stacks with any
+/// input layout, mask, attention bias and truncation, alone or as a mixture of transducers.
 public final class CUDAEngine: TrainingEngine {
   public let gpu: CUDAModel
   let evaluator: CUDAEvaluator

@@ -1,4 +1,4 @@
-/// A retrieval model on one GPU — a single HSTU stack (`SequentialModel`) or a mixture of
+/// A retrieval model on one GPU — a single HSTU or SASRec stack (`SequentialModel`) or a mixture of
 /// transducers — with the same parameters (names, shapes, `ParameterStore` layout) as fp32 master
 /// weights in device memory, their gradients and AdamW moments, and every activation a training
 /// step or an evaluation pass needs, all carved from the device arena once at init.
