@@ -19,10 +19,11 @@ let package = Package(
   ],
   targets: [
     .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+    // ml-latest-small's files; EmbeddedData.c compiles ratings.csv.gz into the binary.
+    .target(name: "EmbeddedData", exclude: ["ml-latest-small"]),
     .target(
       name: "UltraHSTU",
-      dependencies: ["CZlib"],
-      resources: [.copy("Resources/ml-latest-small")],
+      dependencies: ["CZlib", "EmbeddedData"],
       swiftSettings: optimize
     ),
     .executableTarget(

@@ -90,7 +90,7 @@ struct Ablation: ParsableCommand {
     for c in chosen where !all.contains(where: { $0.name == c }) {
       throw ValidationError("unknown configuration \(c); known: \(all.map(\.name).joined(separator: ", "))")
     }
-    guard let path = data ?? EmbeddedDataset.mlLatestSmallRatingsPath else { throw ValidationError("no --data and no embedded dataset") }
+    let path = try data ?? EmbeddedDataset.mlLatestSmallRatingsPath()
     let sequences = try DatasetLoader.load(path: path)
     let info = RunInfo.current()
     for (configName, model) in all where chosen.contains(configName) {

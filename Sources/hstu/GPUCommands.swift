@@ -131,11 +131,19 @@ struct ParityChecker {
     truncated.timeBias = true
     truncated.truncation?.supervisesDroppedRows = true
     try checkModelStep("hstu-large, action-aware, truncation, rab^t, timestamps", config: truncated, timestamps: true)
-    try checkModelStep("sasrec", config: Preset.sasrec.model)
+    // SASRec with its feed-forward biases raised by 4 (about 7 standard deviations of the
+    // pre-activations), so no ReLU input lies within bf16 rounding of zero: every gradient is
+    // compared element-wise at the usual tolerance. Then as initialised, by the relative L2 error.
+    let raised = { (store: ParameterStore) in
+      for e in store.entries where e.name.hasSuffix("ffn1.bias") { for i in 0..<e.count { store.value(e)[i] += 4 } }
+    }
+    try checkModelStep("sasrec, ReLU inputs away from 0", config: Preset.sasrec.model, adjust: raised)
+    try checkModelStep("sasrec", config: Preset.sasrec.model, reluFlips: true)
     var sasrec = Preset.sasrec.model
     sasrec.heads = 2
     sasrec.ffnDim = 96
-    try checkModelStep("sasrec, 2 heads, FFN 96", config: sasrec)
+    try checkModelStep("sasrec, 2 heads, FFN 96, ReLU inputs away from 0", config: sasrec, adjust: raised)
+    try checkModelStep("sasrec, 2 heads, FFN 96", config: sasrec, reluFlips: true)
   }
 
   // MARK: whole training step
@@ -143,11 +151,13 @@ struct ParityChecker {
   /// One training step of `config` (dropout and negatives on) on a batch of random rated
   /// histories built by the trainer, the same weights on CPU (`Trainer.lossAndGradients`) and GPU
   /// (`CUDAModel`): the loss and every parameter gradient. The GPU rounds GEMM operands, q, k, v
-  /// and dO to bf16; the CPU does not. SASRec's ReLU turns that rounding into a few whole flips:
-  /// a pre-activation within rounding of zero is kept on one side and dropped on the other, so one
-  /// row's full gradient differs; its gradients are compared by the relative L2 error, which a
-  /// wiring error moves by O(1) and a few flipped rows by far less than the tolerance.
-  mutating func checkModelStep(_ name: String, config: ModelConfig, train: TrainConfig = TrainConfig(), timestamps: Bool = false) throws {
+  /// and dO to bf16; the CPU does not. A ReLU turns that rounding into whole flips: a
+  /// pre-activation within rounding of zero is kept on one side and dropped on the other, and
+  /// that element's full gradient differs. With `reluFlips` the gradients are compared by the
+  /// relative L2 error at 1e-1 (measured 1–5e-2 for SASRec as initialised; a wiring error moves
+  /// it by O(1)). `adjust` edits the weights before both copies are made.
+  mutating func checkModelStep(_ name: String, config: ModelConfig, train: TrainConfig = TrainConfig(), timestamps: Bool = false,
+                               reluFlips: Bool = false, adjust: (ParameterStore) -> Void = { _ in }) throws {
     let mark = device.arena.mark()
     defer { device.arena.release(to: mark) }
     let itemCount = 400, lengths = [203, 80, 133, 4, 48, 260]
@@ -163,6 +173,7 @@ struct ParityChecker {
     var train = train
     train.batchSize = lengths.count
     let model = makeModel(config: config, data: data, seed: 11)
+    adjust(model.parameters)
     let trainer = Trainer(model: model, train: train, data: data, presetName: name, datasetName: "random")
     let batch = trainer.batches(epoch: 1)[0]
     let gpu = try CUDAModel(model, device: device, maxTokens: batch.tokenCount, maxSequences: batch.batchSize)
@@ -174,8 +185,8 @@ struct ParityChecker {
     record("step [\(name)] loss (\(batch.tokenCount) tokens)", [gpuLoss], [cpuLoss], tolerance: 1e-3)
     for e in gpu.entries {
       let cpu = Array(UnsafeBufferPointer(start: model.parameters.gradient(e), count: e.count))
-      record("step [\(name)] d \(e.name)", Array(gradients[e.offset..<(e.offset + e.count)]), cpu, tolerance: 3e-2,
-             l2: config.kind == .sasrec)
+      record("step [\(name)] d \(e.name)", Array(gradients[e.offset..<(e.offset + e.count)]), cpu,
+             tolerance: reluFlips ? 1e-1 : 3e-2, l2: reluFlips)
     }
   }
 

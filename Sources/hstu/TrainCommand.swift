@@ -17,9 +17,7 @@ struct DataOptions: ParsableArguments {
     guard let fmt = DatasetFormat(rawValue: format) else {
       throw ValidationError("unknown --format \(format); expected one of \(DatasetFormat.allCases.map(\.rawValue).joined(separator: ", "))")
     }
-    guard let path = data ?? EmbeddedDataset.mlLatestSmallRatingsPath else {
-      throw ValidationError("no --data given and the embedded dataset is not installed next to the binary")
-    }
+    let path = try data ?? EmbeddedDataset.mlLatestSmallRatingsPath()
     let started = Date()
     let sequences = try DatasetLoader.load(path: path, format: fmt)
     FileHandle.standardError.write(String(format: "loaded %@: %d users, %d items, %d events (%.2f s)\n", path,

@@ -24,7 +24,7 @@ import UltraHSTU
   }
 
   @Test func embeddedMovielensLatestSmall() throws {
-    let path = try #require(EmbeddedDataset.mlLatestSmallRatingsPath)
+    let path = try EmbeddedDataset.mlLatestSmallRatingsPath()
     let loaded = try DatasetLoader.loadDataset(path: path, cacheDirectory: nil)
     let s = loaded.sequences
     #expect(loaded.format == .movielensCSV)
