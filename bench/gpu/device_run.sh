@@ -6,7 +6,7 @@
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
-# breakdown (forward / backward / AdamW / host enqueue times), ncu (per-kernel times of cfg1 steps),
+# breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), bench (ML-1M
 # training tokens/s of hstu-large and ultra-hstu), sasrec (ML-1M SASRec, the preset's epochs and patience),
 # timebias (hstu with rab^t on the embedded ml-latest-small, which has timestamps).
@@ -64,11 +64,12 @@ for spec in "$@"; do
       capped $bin-breakdown-cfg1 60 $exe gpu-bench step $CFG1 --breakdown --gemm-size 0
       capped $bin-breakdown-cfg2 60 $exe gpu-bench step $CFG2 --breakdown --gemm-size 0
       capped $bin-breakdown-cfg3 60 $exe gpu-bench step $CFG3 --breakdown --gemm-size 0 ;;
-    ncu)
-      capped $bin-ncu-cfg1 90 /usr/local/cuda/bin/ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
-        --launch-skip 100 --launch-count 300 $exe gpu-bench step $CFG1 --repeats 1 --gemm-size 0
-      python3 $ROOT/bench/gpu/ncu_summary.py $LOG/$bin-ncu-cfg1.txt > $LOG/$bin-ncu-cfg1-summary.md 2>&1
-      head -12 $LOG/$bin-ncu-cfg1-summary.md >> $LOG/summary.txt ;;
+    ncu|ncu2|ncu3)
+      n=${stage#ncu}; n=${n:-1}; cfg=CFG$n; count=$((n == 1 ? 400 : 1200))
+      capped $bin-ncu-cfg$n 120 /usr/local/cuda/bin/ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
+        --launch-skip 100 --launch-count $count $exe gpu-bench step ${!cfg} --repeats 1 --gemm-size 0
+      python3 $ROOT/bench/gpu/ncu_summary.py $LOG/$bin-ncu-cfg$n.txt > $LOG/$bin-ncu-cfg$n-summary.md 2>&1
+      head -16 $LOG/$bin-ncu-cfg$n-summary.md >> $LOG/summary.txt ;;
     attention) capped $bin-gpu-bench-attention 90 $exe gpu-bench --out $LOG --commit "${HSTU_COMMIT:-unknown}" ;;
     train)
       capped $bin-train-hstu 60 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu --patience 0 --output $LOG/$bin-train-hstu.json
