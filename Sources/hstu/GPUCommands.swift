@@ -105,9 +105,11 @@ struct ParityChecker {
     try checkSoftmaxAttention(name: "causal, padded heads", lengths: [200, 77, 130, 1], heads: 2, headDim: 50, mask: .causal)
     try checkSoftmaxAttention(name: "window 40 + tail 16", lengths: [300, 45], heads: 2, headDim: 32,
                               mask: AttentionMask(localWindow: 40, globalTailRows: 16))
-    try checkLayerNorm(affine: false, gated: false)
-    try checkLayerNorm(affine: true, gated: false)
-    try checkLayerNorm(affine: false, gated: true)
+    for dim in [200, 50] {   // 16-byte accesses (dim % 4 == 0) and the scalar path
+      try checkLayerNorm(affine: false, gated: false, dim: dim)
+      try checkLayerNorm(affine: true, gated: false, dim: dim)
+      try checkLayerNorm(affine: false, gated: true, dim: dim)
+    }
     try checkElementwise()
     try checkEmbedding()
     try checkGEMM()
@@ -353,10 +355,10 @@ struct ParityChecker {
 
   // MARK: LayerNorm, LayerNorm·U
 
-  mutating func checkLayerNorm(affine: Bool, gated: Bool) throws {
+  mutating func checkLayerNorm(affine: Bool, gated: Bool, dim: Int) throws {
     let mark = device.arena.mark()
     defer { device.arena.release(to: mark) }
-    let rows = 333, dim = 200, eps: Float = 1e-6, count = rows * dim
+    let rows = 333, eps: Float = 1e-6, count = rows * dim
     let x = randoms(count, scale: 2), dy = randoms(count)
     let gamma = affine ? randoms(dim) : [], beta = affine ? randoms(dim) : []
     let u = gated ? randoms(count) : []
@@ -388,7 +390,7 @@ struct ParityChecker {
     try device.layerNormBackward(dy: gdy, x: gx, gamma: gg, beta: gb, gate: gu, mean: gmean, rstd: grstd, dx: gdx,
                                  dGamma: affine ? gdg : nil, dBeta: affine ? gdb : nil, dGate: gdu, rows: rows, dim: dim)
     try device.synchronize()
-    let label = gated ? "LayerNorm(o)·u" : (affine ? "LayerNorm affine" : "LayerNorm")
+    let label = (gated ? "LayerNorm(o)·u" : (affine ? "LayerNorm affine" : "LayerNorm")) + " dim \(dim)"
     record("\(label) forward", try device.download(gy), y, tolerance: 1e-5)
     record("\(label) dx", try device.download(gdx), dx, tolerance: 1e-4)
     if affine {

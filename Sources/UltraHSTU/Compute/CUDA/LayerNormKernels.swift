@@ -11,8 +11,9 @@
 ///   forward output, and to dy before the backward uses it (the same mask);
 /// - the backward may add its dx into the existing dx (the residual branch) and also write a bf16
 ///   copy of the sum.
-/// Each lane keeps its columns lane + 32·j (j < J, 32·J ≥ dim; J a compile-time instance) in
-/// registers, so the inputs are read once and the dropout mask is computed once per element.
+/// Each lane keeps its V-column chunks lane + 32·j (j < J, 32·J·V ≥ dim; J and V compile-time
+/// instances, V = 4 for 16-byte accesses) in registers, so the inputs are read once and the dropout
+/// mask is computed once per element.
 enum LayerNormKernels {
   static let source = CUDAPrelude.source + #"""
 #define ROWS_PER_BLOCK 8
@@ -21,33 +22,66 @@ __device__ __forceinline__ float dropout_keep(float value, float rate, u64 seed,
   return rate > 0.f ? (counter_unit(seed, stream, (u64)index) >= rate ? value / (1.f - rate) : 0.f) : value;
 }
 
+/// V consecutive fp32 (V = 4: one 16-byte access; the address is 4·V-byte aligned) to and from
+/// registers, and V bf16 (8 bytes for V = 4).
+template <int V> __device__ __forceinline__ void load_v(const float* p, float (&o)[V]) {
+  if constexpr (V == 4) { const float4 t = *(const float4*)p; o[0] = t.x; o[1] = t.y; o[2] = t.z; o[3] = t.w; }
+  else { o[0] = *p; }
+}
+template <int V> __device__ __forceinline__ void store_v(float* p, const float (&o)[V]) {
+  if constexpr (V == 4) *(float4*)p = make_float4(o[0], o[1], o[2], o[3]);
+  else *p = o[0];
+}
+template <int V> __device__ __forceinline__ void store_bf16_v(bf16_t* p, const float (&o)[V]) {
+  if constexpr (V == 4) *(uint2*)p = make_uint2(pack_bf16x2(o[0], o[1]), pack_bf16x2(o[2], o[3]));
+  else *p = float_to_bf16(o[0]);
+}
+
 /// Forward. gamma/beta may be null (no affine); u may be null (plain LayerNorm) or the gate;
-/// y (fp32) and yh (bf16) may each be null.
-template <int J>
+/// y (fp32) and yh (bf16) may each be null. Lane l holds the V-column chunks l + 32·j (j < J).
+template <int J, int V>
 __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__ x, const float* __restrict__ gamma,
     const float* __restrict__ beta, const float* __restrict__ u, float* __restrict__ y, bf16_t* __restrict__ yh,
     float* __restrict__ mean, float* __restrict__ rstd, int rows, int dim, float eps, float rate, u64 seed, u64 stream) {
   const int row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= rows) return;
-  const float* xr = x + (size_t)row * dim;
-  float xv[J], s = 0.f;
+  const size_t base = (size_t)row * dim;
+  float xv[J][V], s = 0.f;
   #pragma unroll
-  for (int j = 0; j < J; ++j) { const int c = lane + 32 * j; xv[j] = c < dim ? xr[c] : 0.f; s += xv[j]; }
+  for (int j = 0; j < J; ++j) {
+    const int c = (lane + 32 * j) * V;
+    if (c < dim) load_v<V>(x + base + c, xv[j]);
+    else {
+      #pragma unroll
+      for (int i = 0; i < V; ++i) xv[j][i] = 0.f;
+    }
+    #pragma unroll
+    for (int i = 0; i < V; ++i) s += xv[j][i];
+  }
   const float mu = warp_sum(s) / dim;
   float v = 0.f;
   #pragma unroll
-  for (int j = 0; j < J; ++j) if (lane + 32 * j < dim) { const float d = xv[j] - mu; v += d * d; }
+  for (int j = 0; j < J; ++j)
+    if ((lane + 32 * j) * V < dim) {
+      #pragma unroll
+      for (int i = 0; i < V; ++i) { const float d = xv[j][i] - mu; v += d * d; }
+    }
   const float r = rsqrtf(warp_sum(v) / dim + eps);
   #pragma unroll
   for (int j = 0; j < J; ++j) {
-    const int c = lane + 32 * j;
+    const int c = (lane + 32 * j) * V;
     if (c >= dim) break;
-    const size_t i = (size_t)row * dim + c;
-    float n = (xv[j] - mu) * r;
-    if (gamma) n = n * gamma[c] + beta[c];
-    const float out = dropout_keep(u ? u[i] * n : n, rate, seed, stream, i);
-    if (y) y[i] = out;
-    if (yh) yh[i] = float_to_bf16(out);
+    float g[V], b[V], uv[V], out[V];
+    if (gamma) { load_v<V>(gamma + c, g); load_v<V>(beta + c, b); }
+    if (u) load_v<V>(u + base + c, uv);
+    #pragma unroll
+    for (int i = 0; i < V; ++i) {
+      float n = (xv[j][i] - mu) * r;
+      if (gamma) n = n * g[i] + b[i];
+      out[i] = dropout_keep(u ? uv[i] * n : n, rate, seed, stream, base + c + i);
+    }
+    if (y) store_v<V>(y + base + c, out);
+    if (yh) store_bf16_v<V>(yh + base + c, out);
   }
   if (lane == 0) { mean[row] = mu; rstd[row] = r; }
 }
@@ -55,7 +89,7 @@ __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__
 /// Backward: dx overwritten (or, with accumulate, added to) and/or written as bf16 (dxh);
 /// dgamma/dbeta (if affine) accumulated; du (if gated) overwritten. dy is taken through the
 /// forward's dropout mask first.
-template <int J>
+template <int J, int V>
 __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict__ dy, const float* __restrict__ x,
     const float* __restrict__ gamma, const float* __restrict__ beta, const float* __restrict__ u,
     const float* __restrict__ mean, const float* __restrict__ rstd, float* __restrict__ dx, bf16_t* __restrict__ dxh,
@@ -66,32 +100,43 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
   __syncthreads();
   const int row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row < rows) {
-    const float* xr = x + (size_t)row * dim;
     const size_t base = (size_t)row * dim;
     const float mu = mean[row], r = rstd[row];
-    float xh[J], gg[J], sg = 0.f, sgx = 0.f;
+    float xh[J][V], gg[J][V], sg = 0.f, sgx = 0.f;
     #pragma unroll
     for (int j = 0; j < J; ++j) {
-      const int c = lane + 32 * j;
-      xh[j] = 0.f; gg[j] = 0.f;
+      const int c = (lane + 32 * j) * V;
+      #pragma unroll
+      for (int i = 0; i < V; ++i) { xh[j][i] = 0.f; gg[j][i] = 0.f; }
       if (c >= dim) continue;
-      xh[j] = (xr[c] - mu) * r;
-      const float d = dropout_keep(dy[base + c], rate, seed, stream, base + c);
-      const float up = u ? d * u[base + c] : d;
-      if (gamma) { atomicAdd(&acc[c], up * xh[j]); atomicAdd(&acc[dim + c], up); }
-      if (u) du[base + c] = d * (gamma ? xh[j] * gamma[c] + beta[c] : xh[j]);
-      gg[j] = gamma ? up * gamma[c] : up;
-      sg += gg[j]; sgx += gg[j] * xh[j];
+      float xv[V], dyv[V], uv[V], g[V], b[V], duv[V];
+      load_v<V>(x + base + c, xv);
+      load_v<V>(dy + base + c, dyv);
+      if (u) load_v<V>(u + base + c, uv);
+      if (gamma) { load_v<V>(gamma + c, g); load_v<V>(beta + c, b); }
+      #pragma unroll
+      for (int i = 0; i < V; ++i) {
+        xh[j][i] = (xv[i] - mu) * r;
+        const float d = dropout_keep(dyv[i], rate, seed, stream, base + c + i);
+        const float up = u ? d * uv[i] : d;
+        if (gamma) { atomicAdd(&acc[c + i], up * xh[j][i]); atomicAdd(&acc[dim + c + i], up); }
+        if (u) duv[i] = d * (gamma ? xh[j][i] * g[i] + b[i] : xh[j][i]);
+        gg[j][i] = gamma ? up * g[i] : up;
+        sg += gg[j][i]; sgx += gg[j][i] * xh[j][i];
+      }
+      if (u) store_v<V>(du + base + c, duv);
     }
     sg = warp_sum(sg) / dim; sgx = warp_sum(sgx) / dim;
     #pragma unroll
     for (int j = 0; j < J; ++j) {
-      const int c = lane + 32 * j;
+      const int c = (lane + 32 * j) * V;
       if (c >= dim) break;
-      float out = r * (gg[j] - sg - xh[j] * sgx);
-      if (accumulate) out += dx[base + c];
-      if (dx) dx[base + c] = out;
-      if (dxh) dxh[base + c] = float_to_bf16(out);
+      float out[V], prior[V];
+      if (accumulate) load_v<V>(dx + base + c, prior);
+      #pragma unroll
+      for (int i = 0; i < V; ++i) out[i] = r * (gg[j][i] - sg - xh[j][i] * sgx) + (accumulate ? prior[i] : 0.f);
+      if (dx) store_v<V>(dx + base + c, out);
+      if (dxh) store_bf16_v<V>(dxh + base + c, out);
     }
   }
   if (gamma) {
@@ -100,23 +145,29 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
   }
 }
 
-/// The instances: layernorm_forward_J / layernorm_backward_J for rows of at most 32·J columns.
-#define LAYERNORM_INSTANCE(J) \
-extern "C" __global__ void layernorm_forward_##J(const float* x, const float* gamma, const float* beta, const float* u, \
+/// The instances: layernorm_{forward,backward}_J_V for rows of at most 32·J·V columns, V columns
+/// per access (V = 4 needs dim % 4 == 0 and 16-byte aligned fp32 rows).
+#define LAYERNORM_INSTANCE(J, V) \
+extern "C" __global__ void layernorm_forward_##J##_##V(const float* x, const float* gamma, const float* beta, const float* u, \
     float* y, bf16_t* yh, float* mean, float* rstd, int rows, int dim, float eps, float rate, u64 seed, u64 stream) { \
-  layernorm_forward_rows<J>(x, gamma, beta, u, y, yh, mean, rstd, rows, dim, eps, rate, seed, stream); \
+  layernorm_forward_rows<J, V>(x, gamma, beta, u, y, yh, mean, rstd, rows, dim, eps, rate, seed, stream); \
 } \
-extern "C" __global__ void layernorm_backward_##J(const float* dy, const float* x, const float* gamma, const float* beta, \
+extern "C" __global__ void layernorm_backward_##J##_##V(const float* dy, const float* x, const float* gamma, const float* beta, \
     const float* u, const float* mean, const float* rstd, float* dx, bf16_t* dxh, int accumulate, float* dgamma, \
     float* dbeta, float* du, int rows, int dim, float rate, u64 seed, u64 stream) { \
-  layernorm_backward_rows<J>(dy, x, gamma, beta, u, mean, rstd, dx, dxh, accumulate, dgamma, dbeta, du, rows, dim, rate, seed, stream); \
+  layernorm_backward_rows<J, V>(dy, x, gamma, beta, u, mean, rstd, dx, dxh, accumulate, dgamma, dbeta, du, rows, dim, rate, seed, stream); \
 }
-LAYERNORM_INSTANCE(2)
-LAYERNORM_INSTANCE(4)
-LAYERNORM_INSTANCE(8)
-LAYERNORM_INSTANCE(16)
-LAYERNORM_INSTANCE(32)
-LAYERNORM_INSTANCE(64)
+LAYERNORM_INSTANCE(2, 1)
+LAYERNORM_INSTANCE(4, 1)
+LAYERNORM_INSTANCE(8, 1)
+LAYERNORM_INSTANCE(16, 1)
+LAYERNORM_INSTANCE(32, 1)
+LAYERNORM_INSTANCE(64, 1)
+LAYERNORM_INSTANCE(1, 4)
+LAYERNORM_INSTANCE(2, 4)
+LAYERNORM_INSTANCE(4, 4)
+LAYERNORM_INSTANCE(8, 4)
+LAYERNORM_INSTANCE(16, 4)
 """#
 }
 
@@ -134,12 +185,17 @@ public struct DropoutMask: Sendable {
 }
 
 extension CUDADevice {
-  /// The instance of `name` (layernorm_forward or layernorm_backward) whose lanes hold `dim` columns.
-  private func layerNormKernel(_ name: String, dim: Int) throws -> CUDAFunction {
-    guard let j = [2, 4, 8, 16, 32, 64].first(where: { 32 * $0 >= dim }) else {
+  /// The instance of `name` (layernorm_forward or layernorm_backward) whose lanes hold `dim`
+  /// columns: 16-byte accesses when `dim` is a multiple of 4, every fp32 array is 16-byte aligned
+  /// and the bf16 output 8-byte aligned.
+  private func layerNormKernel(_ name: String, dim: Int, _ arrays: [DeviceArray<Float>?], bf16 output: DeviceArray<BFloat16>?) throws -> CUDAFunction {
+    let aligned = arrays.allSatisfy { ($0?.address ?? 0) % 16 == 0 } && (output?.address ?? 0) % 8 == 0
+    let vector = dim % 4 == 0 && aligned ? 4 : 1
+    let chunks = vector == 4 ? [1, 2, 4, 8, 16] : [2, 4, 8, 16, 32, 64]
+    guard let j = chunks.first(where: { 32 * $0 * vector >= dim }) else {
       throw CUDAError.unsupported("LayerNorm over \(dim) > 2048 columns")
     }
-    return try module("layernorm", source: LayerNormKernels.source).function("\(name)_\(j)")
+    return try module("layernorm", source: LayerNormKernels.source).function("\(name)_\(j)_\(vector)")
   }
 
   private func dropoutArguments(_ mask: DropoutMask?) -> [KernelArgument] {
@@ -152,7 +208,7 @@ extension CUDADevice {
                                gate u: DeviceArray<Float>? = nil, y: DeviceArray<Float>? = nil, yBF16: DeviceArray<BFloat16>? = nil,
                                dropout: DropoutMask? = nil, mean: DeviceArray<Float>, rstd: DeviceArray<Float>,
                                rows: Int, dim: Int, eps: Float) throws {
-    try launch(layerNormKernel("layernorm_forward", dim: dim), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
+    try launch(layerNormKernel("layernorm_forward", dim: dim, [x, gamma, beta, u, y], bf16: yBF16), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
                [.pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0), .pointer(u?.address ?? 0),
                 .pointer(y?.address ?? 0), .pointer(yBF16?.address ?? 0), .pointer(mean.address), .pointer(rstd.address),
                 .int(Int32(rows)), .int(Int32(dim)), .float(eps)] + dropoutArguments(dropout))
@@ -167,7 +223,7 @@ extension CUDADevice {
                                 dGamma: DeviceArray<Float>? = nil, dBeta: DeviceArray<Float>? = nil, dGate: DeviceArray<Float>? = nil,
                                 rows: Int, dim: Int) throws {
     guard !accumulate || dx != nil else { throw CUDAError.unsupported("layerNormBackward: accumulate needs dx") }
-    try launch(layerNormKernel("layernorm_backward", dim: dim), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
+    try launch(layerNormKernel("layernorm_backward", dim: dim, [dy, x, gamma, beta, u, dx, dGate], bf16: dxBF16), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
                sharedBytes: gamma == nil ? 0 : 8 * dim,
                [.pointer(dy.address), .pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0),
                 .pointer(u?.address ?? 0), .pointer(mean.address), .pointer(rstd.address), .pointer(dx?.address ?? 0),
