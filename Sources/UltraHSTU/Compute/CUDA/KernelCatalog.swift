@@ -8,7 +8,6 @@ public enum CUDAKernelCatalog {
       ("elementwise", ElementwiseKernels.source, [:]),
       ("embedding", EmbeddingKernels.source, [:]),
       ("sampled_softmax", SampledSoftmaxKernels.source, [:]),
-      ("sampled_softmax", SampledSoftmaxKernels.source, ["LOSS_TABLE_BF16": 1]),
       ("adamw", AdamWKernels.source, [:]),
       ("hstu_block", HSTUBlockKernels.source, [:]),
       ("head_layout", HeadLayoutKernels.source, [:]),

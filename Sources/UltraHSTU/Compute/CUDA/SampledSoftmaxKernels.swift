@@ -23,10 +23,8 @@
 /// loss_table_gradient 0.47, loss_scatter 0.12, scans 0.01; the kernel they replace (two reads of
 /// every candidate row, a 16-byte atomic per 4 columns of dTable) took 2.92 ms.
 ///
-/// Compile-time constants (`-D`): LOSS_DIM (the embedding dim), LOSS_VEC (columns per vector
-/// load, chosen by the host from dim and pointer alignment) and LOSS_TABLE_BF16: `loss_rows` reads
-/// the candidate rows from the bf16 copy of the table (half the bytes of its dominant read, the
-/// precision of a bf16 autocast matmul); `loss_table_gradient` projects with the fp32 table.
+/// Compile-time constants (`-D`): LOSS_DIM (the embedding dim) and LOSS_VEC (columns per vector
+/// load, chosen by the host from dim and pointer alignment).
 enum SampledSoftmaxKernels {
   static let source = CUDAPrelude.source + #"""
 #ifndef LOSS_DIM
@@ -34,14 +32,6 @@ enum SampledSoftmaxKernels {
 #endif
 #ifndef LOSS_VEC
 #define LOSS_VEC 4
-#endif
-#ifndef LOSS_TABLE_BF16
-#define LOSS_TABLE_BF16 0
-#endif
-#if LOSS_TABLE_BF16
-typedef bf16_t table_t;
-#else
-typedef float table_t;
 #endif
 constexpr int D = LOSS_DIM, V = LOSS_VEC;
 constexpr int ROW_WARPS = 4;        // warps per block of loss_rows
@@ -58,18 +48,6 @@ __device__ __forceinline__ void load_vec(const float* p, float (&o)[V]) {
     o[0] = *p;
   }
 }
-/// V consecutive bf16 (aligned to 2·V bytes) as floats.
-__device__ __forceinline__ void load_vec(const bf16_t* p, float (&o)[V]) {
-  if constexpr (V == 4) {
-    const uint2 t = *(const uint2*)p;
-    o[0] = __uint_as_float(t.x << 16); o[1] = __uint_as_float(t.x & 0xffff0000u);
-    o[2] = __uint_as_float(t.y << 16); o[3] = __uint_as_float(t.y & 0xffff0000u);
-  } else if constexpr (V == 2) {
-    const u32 t = *(const u32*)p; o[0] = __uint_as_float(t << 16); o[1] = __uint_as_float(t & 0xffff0000u);
-  } else {
-    o[0] = bf16_to_float(*p);
-  }
-}
 __device__ __forceinline__ void store_vec(float* p, const float (&o)[V]) {
   if constexpr (V == 4) *(float4*)p = make_float4(o[0], o[1], o[2], o[3]);
   else if constexpr (V == 2) *(float2*)p = make_float2(o[0], o[1]);
@@ -82,7 +60,7 @@ struct Row {
   /// Whether chunk j of `lane` exists (constant-folded when D/V is a multiple of 32).
   static __device__ __forceinline__ bool has(int lane, int j) { return chunks % 32 == 0 || lane + 32 * j < chunks; }
   static __device__ __forceinline__ int column(int lane, int j) { return (lane + 32 * j) * V; }
-  template <typename T> static __device__ __forceinline__ void load(const T* row, int lane, float (&f)[J][V]) {
+  static __device__ __forceinline__ void load(const float* row, int lane, float (&f)[J][V]) {
     #pragma unroll
     for (int j = 0; j < J; ++j) {
       if (has(lane, j)) load_vec(row + column(lane, j), f[j]);
@@ -117,7 +95,7 @@ constexpr int ROW_MIN_BLOCKS = J * V <= 8 ? 7 : 1;
 /// coef[r, k] = g_rk / ‖u_r‖ (so that g_rk û_r = coef · u_r). counts[c] += 1 for each candidate c.
 /// Shared: z [R + 1], the warps' a [ROW_WARPS·D], û [D], ê_0 [D], m and s [ROW_WARPS each], 32 scratch.
 extern "C" __global__ void __launch_bounds__(ROW_WARPS * 32, ROW_MIN_BLOCKS)
-loss_rows(const float* __restrict__ user, const table_t* __restrict__ table,
+loss_rows(const float* __restrict__ user, const float* __restrict__ table,
     const int* __restrict__ positives, const int* __restrict__ negatives, const float* __restrict__ weights,
     float* __restrict__ loss, float* __restrict__ duser, float* __restrict__ coef, int* __restrict__ counts,
     int R, float temperature, float eps, float gradScale) {
@@ -374,21 +352,18 @@ loss_table_gradient(const float* __restrict__ user, const float* __restrict__ ta
 }
 
 extension CUDADevice {
-  /// The widest vector (4, 2 or 1 columns) that divides `dim` and to which every fp32 address
-  /// (and the bf16 one, at half the bytes) is aligned.
-  static func lossVectorWidth(dim: Int, _ addresses: [CUdeviceptr], bf16 half: CUdeviceptr?) -> Int {
+  /// The widest float vector (4, 2 or 1 columns) that divides `dim` and to which every address is aligned.
+  static func lossVectorWidth(dim: Int, _ addresses: [CUdeviceptr]) -> Int {
     var v = 4
-    while v > 1 && (dim % v != 0 || addresses.contains { $0 % CUdeviceptr(4 * v) != 0 } || (half ?? 0) % CUdeviceptr(2 * v) != 0) { v /= 2 }
+    while v > 1 && (dim % v != 0 || addresses.contains { $0 % CUdeviceptr(4 * v) != 0 }) { v /= 2 }
     return v
   }
 
   /// Per-row losses (`loss[r]`, 0 where weight is 0), dUser (overwritten) and dTable (accumulated).
-  /// The returned gradients are those of Σ w_r loss_r / Σ w_r; pass that `weightSum`. With
-  /// `tableBF16` (the bf16 copy of `table`) the logits read the candidates from it.
+  /// The returned gradients are those of Σ w_r loss_r / Σ w_r; pass that `weightSum`.
   /// Scratch (coefficients, counts, buckets: about 8·rows·(1 + R) + 8·items bytes) comes from the
   /// arena and is released before returning.
-  public func sampledSoftmaxLoss(user: DeviceArray<Float>, table: DeviceArray<Float>, tableBF16: DeviceArray<BFloat16>? = nil,
-                                 positives: DeviceArray<Int32>,
+  public func sampledSoftmaxLoss(user: DeviceArray<Float>, table: DeviceArray<Float>, positives: DeviceArray<Int32>,
                                  negatives: DeviceArray<Int32>, weights: DeviceArray<Float>, weightSum: Float,
                                  loss: DeviceArray<Float>, dUser: DeviceArray<Float>, dTable: DeviceArray<Float>,
                                  rows: Int, dim: Int, numNegatives: Int, temperature: Float, eps: Float = 1e-6) throws {
@@ -402,13 +377,12 @@ extension CUDADevice {
     let tileSums = try allocate(Int32.self, count: tiles), start = try allocate(Int32.self, count: items + 1)
     let bucket = try allocate(Int32.self, count: 2 * entries)
 
-    let vector = Self.lossVectorWidth(dim: dim, [user.address, table.address, dTable.address], bf16: tableBF16?.address)
-    let m = try module("sampled_softmax", source: SampledSoftmaxKernels.source,
-                       defines: ["LOSS_DIM": dim, "LOSS_VEC": vector, "LOSS_TABLE_BF16": tableBF16 == nil ? 0 : 1])
+    let vector = Self.lossVectorWidth(dim: dim, [user.address, table.address, dTable.address])
+    let m = try module("sampled_softmax", source: SampledSoftmaxKernels.source, defines: ["LOSS_DIM": dim, "LOSS_VEC": vector])
     try fill(counts)
     let rowShared = 4 * (6 * dim + 8 + 32 + (1 + numNegatives))
     try launch(try m.function("loss_rows"), grid: (rows, 1, 1), block: (128, 1, 1), sharedBytes: rowShared,
-               [.pointer(user.address), .pointer(tableBF16?.address ?? table.address), .pointer(positives.address),
+               [.pointer(user.address), .pointer(table.address), .pointer(positives.address),
                 .pointer(negatives.address), .pointer(weights.address), .pointer(loss.address), .pointer(dUser.address),
                 .pointer(coef.address), .pointer(counts.address), .int(Int32(numNegatives)), .float(temperature), .float(eps),
                 .float(1 / max(weightSum, 1e-12))])
