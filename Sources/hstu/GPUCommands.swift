@@ -482,8 +482,8 @@ struct ParityChecker {
     record("GEMM bf16 (cuBLASLt) + bias + residual", try device.download(gd), ref, tolerance: 1e-3)
     // Transposed operands (the backward's dX = dY·Wᵀ and dW = Xᵀ·dY), fp32 operands.
     let dy = randoms(m * n)
-    var dxRef = [Float](repeating: 0, count: m * k), dwRef = [Float](repeating: 0, count: k * n)
-    CPUOps.linearBackward(dy, x, weight: w, &dxRef, dWeight: &dwRef, dBias: nil, rows: m, inDim: k, outDim: n)
+    var dxRef = [Float](repeating: 0, count: m * k), dwRef = [Float](repeating: 0, count: k * n), dbRef = [Float](repeating: 0, count: n)
+    CPUOps.linearBackward(dy, x, weight: w, &dxRef, dWeight: &dwRef, dBias: &dbRef, rows: m, inDim: k, outDim: n)
     let gdy = try device.array(dy), gx32 = try device.array(x), gw32 = try device.array(w)
     let gdx = try device.allocate(Float.self, count: m * k), gdw = try device.allocate(Float.self, count: k * n)
     try device.gemm(m: m, n: k, k: n, a: gdy, b: gw32, transB: true, d: gdx)
@@ -491,6 +491,10 @@ struct ParityChecker {
     try device.synchronize()
     record("GEMM fp32 dX = dY·Wᵀ (tf32 allowed)", try device.download(gdx), dxRef, tolerance: 1e-2)
     record("GEMM fp32 dW = Xᵀ·dY", try device.download(gdw), dwRef, tolerance: 1e-2)
+    let gdb = try device.array([Float](repeating: 0, count: n))
+    try device.biasGradient(gdy, into: gdb, rows: m, cols: n)
+    try device.synchronize()
+    record("bias gradient (column sum of dY)", try device.download(gdb), dbRef, tolerance: 1e-5)
   }
 
   // MARK: sampled softmax

@@ -6,15 +6,23 @@
 /// (cuBLASLt would do the column sum as an m = 1 GEMM: one output tile, so one SM reads all of dD.)
 enum GEMMEpilogueKernels {
   static let source = CUDAPrelude.source + #"""
-/// Grid-stride over row chunks: each thread sums its columns over the block's rows, then one
+/// Each block sums a chunk of rows: a thread owns columns, and keeps four rows' loads in flight
+/// (four partial sums) so the column walk is not one dependent load after another; then one
 /// atomic per column and block.
 extern "C" __global__ void bias_gradient(const float* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
   const int rowsPerBlock = (rows + gridDim.x - 1) / gridDim.x;
   const int r0 = blockIdx.x * rowsPerBlock, r1 = min(rows, r0 + rowsPerBlock);
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-    float s = 0.f;
-    for (int r = r0; r < r1; ++r) s += dy[(size_t)r * cols + c];
-    if (r1 > r0) atomicAdd(dbias + c, s);
+    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+      s0 += dy[(size_t)r * cols + c];
+      s1 += dy[(size_t)(r + 1) * cols + c];
+      s2 += dy[(size_t)(r + 2) * cols + c];
+      s3 += dy[(size_t)(r + 3) * cols + c];
+    }
+    for (; r < r1; ++r) s0 += dy[(size_t)r * cols + c];
+    if (r1 > r0) atomicAdd(dbias + c, (s0 + s1) + (s2 + s3));
   }
 }
 """#
