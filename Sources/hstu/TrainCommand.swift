@@ -83,7 +83,12 @@ struct Train: ParsableCommand {
   func run() throws {
     var preset = try dataOptions.resolvedPreset()
     if let mask { preset.model.mask = try parseMask(mask) }
-    if let timeBias { preset.model.timeBias = timeBias }
+    if let timeBias {
+      guard !timeBias || preset.model.kind == .hstu else {
+        throw ValidationError("--time-bias: rab^t is an HSTU attention bias; preset \(preset.name) is \(preset.model.kind.rawValue)")
+      }
+      preset.model.timeBias = timeBias
+    }
     var train = preset.train
     if let epochs { guard epochs > 0 else { throw ValidationError("--epochs must be positive") }; train.epochs = epochs }
     if let patience { guard patience >= 0 else { throw ValidationError("--patience must be >= 0") }; train.patience = patience }
