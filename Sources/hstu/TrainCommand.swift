@@ -95,6 +95,9 @@ struct Train: ParsableCommand {
     if let seed { train.seed = seed }
     if resume && checkpoint == nil { throw ValidationError("--resume needs --checkpoint") }
     let (data, name) = try dataOptions.load()
+    if preset.model.timeBias && preset.model.kind == .hstu && data.timestamps == nil {
+      FileHandle.standardError.write("note: \(name) has no timestamps, so the time bias rab^t of \(preset.name) stays off\n".data(using: .utf8)!)
+    }
     let model = makeModel(config: preset.model, data: data, seed: train.seed)
     let trainer = Trainer(model: model, train: train, data: data, presetName: preset.name, datasetName: name)
     trainer.engine = try deviceOption.engine(model: model, train: train)
