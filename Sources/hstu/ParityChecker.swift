@@ -86,6 +86,13 @@ struct ParityChecker {
     try checkAdamW()
     try checkModelStep("hstu", config: Preset.hstu.model)
     try checkModelStep("hstu-large", config: Preset.hstuLarge.model)
+    // Head dims that are multiples of 16 take the unpadded split/merge kernels (the benchmark configs').
+    var dense = Preset.hstuLarge.model
+    dense.embeddingDim = 64
+    dense.attentionDim = 32
+    dense.linearDim = 32
+    dense.layers = 3
+    try checkModelStep("hstu, 2 heads × 32 (unpadded heads)", config: dense)
     var interleaved = Preset.hstu.model
     interleaved.input = .interleaved
     try checkModelStep("hstu, interleaved actions", config: interleaved)
