@@ -22,6 +22,23 @@ __device__ __forceinline__ float sigmoidf_fast(float x) {
 /// The exact-rounding sigmoid for fp32 ops checked to 1e-5 against the CPU.
 __device__ __forceinline__ float sigmoidf_exact(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
+/// N consecutive floats at p (N = 1, 2 or 4; p aligned to 4·N bytes) to and from registers, in
+/// one access.
+template <int N> __device__ __forceinline__ void load_vec(const float* p, float (&o)[N]) {
+  if constexpr (N == 4) {
+    const float4 t = *(const float4*)p; o[0] = t.x; o[1] = t.y; o[2] = t.z; o[3] = t.w;
+  } else if constexpr (N == 2) {
+    const float2 t = *(const float2*)p; o[0] = t.x; o[1] = t.y;
+  } else {
+    o[0] = *p;
+  }
+}
+template <int N> __device__ __forceinline__ void store_vec(float* p, const float (&o)[N]) {
+  if constexpr (N == 4) *(float4*)p = make_float4(o[0], o[1], o[2], o[3]);
+  else if constexpr (N == 2) *(float2*)p = make_float2(o[0], o[1]);
+  else *p = o[0];
+}
+
 __device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 
 /// 16 bytes global -> shared without a register round trip; `valid == false` writes zeros.

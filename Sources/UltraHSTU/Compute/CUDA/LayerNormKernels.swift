@@ -22,17 +22,8 @@ __device__ __forceinline__ float dropout_keep(float value, float rate, u64 seed,
   return rate > 0.f ? (counter_unit(seed, stream, (u64)index) >= rate ? value / (1.f - rate) : 0.f) : value;
 }
 
-/// V consecutive fp32 (V = 4: one 16-byte access; the address is 4·V-byte aligned) to and from
-/// registers, and V bf16 (8 bytes for V = 4).
-template <int V> __device__ __forceinline__ void load_v(const float* p, float (&o)[V]) {
-  if constexpr (V == 4) { const float4 t = *(const float4*)p; o[0] = t.x; o[1] = t.y; o[2] = t.z; o[3] = t.w; }
-  else { o[0] = *p; }
-}
-template <int V> __device__ __forceinline__ void store_v(float* p, const float (&o)[V]) {
-  if constexpr (V == 4) *(float4*)p = make_float4(o[0], o[1], o[2], o[3]);
-  else *p = o[0];
-}
-template <int V> __device__ __forceinline__ void store_bf16_v(bf16_t* p, const float (&o)[V]) {
+/// V floats as bf16 (one 8-byte store for V = 4; p aligned to 2·V bytes).
+template <int V> __device__ __forceinline__ void store_bf16_vec(bf16_t* p, const float (&o)[V]) {
   if constexpr (V == 4) *(uint2*)p = make_uint2(pack_bf16x2(o[0], o[1]), pack_bf16x2(o[2], o[3]));
   else *p = float_to_bf16(o[0]);
 }
@@ -50,7 +41,7 @@ __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__
   #pragma unroll
   for (int j = 0; j < J; ++j) {
     const int c = (lane + 32 * j) * V;
-    if (c < dim) load_v<V>(x + base + c, xv[j]);
+    if (c < dim) load_vec(x + base + c, xv[j]);
     else {
       #pragma unroll
       for (int i = 0; i < V; ++i) xv[j][i] = 0.f;
@@ -72,16 +63,16 @@ __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__
     const int c = (lane + 32 * j) * V;
     if (c >= dim) break;
     float g[V], b[V], uv[V], out[V];
-    if (gamma) { load_v<V>(gamma + c, g); load_v<V>(beta + c, b); }
-    if (u) load_v<V>(u + base + c, uv);
+    if (gamma) { load_vec(gamma + c, g); load_vec(beta + c, b); }
+    if (u) load_vec(u + base + c, uv);
     #pragma unroll
     for (int i = 0; i < V; ++i) {
       float n = (xv[j][i] - mu) * r;
       if (gamma) n = n * g[i] + b[i];
       out[i] = dropout_keep(u ? uv[i] * n : n, rate, seed, stream, base + c + i);
     }
-    if (y) store_v<V>(y + base + c, out);
-    if (yh) store_bf16_v<V>(yh + base + c, out);
+    if (y) store_vec(y + base + c, out);
+    if (yh) store_bf16_vec(yh + base + c, out);
   }
   if (lane == 0) { mean[row] = mu; rstd[row] = r; }
 }
@@ -110,10 +101,10 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
       for (int i = 0; i < V; ++i) { xh[j][i] = 0.f; gg[j][i] = 0.f; }
       if (c >= dim) continue;
       float xv[V], dyv[V], uv[V], g[V], b[V], duv[V];
-      load_v<V>(x + base + c, xv);
-      load_v<V>(dy + base + c, dyv);
-      if (u) load_v<V>(u + base + c, uv);
-      if (gamma) { load_v<V>(gamma + c, g); load_v<V>(beta + c, b); }
+      load_vec(x + base + c, xv);
+      load_vec(dy + base + c, dyv);
+      if (u) load_vec(u + base + c, uv);
+      if (gamma) { load_vec(gamma + c, g); load_vec(beta + c, b); }
       #pragma unroll
       for (int i = 0; i < V; ++i) {
         xh[j][i] = (xv[i] - mu) * r;
@@ -124,7 +115,7 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
         gg[j][i] = gamma ? up * g[i] : up;
         sg += gg[j][i]; sgx += gg[j][i] * xh[j][i];
       }
-      if (u) store_v<V>(du + base + c, duv);
+      if (u) store_vec(du + base + c, duv);
     }
     sg = warp_sum(sg) / dim; sgx = warp_sum(sgx) / dim;
     #pragma unroll
@@ -132,11 +123,11 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
       const int c = (lane + 32 * j) * V;
       if (c >= dim) break;
       float out[V], prior[V];
-      if (accumulate) load_v<V>(dx + base + c, prior);
+      if (accumulate) load_vec(dx + base + c, prior);
       #pragma unroll
       for (int i = 0; i < V; ++i) out[i] = r * (gg[j][i] - sg - xh[j][i] * sgx) + (accumulate ? prior[i] : 0.f);
-      if (dx) store_v<V>(dx + base + c, out);
-      if (dxh) store_bf16_v<V>(dxh + base + c, out);
+      if (dx) store_vec(dx + base + c, out);
+      if (dxh) store_bf16_vec(dxh + base + c, out);
     }
   }
   if (gamma) {

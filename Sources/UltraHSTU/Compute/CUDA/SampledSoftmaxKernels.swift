@@ -38,22 +38,6 @@ constexpr int ROW_WARPS = 4;        // warps per block of loss_rows
 constexpr int SCAN_THREADS = 1024;  // threads per scan block; each scans 4 counts
 constexpr int SCAN_TILE = 4 * SCAN_THREADS;
 
-/// V consecutive floats at p (aligned to 4·V bytes).
-__device__ __forceinline__ void load_vec(const float* p, float (&o)[V]) {
-  if constexpr (V == 4) {
-    const float4 t = *(const float4*)p; o[0] = t.x; o[1] = t.y; o[2] = t.z; o[3] = t.w;
-  } else if constexpr (V == 2) {
-    const float2 t = *(const float2*)p; o[0] = t.x; o[1] = t.y;
-  } else {
-    o[0] = *p;
-  }
-}
-__device__ __forceinline__ void store_vec(float* p, const float (&o)[V]) {
-  if constexpr (V == 4) *(float4*)p = make_float4(o[0], o[1], o[2], o[3]);
-  else if constexpr (V == 2) *(float2*)p = make_float2(o[0], o[1]);
-  else *p = o[0];
-}
-
 /// A row of D floats spread over a warp: lane l holds the V-column chunks l, l + 32, …
 struct Row {
   static constexpr int chunks = D / V, J = (chunks + 31) / 32;
