@@ -218,7 +218,7 @@ final class CUDAEncoder {
                                  idStride: actionEmbeddings.count, rows: t, out: x0, dim: d, scale: scale, accumulate: true)
     }
     if let mask = pass.dropout(rate: config.inputDropout, layer: 0xFFF, site: 0) {
-      try device.dropout(x0, into: x0, rate: mask.rate, seed: mask.seed, stream: mask.stream)
+      try device.dropout(x0, into: x0, mask: mask)
     }
     for (l, layer) in layers.enumerated() {
       if truncates && l == layersBefore {
@@ -270,7 +270,7 @@ final class CUDAEncoder {
     }
     let t = full.rows, dx0 = dResidual.prefix(t * d), scale = Float(d).squareRoot()
     if let mask = pass.dropout(rate: config.inputDropout, layer: 0xFFF, site: 0) {
-      try device.dropout(dx0, into: dx0, rate: mask.rate, seed: mask.seed, stream: mask.stream)
+      try device.dropout(dx0, into: dx0, mask: mask)
     }
     let gradients = parameters.gradients
     try device.embeddingScatterAdd(dOut: dx0, ids: items, dTable: gradients.slice(itemEmbedding), dim: d, scale: scale)

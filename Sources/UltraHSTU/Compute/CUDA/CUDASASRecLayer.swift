@@ -90,13 +90,11 @@ final class CUDASASRecLayer: CUDAEncoderLayer {
     try device.layerNormForward(x: x2, gamma: values.slice(ln2Gamma), beta: values.slice(ln2Beta), y: n2, yBF16: n2BF16,
                                 mean: mean2, rstd: rstd2, rows: rows, dim: d, eps: 1e-6)
     try device.gemm(m: rows, n: f, k: d, a: n2BF16, b: weights.slice(ffn1Weight), d: hidden, bias: values.slice(ffn1Bias))
-    let drop1 = pass.dropout(rate: config.linearDropout, layer: index, site: 1)
-    try device.reluDropoutForward(hidden.prefix(rows * f), dropped: hiddenDropped, rate: drop1?.rate ?? 0,
-                                  seed: drop1?.seed ?? 0, stream: drop1?.stream ?? 0)
+    try device.reluDropoutForward(hidden.prefix(rows * f), dropped: hiddenDropped,
+                                  mask: pass.dropout(rate: config.linearDropout, layer: index, site: 1))
     try device.gemm(m: rows, n: d, k: f, a: hiddenDropped, b: weights.slice(ffn2Weight), d: sc.rowsD, bias: values.slice(ffn2Bias))
-    let drop2 = pass.dropout(rate: config.linearDropout, layer: index, site: 2)
-    try device.dropout(sc.rowsD.prefix(rows * d), into: out, residual: n2, rate: drop2?.rate ?? 0, seed: drop2?.seed ?? 0,
-                       stream: drop2?.stream ?? 0)
+    try device.dropout(sc.rowsD.prefix(rows * d), into: out, residual: n2,
+                       mask: pass.dropout(rate: config.linearDropout, layer: index, site: 2))
   }
 
   func backward(_ gradient: DeviceArray<Float>, gradientBF16: DeviceArray<BFloat16>, input x: DeviceArray<Float>,
@@ -105,16 +103,14 @@ final class CUDASASRecLayer: CUDAEncoderLayer {
     let values = parameters.values, weights = parameters.valuesBF16, grads = parameters.gradients, sc = scratch
     let dY = gradient.prefix(rows * d)
     // x' = n₂ + Dropout(z·W₂ + b₂):  dT = Dropout(dY) (fp32 rowsD, bf16 rowsDBF16).
-    let drop2 = pass.dropout(rate: config.linearDropout, layer: index, site: 2)
-    try device.dropout(dY, into: sc.rowsD, intoBF16: sc.rowsDBF16, rate: drop2?.rate ?? 0, seed: drop2?.seed ?? 0, stream: drop2?.stream ?? 0)
+    try device.dropout(dY, into: sc.rowsD, intoBF16: sc.rowsDBF16, mask: pass.dropout(rate: config.linearDropout, layer: index, site: 2))
     try device.gemm(m: f, n: d, k: rows, a: hiddenDropped.prefix(rows * f), transA: true, b: sc.rowsDBF16, d: grads.slice(ffn2Weight))
     try device.biasGradient(sc.rowsD, into: grads.slice(ffn2Bias), rows: rows, cols: d)
     try device.gemm(m: rows, n: f, k: d, a: sc.rowsDBF16, b: weights.slice(ffn2Weight), transB: true, d: sc.rowsF)
     // h = ReLU(n₂·W₁ + b₁), z = Dropout(h).
-    let drop1 = pass.dropout(rate: config.linearDropout, layer: index, site: 1)
     let dHidden = sc.rowsF.prefix(rows * f)
     try device.reluDropoutBackward(dHidden, y: hidden.prefix(rows * f), dx: dHidden, dxBF16: sc.dHiddenBF16,
-                                   rate: drop1?.rate ?? 0, seed: drop1?.seed ?? 0, stream: drop1?.stream ?? 0)
+                                   mask: pass.dropout(rate: config.linearDropout, layer: index, site: 1))
     try device.gemm(m: d, n: f, k: rows, a: n2BF16.prefix(rows * d), transA: true, b: sc.dHiddenBF16, d: grads.slice(ffn1Weight))
     try device.biasGradient(dHidden, into: grads.slice(ffn1Bias), rows: rows, cols: f)
     try device.gemm(m: rows, n: d, k: f, a: sc.dHiddenBF16, b: weights.slice(ffn1Weight), transB: true, d: sc.dN2, residual: dY)

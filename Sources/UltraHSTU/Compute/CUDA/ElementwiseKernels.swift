@@ -71,25 +71,25 @@ extension CUDADevice {
                [.pointer(x.address), .pointer(dy.address), .pointer(dx.address), .uint64(UInt64(x.count))])
   }
   /// Dropout forward (x -> y) or backward (dy -> dx): the same counter-based mask for the same
-  /// (seed, stream). Writes `y` and/or `yBF16`, plus `residual` when given.
+  /// (seed, stream); a nil mask copies. Writes `y` and/or `yBF16`, plus `residual` when given.
   public func dropout(_ x: DeviceArray<Float>, into y: DeviceArray<Float>? = nil, intoBF16 yBF16: DeviceArray<BFloat16>? = nil,
-                      residual: DeviceArray<Float>? = nil, rate: Float, seed: UInt64, stream: UInt64) throws {
+                      residual: DeviceArray<Float>? = nil, mask: DropoutMask?) throws {
     try launch(elementwise("dropout_apply"), grid: gridFor(x.count), block: (256, 1, 1),
                [.pointer(x.address), .pointer(residual?.address ?? 0), .pointer(y?.address ?? 0), .pointer(yBF16?.address ?? 0),
-                .uint64(UInt64(x.count)), .float(rate), .uint64(seed), .uint64(stream)])
+                .uint64(UInt64(x.count))] + DropoutMask.arguments(mask))
   }
   /// `x = max(x, 0)` in place and `dropped = bf16(Dropout(x))`.
-  public func reluDropoutForward(_ x: DeviceArray<Float>, dropped: DeviceArray<BFloat16>, rate: Float, seed: UInt64, stream: UInt64) throws {
+  public func reluDropoutForward(_ x: DeviceArray<Float>, dropped: DeviceArray<BFloat16>, mask: DropoutMask?) throws {
     try launch(elementwise("relu_dropout_forward"), grid: gridFor(x.count), block: (256, 1, 1),
-               [.pointer(x.address), .pointer(dropped.address), .uint64(UInt64(x.count)), .float(rate), .uint64(seed), .uint64(stream)])
+               [.pointer(x.address), .pointer(dropped.address), .uint64(UInt64(x.count))] + DropoutMask.arguments(mask))
   }
   /// Backward of `reluDropoutForward` given its output `y`: `dx = [y > 0] · Dropout(dDropped)`
   /// (fp32, may be `dDropped` itself) and its bf16 copy.
   public func reluDropoutBackward(_ dDropped: DeviceArray<Float>, y: DeviceArray<Float>, dx: DeviceArray<Float>, dxBF16: DeviceArray<BFloat16>,
-                                  rate: Float, seed: UInt64, stream: UInt64) throws {
+                                  mask: DropoutMask?) throws {
     try launch(elementwise("relu_dropout_backward"), grid: gridFor(y.count), block: (256, 1, 1),
                [.pointer(dDropped.address), .pointer(y.address), .pointer(dx.address), .pointer(dxBF16.address),
-                .uint64(UInt64(y.count)), .float(rate), .uint64(seed), .uint64(stream)])
+                .uint64(UInt64(y.count))] + DropoutMask.arguments(mask))
   }
   public func castToBFloat16(_ x: DeviceArray<Float>, into y: DeviceArray<BFloat16>) throws {
     try launch(elementwise("cast_bf16"), grid: gridFor(x.count), block: (256, 1, 1), [.pointer(x.address), .pointer(y.address), .uint64(UInt64(x.count))])

@@ -162,19 +162,6 @@ LAYERNORM_INSTANCE(16, 4)
 """#
 }
 
-/// A counter-based dropout mask: element `i` of the tensor is kept when
-/// `unit(seed, stream, i) ≥ rate` (the CPU model's `CPUOps.dropoutForward`).
-public struct DropoutMask: Sendable {
-  public var rate: Float
-  public var seed: UInt64
-  public var stream: UInt64
-  public init(rate: Float, seed: UInt64, stream: UInt64) {
-    self.rate = rate
-    self.seed = seed
-    self.stream = stream
-  }
-}
-
 extension CUDADevice {
   /// The instance of `name` (layernorm_forward or layernorm_backward) whose lanes hold `dim`
   /// columns: 16-byte accesses when `dim` is a multiple of 4, every fp32 array is 16-byte aligned
@@ -189,10 +176,6 @@ extension CUDADevice {
     return try module("layernorm", source: LayerNormKernels.source).function("\(name)_\(j)_\(vector)")
   }
 
-  private func dropoutArguments(_ mask: DropoutMask?) -> [KernelArgument] {
-    [.float(mask?.rate ?? 0), .uint64(mask?.seed ?? 0), .uint64(mask?.stream ?? 0)]
-  }
-
   /// y = Dropout(LayerNorm(x) [⊙ γ + β] [⊙ u]) into `y` (fp32) and/or `yBF16`. `mean` and `rstd`
   /// (one per row) are saved for backward.
   public func layerNormForward(x: DeviceArray<Float>, gamma: DeviceArray<Float>? = nil, beta: DeviceArray<Float>? = nil,
@@ -202,7 +185,7 @@ extension CUDADevice {
     try launch(layerNormKernel("layernorm_forward", dim: dim, [x, gamma, beta, u, y], bf16: yBF16), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
                [.pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0), .pointer(u?.address ?? 0),
                 .pointer(y?.address ?? 0), .pointer(yBF16?.address ?? 0), .pointer(mean.address), .pointer(rstd.address),
-                .int(Int32(rows)), .int(Int32(dim)), .float(eps)] + dropoutArguments(dropout))
+                .int(Int32(rows)), .int(Int32(dim)), .float(eps)] + DropoutMask.arguments(dropout))
   }
 
   /// Backward of `layerNormForward` (with the same `dropout`): dx overwritten, or added to when
@@ -220,6 +203,6 @@ extension CUDADevice {
                 .pointer(u?.address ?? 0), .pointer(mean.address), .pointer(rstd.address), .pointer(dx?.address ?? 0),
                 .pointer(dxBF16?.address ?? 0), .int(accumulate ? 1 : 0),
                 .pointer(dGamma?.address ?? 0), .pointer(dBeta?.address ?? 0), .pointer(dGate?.address ?? 0),
-                .int(Int32(rows)), .int(Int32(dim))] + dropoutArguments(dropout))
+                .int(Int32(rows)), .int(Int32(dim))] + DropoutMask.arguments(dropout))
   }
 }
