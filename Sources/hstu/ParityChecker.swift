@@ -198,33 +198,25 @@ struct ParityChecker {
     // CPU
     var cpuOut = [Float](repeating: 0, count: total * heads * dv)
     var cpuDq = [Float](repeating: 0, count: total * heads * dqk), cpuDk = cpuDq, cpuDv = cpuOut
-    var cpuDPos = [Float](repeating: 0, count: max(1, maxLength)), cpuDTime = [Float](repeating: 0, count: buckets + 1)
-    offsets.withUnsafeBufferPointer { off in
-      targetCounts.withUnsafeBufferPointer { tc in
-        pos.withUnsafeBufferPointer { p in
-          timeTable.withUnsafeBufferPointer { tt in
-            pairBuckets.withUnsafeBufferPointer { pb in
-              bucketOffsets.withUnsafeBufferPointer { bo in
-                let shape = JaggedShape(offsets: off.baseAddress!, batch: lengths.count, targets: targets == nil ? nil : tc.baseAddress)
-                let bias = RelativeAttentionBias(positionTable: withPos ? p.baseAddress : nil, timeTable: withTime ? tt.baseAddress : nil,
-                                                 timeBuckets: withTime ? pb.baseAddress : nil, bucketOffsets: withTime ? bo.baseAddress : nil)
-                CPUOps.hstuAttentionForward(q: q, k: k, v: v, out: &cpuOut, shape: shape, heads: heads, attentionDim: dqk,
-                                            linearDim: dv, mask: mask, normalizer: normalizer, bias: bias)
-                cpuDPos.withUnsafeMutableBufferPointer { dp in
-                  cpuDTime.withUnsafeMutableBufferPointer { dt in
-                    let grad = CPUOps.RelativeAttentionBiasGradient(positionTable: withPos ? dp.baseAddress : nil, positionCount: withPos ? maxLength : 0,
-                                                                    timeTable: withTime ? dt.baseAddress : nil, timeCount: withTime ? buckets + 1 : 0)
-                    CPUOps.hstuAttentionBackward(dout: dOut, q: q, k: k, v: v, dq: &cpuDq, dk: &cpuDk, dv: &cpuDv, shape: shape,
-                                                 heads: heads, attentionDim: dqk, linearDim: dv, mask: mask, normalizer: normalizer,
-                                                 bias: bias, biasGradient: grad)
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
-    }
+    // Host copies with stable pointers for the shape and the bias tables.
+    func host<T>(_ values: [T]) -> HostArray<T> { let h = HostArray<T>(); h.assign(values); return h }
+    let hostOffsets = host(offsets), hostTargets = host(targetCounts), hostPos = host(pos), hostTimeTable = host(timeTable)
+    let hostBuckets = host(pairBuckets), hostBucketOffsets = host(bucketOffsets)
+    let dPosTableCPU = host([Float](repeating: 0, count: max(1, maxLength))), dTimeTableCPU = host([Float](repeating: 0, count: buckets + 1))
+    let cpuShape = JaggedShape(offsets: hostOffsets.pointer, batch: lengths.count, targets: targets == nil ? nil : UnsafePointer(hostTargets.pointer))
+    let bias = RelativeAttentionBias(positionTable: withPos ? UnsafePointer(hostPos.pointer) : nil,
+                                     timeTable: withTime ? UnsafePointer(hostTimeTable.pointer) : nil,
+                                     timeBuckets: withTime ? UnsafePointer(hostBuckets.pointer) : nil,
+                                     bucketOffsets: withTime ? UnsafePointer(hostBucketOffsets.pointer) : nil)
+    let biasGradient = CPUOps.RelativeAttentionBiasGradient(positionTable: withPos ? dPosTableCPU.pointer : nil, positionCount: withPos ? maxLength : 0,
+                                                            timeTable: withTime ? dTimeTableCPU.pointer : nil, timeCount: withTime ? buckets + 1 : 0)
+    CPUOps.hstuAttentionForward(q: q, k: k, v: v, out: &cpuOut, shape: cpuShape, heads: heads, attentionDim: dqk,
+                                linearDim: dv, mask: mask, normalizer: normalizer, bias: bias)
+    CPUOps.hstuAttentionBackward(dout: dOut, q: q, k: k, v: v, dq: &cpuDq, dk: &cpuDk, dv: &cpuDv, shape: cpuShape,
+                                 heads: heads, attentionDim: dqk, linearDim: dv, mask: mask, normalizer: normalizer,
+                                 bias: bias, biasGradient: biasGradient)
+    let cpuDPos = Array(UnsafeBufferPointer(start: dPosTableCPU.pointer, count: max(1, maxLength)))
+    let cpuDTime = Array(UnsafeBufferPointer(start: dTimeTableCPU.pointer, count: buckets + 1))
 
     // GPU
     let shape = AttentionShape(batch: lengths.count, maxLength: maxLength, heads: heads, dqk: dqk, dv: dv, normalizer: normalizer, mask: mask)
