@@ -24,6 +24,15 @@ struct GPUBench: ParsableCommand {
   @Option(help: "Timed repeats (median reported).")
   var repeats: Int = 10
 
+  @Option(parsing: .upToNextOption, help: "Sequence lengths L.")
+  var lengths: [Int] = [1024, 2048, 4096, 8192, 16384]
+
+  @Option(help: "Head dim of q, k and v.")
+  var headDim = 128
+
+  @Flag(help: "Only the causal mask (skip semi-local).")
+  var causalOnly = false
+
   func run() throws {
     let device = try CUDADevice(arenaBytes: 24 << 30)
     let random = CounterRandom(seed: 5)
@@ -43,11 +52,14 @@ struct GPUBench: ParsableCommand {
     print(String(format: "device %@: cuBLASLt bf16 GEMM 8192^3: %.3f ms, %.1f TFLOP/s", device.name, gemmMs, gemmTF))
 
     struct Row: Codable { var mask: String; var L: Int; var batch: Int; var forwardMs: Double; var backwardMs: Double
-      var forwardTFLOPs: Double; var backwardTFLOPs: Double; var forwardOfGEMM: Double; var nsPerTokenForward: Double; var nsPerTokenBackward: Double }
+      var forwardTFLOPs: Double; var backwardTFLOPs: Double; var forwardOfGEMM: Double; var nsPerTokenForward: Double; var nsPerTokenBackward: Double
+      /// The forward that ran (`automatic` resolves to wgmma on Hopper), and the mma.sync kernel's time on the same inputs.
+      var forwardKernel: String; var forwardMmaSyncMs: Double; var forwardMmaSyncTFLOPs: Double }
     var rows: [Row] = []
-    let d = 128
-    for (maskName, mask) in [("causal", AttentionMask.causal), ("semi-local K1=K2=256", AttentionMask(localWindow: 256, globalTailRows: 256))] {
-      for L in [1024, 2048, 4096, 8192, 16384] {
+    let d = headDim
+    let masks = [("causal", AttentionMask.causal), ("semi-local K1=K2=256", AttentionMask(localWindow: 256, globalTailRows: 256))]
+    for (maskName, mask) in masks.prefix(causalOnly ? 1 : 2) {
+      for L in lengths {
         let batch = max(1, tokens / L), total = batch * L
         let mark = device.arena.mark()
         defer { device.arena.release(to: mark) }
@@ -58,18 +70,24 @@ struct GPUBench: ParsableCommand {
         let o = try device.allocate(Float.self, count: total * heads * d)
         let dq = try device.allocate(Float.self, count: total * heads * d), dk = try device.allocate(Float.self, count: total * heads * d)
         let dv = try device.allocate(Float.self, count: total * heads * d)
-        let fwd = median(try device.time(repeats: repeats) { try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, out: o) })
+        let kernel: AttentionForwardKernel = device.attentionForwardHasWGMMA(shape) ? .wgmma : .mmaSync
+        let fwd = median(try device.time(repeats: repeats) { try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, out: o, kernel: kernel) })
+        let fwdMma = median(try device.time(repeats: repeats) {
+          try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, out: o, kernel: .mmaSync)
+        })
         let bwd = median(try device.time(repeats: repeats) {
           try device.hstuAttentionBackward(shape, q: q, k: k, v: v, dOut: dO, offsets: offsets, dq: dq, dk: dk, dv: dv)
         })
         let kept = Double(AttentionShape.keptPairs(lengths: [L], mask: mask)) * Double(batch * heads)
         let fwdTF = 2 * kept * Double(2 * d) / (fwd * 1e-3) / 1e12
+        let fwdMmaTF = 2 * kept * Double(2 * d) / (fwdMma * 1e-3) / 1e12
         let bwdTF = 2 * kept * Double(5 * d) / (bwd * 1e-3) / 1e12
         let row = Row(mask: maskName, L: L, batch: batch, forwardMs: fwd, backwardMs: bwd, forwardTFLOPs: fwdTF, backwardTFLOPs: bwdTF,
-                      forwardOfGEMM: fwdTF / gemmTF, nsPerTokenForward: fwd * 1e6 / Double(total), nsPerTokenBackward: bwd * 1e6 / Double(total))
+                      forwardOfGEMM: fwdTF / gemmTF, nsPerTokenForward: fwd * 1e6 / Double(total), nsPerTokenBackward: bwd * 1e6 / Double(total),
+                      forwardKernel: kernel.rawValue, forwardMmaSyncMs: fwdMma, forwardMmaSyncTFLOPs: fwdMmaTF)
         rows.append(row)
-        print(String(format: "%-22@ L=%5d B=%3d  fwd %8.3f ms %6.1f TF/s (%4.1f%% of GEMM)  bwd %8.3f ms %6.1f TF/s  fwd %.2f ns/token",
-                     maskName as NSString, L, batch, fwd, fwdTF, 100 * fwdTF / gemmTF, bwd, bwdTF, row.nsPerTokenForward))
+        print(String(format: "%-22@ L=%5d B=%3d  fwd (%@) %8.3f ms %6.1f TF/s (%4.1f%% of GEMM), mma.sync %6.1f TF/s  bwd %8.3f ms %6.1f TF/s  fwd %.2f ns/token",
+                     maskName as NSString, L, batch, kernel.rawValue as NSString, fwd, fwdTF, 100 * fwdTF / gemmTF, fwdMmaTF, bwd, bwdTF, row.nsPerTokenForward))
       }
     }
 
@@ -85,10 +103,12 @@ struct GPUBench: ParsableCommand {
     var md = "# HSTU attention on \(device.name)\n\n\(date), commit \(commit). bf16 q/k/v/dO, fp32 accumulation and outputs, "
     md += "\(heads) heads × head dim \(d), \(tokens) tokens per call; TFLOP/s count only the (query, key) pairs the mask keeps "
     md += "(forward 4·d per pair, backward 10·d). cuBLASLt bf16 GEMM 8192³ in the same run: \(String(format: "%.1f", gemmTF)) TFLOP/s.\n\n"
-    md += "| mask | L | batch | fwd ms | fwd TFLOP/s | fwd % of GEMM | bwd ms | bwd TFLOP/s | fwd ns/token | bwd ns/token |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    md += "| mask | L | batch | fwd kernel | fwd ms | fwd TFLOP/s | fwd % of GEMM | mma.sync fwd TFLOP/s | bwd ms | bwd TFLOP/s | fwd ns/token | bwd ns/token |\n"
+    md += "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     for r in rows {
-      md += String(format: "| %@ | %d | %d | %.3f | %.1f | %.1f%% | %.3f | %.1f | %.2f | %.2f |\n", r.mask as NSString, r.L, r.batch, r.forwardMs,
-                   r.forwardTFLOPs, 100 * r.forwardOfGEMM, r.backwardMs, r.backwardTFLOPs, r.nsPerTokenForward, r.nsPerTokenBackward)
+      md += String(format: "| %@ | %d | %d | %@ | %.3f | %.1f | %.1f%% | %.1f | %.3f | %.1f | %.2f | %.2f |\n", r.mask as NSString, r.L, r.batch,
+                   r.forwardKernel as NSString, r.forwardMs, r.forwardTFLOPs, 100 * r.forwardOfGEMM, r.forwardMmaSyncTFLOPs,
+                   r.backwardMs, r.backwardTFLOPs, r.nsPerTokenForward, r.nsPerTokenBackward)
     }
     try md.write(toFile: out + "/gpu-attention.md", atomically: true, encoding: .utf8)
   }

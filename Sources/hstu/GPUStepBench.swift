@@ -7,6 +7,8 @@ import UltraHSTU
 /// gradients of one dropout-free step for `bench/gpu/torch_reference.py`. MFU is reported against
 /// the cuBLASLt bf16 GEMM rate measured in the same process (8192³, random data) and against the
 /// H200's 989 TF/s dense bf16 datasheet peak.
+extension AttentionForwardKernel: ExpressibleByArgument {}
+
 struct GPUStepBench: ParsableCommand {
   static let configuration = CommandConfiguration(commandName: "step", abstract: "Time HSTU training steps on the GPU.")
 
@@ -30,6 +32,8 @@ struct GPUStepBench: ParsableCommand {
   var gemmSize = 8192
   @Flag(help: "Also time the forward alone, forward + loss + backward, AdamW, and the host's enqueue time of a step.")
   var breakdown = false
+  @Option(help: "HSTU attention forward kernel: \(AttentionForwardKernel.allCases.map(\.rawValue).joined(separator: ", ")).")
+  var attentionForward: AttentionForwardKernel = .automatic
 
   func run() throws {
     var config = ModelConfig(kind: .hstu, embeddingDim: dim, layers: layers, heads: heads, attentionDim: headDim, linearDim: headDim,
@@ -40,6 +44,7 @@ struct GPUStepBench: ParsableCommand {
     var train = TrainConfig()
     train.negatives = negatives
     let device = try CUDADevice(arenaBytes: 100 << 30)
+    device.attentionForwardKernel = attentionForward
     let model = SequentialModel(config: config, itemCount: items, seed: 3)
     let random = CounterRandom(seed: 17)
     var sample = SequenceBatch()
@@ -104,9 +109,9 @@ struct GPUStepBench: ParsableCommand {
     let attention = pairs * 2 * Double(2 * headDim) + pairs * 2 * Double(5 * headDim)
     let tflops = (gemm + attention) / (ms * 1e-3) / 1e12
     let gemmRate = gemmSize > 0 ? try measuredGEMMRate(device) : .nan
-    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d}",
+    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d, \"attention_forward\": \"%@\"}",
                  ms, tokens / (ms * 1e-3), (gemm + attention) / 1e12, gemm / 1e12, tflops, gemmRate, tflops / gemmRate, tflops / 989,
-                 dim, layers, heads, headDim, length, batch, semiLocal))
+                 dim, layers, heads, headDim, length, batch, semiLocal, attentionForward.rawValue as NSString))
   }
 
   /// TF/s of a `gemmSize`³ cuBLASLt bf16 GEMM (fp32 accumulation, bf16 out) on random data, median of 10.

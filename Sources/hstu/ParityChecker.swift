@@ -66,6 +66,10 @@ struct ParityChecker {
     // 2300 keys = 36 key tiles > the 16 a forward CTA walks: the tail rows' keys are split over CTAs.
     try checkAttention(name: "window 64 + tail 70, split keys", lengths: [2300, 900, 1500], heads: 2, dqk: 32, dv: 32,
                        mask: AttentionMask(localWindow: 64, globalTailRows: 70), normalizer: .fixed(2300), targets: nil, withPos: true)
+    try checkAttention(name: "window 64 + tail 70, split keys, dqk ≠ dv", lengths: [2300, 900, 1500], heads: 2, dqk: 64, dv: 128,
+                       mask: AttentionMask(localWindow: 64, globalTailRows: 70), normalizer: .fixed(2300), targets: nil, withPos: true)
+    try checkAttention(name: "causal, long rows, dqk ≠ dv", lengths: [1100, 513, 64, 1], heads: 2, dqk: 128, dv: 64,
+                       mask: .causal, normalizer: .trueLength, targets: 3, withPos: false)
     try checkAttention(name: "causal, pos + time bias (rab^t)", lengths: [200, 77, 130, 1], heads: 2, dqk: 64, dv: 64,
                        mask: .causal, normalizer: .trueLength, targets: nil, withPos: true, withTime: true)
     try checkAttention(name: "window 40 + tail 16, time bias, 5 targets", lengths: [256, 190, 64], heads: 2, dqk: 128, dv: 128,
@@ -232,13 +236,19 @@ struct ParityChecker {
                                             table: try device.array(timeTable),
                                             thresholds: try device.array(hstuTimeBucketThresholds(buckets: buckets))) : nil
     let gtime = withTime ? try device.allocate(Float.self, count: buckets + 1) : nil
-    for buffer in [out, gk, gv] { try device.fill(buffer, word: 0x7FC0_0000) }  // NaN poison: every element must be written
-    try device.hstuAttentionForward(shape, q: dQ, k: dK, v: dV, offsets: dOff, targets: dT, pos: dPosTable, time: time, out: out)
+    for buffer in [gk, gv] { try device.fill(buffer, word: 0x7FC0_0000) }  // NaN poison: every element must be written
+    // Every forward kernel that can run this shape: wgmma (where it applies) and mma.sync.
+    let kernels: [AttentionForwardKernel] = device.attentionForwardHasWGMMA(shape) ? [.wgmma, .mmaSync] : [.mmaSync]
+    for kernel in kernels {
+      try device.fill(out, word: 0x7FC0_0000)
+      try device.hstuAttentionForward(shape, q: dQ, k: dK, v: dV, offsets: dOff, targets: dT, pos: dPosTable, time: time, out: out, kernel: kernel)
+      try device.synchronize()
+      record("attention [\(name)] d=\(dqk)/\(dv) out (\(kernel))", try device.download(out), cpuOut, tolerance: 2e-2)
+    }
     try device.hstuAttentionBackward(shape, q: dQ, k: dK, v: dV, dOut: dDO, offsets: dOff, targets: dT, pos: dPosTable, time: time,
                                      dq: gq, dk: gk, dv: gv, dPos: gpos, dTime: gtime)
     try device.synchronize()
     let label = "attention [\(name)] d=\(dqk)/\(dv)"
-    record("\(label) out", try device.download(out), cpuOut, tolerance: 2e-2)
     record("\(label) dq", try device.download(gq), cpuDq, tolerance: 2e-2)
     record("\(label) dk", try device.download(gk), cpuDk, tolerance: 2e-2)
     record("\(label) dv", try device.download(gv), cpuDv, tolerance: 2e-2)

@@ -5,6 +5,7 @@
 #   bash .device-carry/device_run.sh NAME:STAGE ...
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
+# swift-mma (the same with the mma.sync attention forward),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), bench (ML-1M
@@ -51,6 +52,19 @@ for spec in "$@"; do
       capped $bin-swift-cfg1 45 $exe gpu-bench step $CFG1 --dump /tmp/dump-$bin
       capped $bin-swift-cfg2 45 $exe gpu-bench step $CFG2
       capped $bin-swift-cfg3 60 $exe gpu-bench step $CFG3 ;;
+    ncu-attn)   # one causal L = 16k wgmma attention forward under ncu: throughput, pipes, warp stalls
+      capped $bin-ncu-attn 150 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:hstu_attention_forward_wgmma --launch-skip 3 --launch-count 1 \
+        --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section Occupancy \
+        --section MemoryWorkloadAnalysis $exe gpu-bench --lengths 16384 --causal-only --repeats 3 --out /tmp/ncu-out ;;
+    tune)   # attention forward variants (HSTU_TUNE_DEFINES) at L = 4k and 16k
+      for v in ${TUNE:-WG_STAGES=4}; do
+        HSTU_TUNE_DEFINES=$v capped $bin-tune-${v//[=,]/_} 40 $exe gpu-bench ${TUNE_ARGS:---lengths 4096 16384 --causal-only} --out /tmp/tune
+        grep -h "L=" $LOG/$bin-tune-${v//[=,]/_}.txt | sed "s/^/$v: /" >> $LOG/summary.txt
+      done ;;
+    swift-mma)   # the same steps with the mma.sync attention forward (A/B against wgmma in one call)
+      capped $bin-swift-mma-cfg1 45 $exe gpu-bench step $CFG1 --attention-forward mmaSync
+      capped $bin-swift-mma-cfg2 45 $exe gpu-bench step $CFG2 --attention-forward mmaSync
+      capped $bin-swift-mma-cfg3 60 $exe gpu-bench step $CFG3 --attention-forward mmaSync ;;
     torch-check) capped $bin-torch-check 60 $TORCH check --dump /tmp/dump-$bin ;;
     torch-eager)
       capped torch-eager-cfg1 45 $TORCH time --mode eager $CFG1

@@ -63,8 +63,26 @@ public struct AttentionTimeBias {
   static let absent: [KernelArgument] = [.pointer(0), .pointer(0), .pointer(0), .pointer(0), .int(0)]
 }
 
+/// The kernels of the HSTU (SiLU) attention forward: `.wgmma` (Hopper's warpgroup instructions;
+/// head dims multiples of 64) and `.mmaSync` (every supported shape). `.automatic` takes wgmma
+/// where it applies and sequences reach `CUDADevice.attentionWGMMAMinLength` tokens: at L ≤ 512
+/// its deeper pipeline does not pay (bench/results/gpu.md).
+public enum AttentionForwardKernel: String, CaseIterable, Sendable {
+  case automatic, wgmma, mmaSync
+}
+
 extension CUDADevice {
   static let attentionForwardWarps = 8, attentionQueryTile = 64, attentionKeyTile = 64
+  /// K/V tiles in the wgmma forward's shared ring (`WG_STAGES`).
+  static let attentionWGMMAStages = 4
+
+  /// The shortest `maxLength` for which `.automatic` picks the wgmma forward.
+  public static let attentionWGMMAMinLength = 1024
+
+  /// Whether the wgmma forward can run this shape here.
+  public func attentionForwardHasWGMMA(_ shape: AttentionShape) -> Bool {
+    architecture == "sm_90a" && shape.dqk % 64 == 0 && shape.dv % 64 == 0
+  }
 
   /// The kernel variant: SiLU or softmax scores, with or without the time bias.
   private func attentionModule(_ shape: AttentionShape, softmax: Bool = false, timeBias: Bool = false) throws -> CUDAModule {
@@ -104,16 +122,26 @@ extension CUDADevice {
   /// `out` must span exactly the batch's tokens: it is zeroed first when rows are split.
   /// `targets` (optional) holds each sequence's number of target tokens; `pos` (optional, fp32,
   /// `posLength` entries) is the relative-position bias by i − j, shared by heads; `time`
-  /// (optional) the time bias.
+  /// (optional) the time bias; `kernel` overrides the device's `attentionForwardKernel`.
   public func hstuAttentionForward(
     _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>? = nil, pos: DeviceArray<Float>? = nil,
-    time: AttentionTimeBias? = nil, out: DeviceArray<Float>
+    time: AttentionTimeBias? = nil, out: DeviceArray<Float>, kernel: AttentionForwardKernel? = nil
   ) throws {
+    let kernel = kernel ?? attentionForwardKernel
+    let wgmma: Bool
+    switch kernel {
+    case .automatic: wgmma = attentionForwardHasWGMMA(shape) && shape.maxLength >= Self.attentionWGMMAMinLength
+    case .wgmma: wgmma = attentionForwardHasWGMMA(shape)
+    case .mmaSync: wgmma = false
+    }
+    if kernel == .wgmma && !wgmma {
+      throw CUDAError.unsupported("the wgmma attention forward needs sm_90a and head dims that are multiples of 64 (dqk=\(shape.dqk), dv=\(shape.dv))")
+    }
     let module = try attentionModule(shape, timeBias: time != nil)
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
                          bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
-                         out: out, logSumExp: nil, scale: 0, splitKeys: shape.mask.localWindow != nil)
+                         out: out, logSumExp: nil, scale: 0, splitKeys: shape.mask.localWindow != nil, wgmma: wgmma)
   }
 
   /// Softmax attention (SASRec): out_i = Σ_j softmax_j(scale · q_i·k_j over the keys the mask
@@ -126,26 +154,29 @@ extension CUDADevice {
     let module = try attentionModule(shape, softmax: true)
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
                          bias: [.pointer(0), .int(0)] + AttentionTimeBias.absent, out: out, logSumExp: logSumExp,
-                         scale: scale, splitKeys: false)
+                         scale: scale, splitKeys: false, wgmma: false)
   }
 
   private func attentionForward(
     _ shape: AttentionShape, module: CUDAModule, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?, bias: [KernelArgument], out: DeviceArray<Float>,
-    logSumExp: DeviceArray<Float>?, scale: Float, splitKeys: Bool
+    logSumExp: DeviceArray<Float>?, scale: Float, splitKeys: Bool, wgmma: Bool
   ) throws {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets)
-    let rows = 16 * Self.attentionForwardWarps
-    let shared = 2 * (rows * (shape.dqk + 8) + 2 * Self.attentionKeyTile * (shape.dqk + 8) + 2 * Self.attentionKeyTile * (shape.dv + 8))
+    let rows = 16 * Self.attentionForwardWarps, keys = Self.attentionKeyTile   // both kernels: 128 query rows per CTA
+    // wgmma: Q and a ring of K/V tiles, unpadded (swizzled), plus 1 KB to align the swizzle atoms;
+    // mma.sync: Q and two K/V tiles with padded rows.
+    let shared = wgmma ? 1024 + 2 * (rows * shape.dqk + Self.attentionWGMMAStages * keys * (shape.dqk + shape.dv))
+                       : 2 * (rows * (shape.dqk + 8) + 2 * keys * (shape.dqk + 8) + 2 * keys * (shape.dv + 8))
     let keyTiles = (shape.maxLength + Self.attentionKeyTile - 1) / Self.attentionKeyTile
     let splitTiles = splitKeys ? Self.attentionSplitTiles : max(1, keyTiles)
     let splits = (keyTiles + splitTiles - 1) / splitTiles
     if splits > 1 { try fill(out) }
-    try launch(module.function("hstu_attention_forward"),
+    try launch(module.function(wgmma ? "hstu_attention_forward_wgmma" : "hstu_attention_forward"),
                grid: ((shape.maxLength + rows - 1) / rows, shape.heads * max(1, splits), shape.batch),
-               block: (32 * Self.attentionForwardWarps, 1, 1), sharedBytes: shared,
+               block: (wgmma ? 256 : 32 * Self.attentionForwardWarps, 1, 1), sharedBytes: shared,
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(offsets.address), .pointer(targets?.address ?? 0),
                 .pointer(bounds.address)] + bias
                + [.pointer(out.address), .pointer(logSumExp?.address ?? 0), .float(scale),

@@ -131,6 +131,102 @@ __device__ __forceinline__ void key_tile_ranges(int amax, int bmin, int cmax, in
   e2 = max((cmax + BN - 1) / BN, s2);
 }
 
+/// The union and intersection bounds {max a, min b, max c, min a, max b, min c} of the QT-query
+/// bound tiles that a block of `rows` queries from q0 covers.
+__device__ __forceinline__ void block_bounds(const int* __restrict__ bounds, int b, int tilesPerSequence, int q0, int rows, int n, int (&e)[6]) {
+  e[0] = 0; e[1] = BIG; e[2] = 0; e[3] = BIG; e[4] = 0; e[5] = BIG;
+  for (int s = 0; s < rows / QT; ++s) {
+    const int tile = q0 / QT + s;
+    if (tile * QT >= n) break;
+    const int* x = bounds + ((size_t)b * tilesPerSequence + tile) * 8;
+    e[0] = max(e[0], x[0]); e[1] = min(e[1], x[1]); e[2] = max(e[2], x[2]);
+    e[3] = min(e[3], x[3]); e[4] = max(e[4], x[4]); e[5] = min(e[5], x[5]);
+  }
+}
+
+/// The two query rows a thread owns in an accumulator fragment (row0 and row0 + 8 of the mma.sync
+/// m16n8 and wgmma m64nN layouts alike), their key intervals and, with the time bias, query times.
+struct QueryRows { int row0, row1, a0, b0, c0, a1, b1, c1; long long qt0, qt1; };
+
+__device__ __forceinline__ QueryRows query_rows(int row0, int n, int t, MaskArgs m, const long long* __restrict__ queryTimes) {
+  QueryRows r = {row0, row0 + 8, 0, 0, 0, 0, 0, 0, 0, 0};
+  if (r.row0 < n) key_intervals(r.row0, n, t, m, r.a0, r.b0, r.c0);
+  if (r.row1 < n) key_intervals(r.row1, n, t, m, r.a1, r.b1, r.c1);
+#if TIME_BIAS
+  r.qt0 = r.row0 < n ? queryTimes[r.row0] : 0;
+  r.qt1 = r.row1 < n ? queryTimes[r.row1] : 0;
+#endif
+  return r;
+}
+
+/// x·σ(x)·invN with σ(x) = (1 + tanh(x/2)) / 2, given halfInvN = invN / 2: one MUFU op and three
+/// FP32 ops.
+__device__ __forceinline__ float silu_scaled(float x, float halfInvN) {
+  float t; asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(0.5f * x));
+  const float y = x * halfInvN;
+  return fmaf(y, t, y);
+}
+
+/// `silu_scores` for one case: MASK (the tile is not entirely visible) and POS (a position bias)
+/// are compile-time, so a full tile without biases costs only the SiLU itself.
+template <int NT, bool MASK, bool POS>
+__device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT / 2][4], const QueryRows& r, int k0, int tq,
+    const float* __restrict__ pos, int posLength, float halfInvN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
+  #pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    float p[4];
+    #pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int i = e < 2 ? r.row0 : r.row1;
+      const int j = k0 + nt * 8 + 2 * tq + (e & 1);
+      const bool ok = !MASK || (e < 2 ? allowed(j, r.a0, r.b0, r.c0) : allowed(j, r.a1, r.b1, r.c1));
+      float x = s[nt][e];
+      if (POS) x += pos[min(max(i - j, 0), posLength - 1)];
+#if TIME_BIAS
+      if (ok) x += time.table[time_bucket((e < 2 ? r.qt0 : r.qt1) - keyTime[j], time.thresholds, time.buckets)];
+#endif
+      p[e] = ok ? silu_scaled(x, halfInvN) : 0.f;
+    }
+    pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
+    pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
+  }
+}
+
+/// P = mask ⊙ SiLU(S + pos + time) / N for a thread's two rows and the NT·8 keys from k0 (an
+/// accumulator fragment), packed straight into bf16 A fragments (mma.sync's and wgmma's agree).
+/// `full`: the tile is entirely visible to these rows, so the mask is skipped.
+template <int NT>
+__device__ __forceinline__ void silu_scores(const float (&s)[NT][4], u32 (&pf)[NT / 2][4], const QueryRows& r, int k0, int tq,
+    bool full, const float* __restrict__ pos, int posLength, float invN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
+  const float h = 0.5f * invN;
+  if (full) {
+    if (pos) silu_tile<NT, false, true>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
+    else silu_tile<NT, false, false>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
+  } else {
+    if (pos) silu_tile<NT, true, true>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
+    else silu_tile<NT, true, false>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
+  }
+}
+
+/// Writes a thread's two rows of an fp32 accumulator fragment (NT·8 columns) to out (row stride ld),
+/// or adds them atomically when several CTAs share the rows (split keys).
+template <int NT>
+__device__ __forceinline__ void store_rows(const float (&o)[NT][4], float* out, size_t ld, const QueryRows& r, int n, int tq, bool atomic) {
+  #pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int col = nt * 8 + 2 * tq;
+    float* p0 = out + (size_t)r.row0 * ld + col;
+    float* p1 = out + (size_t)r.row1 * ld + col;
+    if (atomic) {
+      if (r.row0 < n) { atomicAdd(p0, o[nt][0]); atomicAdd(p0 + 1, o[nt][1]); }
+      if (r.row1 < n) { atomicAdd(p1, o[nt][2]); atomicAdd(p1 + 1, o[nt][3]); }
+    } else {
+      if (r.row0 < n) *(float2*)p0 = make_float2(o[nt][0], o[nt][1]);
+      if (r.row1 < n) *(float2*)p1 = make_float2(o[nt][2], o[nt][3]);
+    }
+  }
+}
+
 /// Loads `rows` x D bf16 (row stride ld elements in global) into shared memory with cp.async;
 /// rows at or past `valid` are zero-filled.
 template <int D, int S, int THREADS>
@@ -156,9 +252,7 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   bf16_t* sK = sQ + BM * SQK;            // [2][BN][SQK]
   bf16_t* sV = sK + 2 * BN * SQK;        // [2][BN][SV]
   MaskArgs m = {window, tail, prefix, contextual};
-#if TIME_BIAS
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
-#endif
 
   const int b = blockIdx.z, h = blockIdx.y / splits, split = blockIdx.y % splits;
   const int start = offsets[b], n = offsets[b + 1] - start;
@@ -169,30 +263,15 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   const int q0 = qTile * BM;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
 
-  int amax = 0, bmin = BIG, cmax = 0, amin = BIG, bmax = 0, cmin = BIG;
-  for (int s = 0; s < BM / QT; ++s) {
-    int tile = q0 / QT + s;
-    if (tile * QT >= n) break;
-    const int* e = bounds + ((size_t)b * tilesPerSequence + tile) * 8;
-    amax = max(amax, e[0]); bmin = min(bmin, e[1]); cmax = max(cmax, e[2]);
-    amin = min(amin, e[3]); bmax = max(bmax, e[4]); cmin = min(cmin, e[5]);
-  }
-  int e1, s2, e2; key_tile_ranges(amax, bmin, cmax, e1, s2, e2);
+  int bb[6]; block_bounds(bounds, b, tilesPerSequence, q0, BM, n, bb);
+  int e1, s2, e2; key_tile_ranges(bb[0], bb[1], bb[2], e1, s2, e2);
   const int tiles = e1 + (e2 - s2);
   // This CTA's run of the visible key tiles; when the tile is split, every run adds atomically.
   const int itBegin = split * splitTiles, itEnd = min(tiles, itBegin + splitTiles);
   if (split > 0 && itBegin >= tiles) return;
   const bool atomicOut = tiles > splitTiles;
 
-  // The two rows this thread owns in every accumulator fragment, and their key intervals.
-  const int row0 = q0 + warp * 16 + g, row1 = row0 + 8;
-  int a0 = 0, b0 = 0, c0 = 0, a1 = 0, b1 = 0, c1 = 0;
-  if (row0 < n) key_intervals(row0, n, t, m, a0, b0, c0);
-  if (row1 < n) key_intervals(row1, n, t, m, a1, b1, c1);
-#if TIME_BIAS
-  const long long* keyTime = time.keyTimes + start;
-  const long long qt0 = row0 < n ? time.queryTimes[start + row0] : 0, qt1 = row1 < n ? time.queryTimes[start + row1] : 0;
-#endif
+  const QueryRows r = query_rows(q0 + warp * 16 + g, n, t, m, TIME_BIAS ? time.queryTimes + start : nullptr);
 
   const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
   const bf16_t* kBase = k + (size_t)start * ldqk + h * DQK;
@@ -250,7 +329,7 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
       }
     }
 
-    const bool full = (k0 + BN <= amin) || (k0 >= bmax && k0 + BN <= cmin);
+    const bool full = (k0 + BN <= bb[3]) || (k0 >= bb[4] && k0 + BN <= bb[5]);
     u32 pf[BN / 16][4];
 #if SOFTMAX
     // P = mask ⊙ 2^(S·scale·log2 e − m): the new row maxima rescale the running sums and O.
@@ -260,7 +339,7 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
       #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int j = k0 + nt * 8 + 2 * tq + (e & 1);
-        const bool ok = full || (e < 2 ? allowed(j, a0, b0, c0) : allowed(j, a1, b1, c1));
+        const bool ok = full || (e < 2 ? allowed(j, r.a0, r.b0, r.c0) : allowed(j, r.a1, r.b1, r.c1));
         s[nt][e] = ok ? s[nt][e] * scale2 : NEG_INF;
         if (e < 2) tileMax0 = fmaxf(tileMax0, s[nt][e]); else tileMax1 = fmaxf(tileMax1, s[nt][e]);
       }
@@ -281,25 +360,7 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
       pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
     }
 #else
-    // P = mask ⊙ SiLU(S + bias) / N, packed straight into bf16 A fragments.
-    #pragma unroll
-    for (int nt = 0; nt < BN / 8; ++nt) {
-      float p[4];
-      #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = e < 2 ? row0 : row1;
-        const int j = k0 + nt * 8 + 2 * tq + (e & 1);
-        const bool ok = full || (e < 2 ? allowed(j, a0, b0, c0) : allowed(j, a1, b1, c1));
-        float x = s[nt][e];
-        if (pos) x += pos[min(max(i - j, 0), posLength - 1)];
-#if TIME_BIAS
-        if (ok) x += time.table[time_bucket((e < 2 ? qt0 : qt1) - keyTime[j], time.thresholds, time.buckets)];
-#endif
-        p[e] = ok ? x * sigmoidf_fast(x) * invN : 0.f;
-      }
-      pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
-      pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
-    }
+    silu_scores<BN / 8>(s, pf, r, k0, tq, full, pos, posLength, invN, time, TIME_BIAS ? time.keyTimes + start : nullptr);
 #endif
 
     // O += P V.
@@ -325,22 +386,10 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
   #pragma unroll
   for (int x = 0; x < DV / 8; ++x) { o[x][0] *= inv0; o[x][1] *= inv0; o[x][2] *= inv1; o[x][3] *= inv1; }
-  if (tq == 0 && row0 < n) lse[(size_t)(start + row0) * heads + h] = l0 > 0.f ? (m0 + __log2f(l0)) / LOG2E : 0.f;
-  if (tq == 0 && row1 < n) lse[(size_t)(start + row1) * heads + h] = l1 > 0.f ? (m1 + __log2f(l1)) / LOG2E : 0.f;
+  if (tq == 0 && r.row0 < n) lse[(size_t)(start + r.row0) * heads + h] = l0 > 0.f ? (m0 + __log2f(l0)) / LOG2E : 0.f;
+  if (tq == 0 && r.row1 < n) lse[(size_t)(start + r.row1) * heads + h] = l1 > 0.f ? (m1 + __log2f(l1)) / LOG2E : 0.f;
 #endif
-  #pragma unroll
-  for (int nt = 0; nt < DV / 8; ++nt) {
-    const int col = nt * 8 + 2 * tq;
-    float* p0 = oBase + (size_t)row0 * ldv + col;
-    float* p1 = oBase + (size_t)row1 * ldv + col;
-    if (atomicOut) {
-      if (row0 < n) { atomicAdd(p0, o[nt][0]); atomicAdd(p0 + 1, o[nt][1]); }
-      if (row1 < n) { atomicAdd(p1, o[nt][2]); atomicAdd(p1 + 1, o[nt][3]); }
-    } else {
-      if (row0 < n) *(float2*)p0 = make_float2(o[nt][0], o[nt][1]);
-      if (row1 < n) *(float2*)p1 = make_float2(o[nt][2], o[nt][3]);
-    }
-  }
+  store_rows<DV / 8>(o, oBase, ldv, r, n, tq, atomicOut);
 }
 
 /// dst[0..1] += (x, y): one 8-byte vector reduction (sm_90; dst 8-byte aligned). No memory clobber:
@@ -625,5 +674,6 @@ extern "C" __global__ void softmax_attention_delta(const float* __restrict__ out
   sum = warp_sum(sum);
   if (lane == 0) delta[item] = sum;
 }
-"""#
+
+"""# + AttentionWGMMAKernels.source
 }

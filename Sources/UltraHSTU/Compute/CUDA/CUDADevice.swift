@@ -16,6 +16,9 @@ public final class CUDADevice {
   /// The NVRTC target: `sm_90a` on Hopper (wgmma and TMA available), else the plain `sm_XY`.
   public let architecture: String
   public var arena: DeviceArena
+  /// The HSTU attention forward that `hstuAttentionForward` runs unless told otherwise (benchmarks
+  /// set `.mmaSync` to compare kernels on the same model).
+  public var attentionForwardKernel: AttentionForwardKernel = .automatic
   let driver: CUDADriver
   let stream: OpaquePointer?
   private var modules: [String: CUDAModule] = [:]

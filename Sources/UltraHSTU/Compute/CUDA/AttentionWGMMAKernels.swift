@@ -1,0 +1,218 @@
+/// The HSTU (SiLU) attention forward on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a),
+/// appended to `AttentionKernels.source` and compiled where it applies: SiLU scores and head dims
+/// that are multiples of 64. Same arguments, masks, biases, key-tile walk and split keys as
+/// `hstu_attention_forward`, whose mma.sync loop it replaces:
+///
+/// - a CTA is two warpgroups, each owning 64 of the block's 128 query rows; Q stays in shared
+///   memory, and K/V tiles of 64 keys stream through a ring of `WG_STAGES` shared buffers (cp.async);
+/// - tiles are stored in the 128-byte swizzled layout wgmma reads (64-column chunks, 16-byte units
+///   XOR-ed with the row); S = Q Kᵀ takes Q from registers (loaded once) and K straight from shared
+///   memory (K-major), and O += P V takes P from registers (the S accumulators turned into bf16 A
+///   fragments by `silu_scores`) and V as an N-major operand;
+/// - S of the next tile is issued before the SiLU of the current one, so the tensor cores work
+///   while the SFU/ALU evaluate SiLU (two S register sets alternate).
+enum AttentionWGMMAKernels {
+  /// `wgmma_rs<N, T>`: D[64×N] (+)= A[64×16] B[16×N], fp32 D, bf16 A from registers (the mma.sync
+  /// A-fragment layout, 16 rows per warp) and B from shared memory, K-major (T = 0) or N-major
+  /// (T = 1); `accumulate` = 0 overwrites D.
+  static func instructions(n: Int) -> String {
+    let count = n / 2
+    let d = (0..<count).map { "%\($0)" }.joined(separator: ", ")
+    let outputs = (0..<count).map { "\"+f\"(d[\($0 / 4)][\($0 % 4)])" }.joined(separator: ", ")
+    return (0...1).map { transposeB in
+      #"""
+template <> __device__ __forceinline__ void wgmma_rs<\#(n), \#(transposeB)>(float (&d)[\#(n / 8)][4], const u32 (&a)[4], u64 b, int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %\#(count + 5), 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n\#(n)k16.f32.bf16.bf16 {\#(d)}, {%\#(count), %\#(count + 1), %\#(count + 2), %\#(count + 3)}, %\#(count + 4), p, 1, 1, \#(transposeB);\n}\n"
+               : \#(outputs) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
+}
+
+"""#
+    }.joined()
+  }
+
+  static let source = #"""
+#if !SOFTMAX && DQK % 64 == 0 && DV % 64 == 0 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WG_ROWS 64                     // query rows per warpgroup (the wgmma M)
+#define WG_COUNT 2                     // warpgroups per CTA
+#define WBM (WG_ROWS * WG_COUNT)       // query rows per CTA (= BM, the bounds tables' block)
+#define WG_STAGES 4                    // K/V tiles in the shared ring
+// Tile u + WG_STAGES − 1 is fetched in step u and read by the S issued early in step u + 2: four slots at least.
+static_assert(WG_STAGES >= 4, "the wgmma forward's K/V ring needs at least 4 slots");
+
+template <int N, int TRANSPOSE_B> __device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const u32 (&a)[4], u64 b, int accumulate);
+
+"""# + instructions(n: 64) + instructions(n: 128) + #"""
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory"); }
+/// Orders cp.async's shared-memory writes before the tensor cores' (async proxy) reads.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+/// Pins registers an in-flight wgmma reads or writes: the compiler may neither move nor reuse them
+/// across this point (it cannot see the asynchronous access).
+template <int R> __device__ __forceinline__ void pin(float (&x)[R][4]) {
+  #pragma unroll
+  for (int i = 0; i < R; ++i) asm volatile("" : "+f"(x[i][0]), "+f"(x[i][1]), "+f"(x[i][2]), "+f"(x[i][3]) :: "memory");
+}
+template <int R> __device__ __forceinline__ void pin(u32 (&x)[R][4]) {
+  #pragma unroll
+  for (int i = 0; i < R; ++i) asm volatile("" : "+r"(x[i][0]), "+r"(x[i][1]), "+r"(x[i][2]), "+r"(x[i][3]) :: "memory");
+}
+
+/// The descriptor of a 128-byte-swizzled operand at shared address `addr` (its 8-row × 128-byte
+/// atoms 1024-byte aligned): `lbo` is the byte step between 64-column chunks along N of an
+/// N-major operand (unused for K-major), `sbo` the step between 8-row groups.
+__device__ __forceinline__ u64 sw128_desc(u32 addr, u32 lbo, u32 sbo) {
+  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32) | (1ull << 62);
+}
+
+/// Loads rows × D bf16 (row stride ld in global) into the swizzled layout: D/64 chunks of
+/// rows × 128 bytes, 16-byte unit c of row r at unit c ^ (r % 8). Rows at or past `valid` read as zeros.
+template <int D>
+__device__ __forceinline__ void load_tile_sw128(bf16_t* smem, const bf16_t* g, size_t ld, int rows, int valid) {
+  constexpr int UNITS = D / 8;
+  for (int x = threadIdx.x; x < rows * UNITS; x += WG_COUNT * 128) {
+    const int r = x / UNITS, c = x % UNITS;
+    const bool ok = r < valid;
+    bf16_t* dst = smem + (c >> 3) * rows * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
+    cp_async_16(dst, ok ? (const void*)(g + (size_t)r * ld + c * 8) : (const void*)g, ok);
+  }
+}
+
+/// A compile-time flag passed to a generic lambda.
+template <bool B> struct WGFlag { static constexpr bool value = B; };
+
+extern "C" __global__ void __launch_bounds__(WG_COUNT * 128, 1)
+hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+    const int* __restrict__ offsets, const int* __restrict__ targets, const int* __restrict__ bounds,
+    const float* __restrict__ pos, int posLength,
+    const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes,
+    const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out,
+    float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles,
+    int window, int tail, int prefix, int contextual) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  bf16_t* sQ = (bf16_t*)(shared + ((1024 - (smem_u32(shared) & 1023)) & 1023));   // swizzle atoms: 1024-byte aligned
+  bf16_t* sK = sQ + WBM * DQK;                 // [WG_STAGES][DQK/64][BN][64]
+  bf16_t* sV = sK + WG_STAGES * BN * DQK;     // [WG_STAGES][DV/64][BN][64]
+  const MaskArgs m = {window, tail, prefix, contextual};
+  const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
+
+  const int b = blockIdx.z, h = blockIdx.y / splits, split = blockIdx.y % splits;
+  const int start = offsets[b], n = offsets[b + 1] - start;
+  const int qTile = (n + WBM - 1) / WBM - 1 - (int)blockIdx.x;   // longest rows first
+  if (qTile < 0) return;
+  const int t = targets ? targets[b] : 0;
+  const float invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, n - t);
+  const int q0 = qTile * WBM;
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+
+  int bb[6]; block_bounds(bounds, b, tilesPerSequence, q0, WBM, n, bb);
+  int e1, s2, e2; key_tile_ranges(bb[0], bb[1], bb[2], e1, s2, e2);
+  const int tiles = e1 + (e2 - s2);
+  const int itBegin = split * splitTiles, itEnd = min(tiles, itBegin + splitTiles);
+  if (split > 0 && itBegin >= tiles) return;
+  const bool atomicOut = tiles > splitTiles;
+  const int count = itEnd - itBegin;
+
+  const QueryRows r = query_rows(q0 + wg * WG_ROWS + warp * 16 + g, n, t, m, TIME_BIAS ? time.queryTimes + start : nullptr);
+  float o[DV / 8][4];
+  #pragma unroll
+  for (int x = 0; x < DV / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;
+  if (count <= 0) {   // rows that see no key (an empty split never gets here)
+    store_rows<DV / 8>(o, out + (size_t)start * heads * DV + h * DV, (size_t)heads * DV, r, n, tq, atomicOut);
+    return;
+  }
+  const long long* keyTime = TIME_BIAS ? time.keyTimes + start : nullptr;
+  const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
+  const bf16_t* kBase = k + (size_t)start * ldqk + h * DQK;
+  const bf16_t* vBase = v + (size_t)start * ldv + h * DV;
+  auto key0 = [&](int u) { const int it = itBegin + u; return (it < e1 ? it : s2 + (it - e1)) * BN; };
+  // Tile u into ring slot u % WG_STAGES; always one commit group, so groups count tiles.
+  auto load_kv = [&](int u) {
+    if (u < count) {
+      const int k0 = key0(u), slot = u % WG_STAGES;
+      load_tile_sw128<DQK>(sK + slot * BN * DQK, kBase + (size_t)k0 * ldqk, ldqk, BN, n - k0);
+      load_tile_sw128<DV>(sV + slot * BN * DV, vBase + (size_t)k0 * ldv, ldv, BN, n - k0);
+    }
+    cp_async_commit();
+  };
+
+  load_tile_sw128<DQK>(sQ, q + (size_t)(start + q0) * ldqk + h * DQK, ldqk, WBM, n - q0);
+  for (int u = 0; u < WG_STAGES - 1; ++u) load_kv(u);
+  cp_async_wait<WG_STAGES - 3>();   // Q, tiles 0 and 1
+  fence_proxy_async();
+  __syncthreads();
+
+  // This warp's 16 rows of Q as A fragments (ldmatrix through the swizzle): S reads only K from
+  // shared memory, which halves its shared-memory traffic.
+  u32 qf[DQK / 16][4];
+  #pragma unroll
+  for (int kk = 0; kk < DQK / 16; ++kk) {
+    const int row = wg * WG_ROWS + warp * 16 + (lane & 15), unit = (kk & 3) * 2 + (lane >> 4);
+    ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], sQ + (kk >> 2) * WBM * 64 + row * 64 + ((unit ^ (row & 7)) << 3));
+  }
+  // S = Q Kᵀ of tile u (DQK/16 k-steps of 16 columns: chunk kk/4, 32 bytes per step inside it).
+  auto issue_scores = [&](float (&s)[BN / 8][4], int u) {
+    const u32 kAddr = smem_u32(sK + (u % WG_STAGES) * BN * DQK);
+    wgmma_fence();
+    #pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk)
+      wgmma_rs<BN, 0>(s, qf[kk], sw128_desc(kAddr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+    wgmma_commit();
+  };
+
+  float sa[BN / 8][4], sb[BN / 8][4];
+  u32 pf[BN / 16][4];
+  #pragma unroll
+  for (int x = 0; x < BN / 16; ++x) pf[x][0] = pf[x][1] = pf[x][2] = pf[x][3] = 0u;
+  #pragma unroll
+  for (int x = 0; x < BN / 8; ++x) sa[x][0] = sa[x][1] = sa[x][2] = sa[x][3] = sb[x][0] = sb[x][1] = sb[x][2] = sb[x][3] = 0.f;
+
+  // Step u: with `more`, S(u + 1) goes to the tensor cores first; then SiLU of S(u) (in `cur`)
+  // and O += P V(u). Callers pass `more` as a constant, so every wait is unconditional and ptxas
+  // can see which wgmma group each one retires (a conditional wait serialises every wgmma).
+  auto step = [&](float (&cur)[BN / 8][4], float (&next)[BN / 8][4], int u, auto more) {
+    if constexpr (decltype(more)::value) {
+      issue_scores(next, u + 1);
+      wgmma_wait<1>();   // S(u) and P V(u − 1) are done
+    } else {
+      wgmma_wait<0>();
+    }
+    pin(pf);
+    cp_async_wait<WG_STAGES - 4>();                     // tile u + 2 (this thread's copies)
+    fence_proxy_async();
+    __syncthreads();   // both warpgroups are past P V(u − 1): its slot is free; tile u + 2 is visible
+    load_kv(u + WG_STAGES - 1);
+    const int k0 = key0(u);
+    const bool full = (k0 + BN <= bb[3]) || (k0 >= bb[4] && k0 + BN <= bb[5]);
+    silu_scores<BN / 8>(cur, pf, r, k0, tq, full, pos, posLength, invN, time, keyTime);
+    const u32 vAddr = smem_u32(sV + (u % WG_STAGES) * BN * DV);
+    wgmma_fence();
+    #pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) wgmma_rs<DV, 1>(o, pf[kk], sw128_desc(vAddr + kk * 16 * 128, BN * 128, 1024), 1);
+    wgmma_commit();
+  };
+
+  issue_scores(sa, 0);
+  int u = 0;
+  for (; u + 2 < count; u += 2) {
+    step(sa, sb, u, WGFlag<true>{});
+    step(sb, sa, u + 1, WGFlag<true>{});
+  }
+  // The last one or two steps; each branch drains the tensor cores before the paths join.
+  if (count - u == 2) {
+    step(sa, sb, u, WGFlag<true>{});
+    step(sb, sa, u + 1, WGFlag<false>{});
+    wgmma_wait<0>();
+  } else {
+    step(sa, sb, u, WGFlag<false>{});
+    wgmma_wait<0>();
+  }
+  pin(o);
+  cp_async_wait<0>();
+
+  store_rows<DV / 8>(o, out + (size_t)start * ldv + h * DV, ldv, r, n, tq, atomicOut);
+}
+#endif
+"""#
+}
