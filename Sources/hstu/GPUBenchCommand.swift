@@ -27,8 +27,8 @@ struct GPUBench: ParsableCommand {
   @Option(parsing: .upToNextOption, help: "Sequence lengths L.")
   var lengths: [Int] = [1024, 2048, 4096, 8192, 16384]
 
-  @Option(help: "Head dim of q, k and v.")
-  var headDim = 128
+  @Option(help: "Head dim of q, k and v (named apart from `step`'s --head-dim, which the parent would otherwise take).")
+  var attentionHeadDim = 128
 
   @Flag(help: "Only the causal mask (skip semi-local).")
   var causalOnly = false
@@ -56,7 +56,7 @@ struct GPUBench: ParsableCommand {
       /// The forward that ran (`automatic` resolves to wgmma on Hopper), and the mma.sync kernel's time on the same inputs.
       var forwardKernel: String; var forwardMmaSyncMs: Double; var forwardMmaSyncTFLOPs: Double }
     var rows: [Row] = []
-    let d = headDim
+    let d = attentionHeadDim
     let masks = [("causal", AttentionMask.causal), ("semi-local K1=K2=256", AttentionMask(localWindow: 256, globalTailRows: 256))]
     for (maskName, mask) in masks.prefix(causalOnly ? 1 : 2) {
       for L in lengths {
