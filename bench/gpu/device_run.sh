@@ -52,10 +52,11 @@ for spec in "$@"; do
       capped $bin-swift-cfg1 45 $exe gpu-bench step $CFG1 --dump /tmp/dump-$bin
       capped $bin-swift-cfg2 45 $exe gpu-bench step $CFG2
       capped $bin-swift-cfg3 60 $exe gpu-bench step $CFG3 ;;
-    ncu-attn)   # one causal L = 16k wgmma attention forward under ncu: throughput, pipes, warp stalls
+    ncu-attn)   # one causal L = 16k wgmma attention forward under ncu: throughput, pipes, warp-stall reasons
       capped $bin-ncu-attn 150 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:hstu_attention_forward_wgmma --launch-skip 3 --launch-count 1 \
-        --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section SchedulerStats --section Occupancy \
-        --section MemoryWorkloadAnalysis $exe gpu-bench --lengths 16384 --causal-only --repeats 3 --out /tmp/ncu-out ;;
+        --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
+        --metrics smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,smsp__average_warps_issue_stalled_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_membar_per_issue_active.ratio,smsp__average_warps_issue_stalled_sleeping_per_issue_active.ratio,smsp__average_warps_issue_stalled_misc_per_issue_active.ratio,smsp__average_warps_issue_stalled_branch_resolving_per_issue_active.ratio,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio,smsp__average_warps_issue_stalled_drain_per_issue_active.ratio,smsp__average_warps_issue_stalled_imc_miss_per_issue_active.ratio,smsp__average_warps_issue_stalled_tex_throttle_per_issue_active.ratio,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,sm__cycles_elapsed.avg \
+        $exe gpu-bench --lengths 16384 --causal-only --repeats 3 --out /tmp/ncu-out ;;
     tune)   # attention forward variants (HSTU_TUNE_DEFINES) at L = 4k and 16k
       for v in ${TUNE:-WG_STAGES=4}; do
         HSTU_TUNE_DEFINES=$v capped $bin-tune-${v//[=,]/_} 40 $exe gpu-bench ${TUNE_ARGS:---lengths 4096 16384 --causal-only} --out /tmp/tune
