@@ -159,20 +159,19 @@ __device__ __forceinline__ QueryRows query_rows(int row0, int n, int t, MaskArgs
   return r;
 }
 
-/// z·σ(z)·invN from h = z/2: σ(z) = (1 + tanh(h)) / 2, so z·σ(z) = h·(1 + tanh(h)); one MUFU op
-/// and two FP32 ops.
-__device__ __forceinline__ float silu_from_half(float h, float invN) {
-  float t; asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(h));
-  const float y = h * invN;
+/// x·σ(x)·invN with σ(x) = (1 + tanh(x/2)) / 2, given halfInvN = invN / 2: one MUFU op and three
+/// FP32 ops.
+__device__ __forceinline__ float silu_scaled(float x, float halfInvN) {
+  float t; asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(0.5f * x));
+  const float y = x * halfInvN;
   return fmaf(y, t, y);
 }
 
 /// `silu_scores` for one case: MASK (the tile is not entirely visible) and POS (a position bias)
-/// are compile-time, so a full tile without biases costs only the SiLU itself. HALVED: the
-/// scores arrive as S/2 (the wgmma forward halves Q, exactly, to save a multiply per score).
-template <int NT, bool MASK, bool POS, bool HALVED>
+/// are compile-time, so a full tile without biases costs only the SiLU itself.
+template <int NT, bool MASK, bool POS>
 __device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT / 2][4], const QueryRows& r, int k0, int tq,
-    const float* __restrict__ pos, int posLength, float invN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
+    const float* __restrict__ pos, int posLength, float halfInvN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
   #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     float p[4];
@@ -181,12 +180,12 @@ __device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT 
       const int i = e < 2 ? r.row0 : r.row1;
       const int j = k0 + nt * 8 + 2 * tq + (e & 1);
       const bool ok = !MASK || (e < 2 ? allowed(j, r.a0, r.b0, r.c0) : allowed(j, r.a1, r.b1, r.c1));
-      float h = HALVED ? s[nt][e] : 0.5f * s[nt][e];   // (S + bias) / 2
-      if (POS) h = fmaf(0.5f, pos[min(max(i - j, 0), posLength - 1)], h);
+      float x = s[nt][e];
+      if (POS) x += pos[min(max(i - j, 0), posLength - 1)];
 #if TIME_BIAS
-      if (ok) h = fmaf(0.5f, time.table[time_bucket((e < 2 ? r.qt0 : r.qt1) - keyTime[j], time.thresholds, time.buckets)], h);
+      if (ok) x += time.table[time_bucket((e < 2 ? r.qt0 : r.qt1) - keyTime[j], time.thresholds, time.buckets)];
 #endif
-      p[e] = ok ? silu_from_half(h, invN) : 0.f;
+      p[e] = ok ? silu_scaled(x, halfInvN) : 0.f;
     }
     pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
     pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
@@ -194,18 +193,18 @@ __device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT 
 }
 
 /// P = mask ⊙ SiLU(S + pos + time) / N for a thread's two rows and the NT·8 keys from k0 (an
-/// accumulator fragment, holding S/2 when HALVED), packed straight into bf16 A fragments
-/// (mma.sync's and wgmma's agree). `full`: the tile is entirely visible to these rows, so the
-/// mask is skipped.
-template <int NT, bool HALVED>
+/// accumulator fragment), packed straight into bf16 A fragments (mma.sync's and wgmma's agree).
+/// `full`: the tile is entirely visible to these rows, so the mask is skipped.
+template <int NT>
 __device__ __forceinline__ void silu_scores(const float (&s)[NT][4], u32 (&pf)[NT / 2][4], const QueryRows& r, int k0, int tq,
     bool full, const float* __restrict__ pos, int posLength, float invN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
+  const float h = 0.5f * invN;
   if (full) {
-    if (pos) silu_tile<NT, false, true, HALVED>(s, pf, r, k0, tq, pos, posLength, invN, time, keyTime);
-    else silu_tile<NT, false, false, HALVED>(s, pf, r, k0, tq, pos, posLength, invN, time, keyTime);
+    if (pos) silu_tile<NT, false, true>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
+    else silu_tile<NT, false, false>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
   } else {
-    if (pos) silu_tile<NT, true, true, HALVED>(s, pf, r, k0, tq, pos, posLength, invN, time, keyTime);
-    else silu_tile<NT, true, false, HALVED>(s, pf, r, k0, tq, pos, posLength, invN, time, keyTime);
+    if (pos) silu_tile<NT, true, true>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
+    else silu_tile<NT, true, false>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
   }
 }
 
@@ -361,7 +360,7 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
       pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
     }
 #else
-    silu_scores<BN / 8, false>(s, pf, r, k0, tq, full, pos, posLength, invN, time, TIME_BIAS ? time.keyTimes + start : nullptr);
+    silu_scores<BN / 8>(s, pf, r, k0, tq, full, pos, posLength, invN, time, TIME_BIAS ? time.keyTimes + start : nullptr);
 #endif
 
     // O += P V.

@@ -143,15 +143,13 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
   fence_proxy_async();
   __syncthreads();
 
-  // This warp's 16 rows of Q/2 as A fragments (ldmatrix through the swizzle; halving a bf16 is
-  // exact): S reads only K from shared memory, and the SiLU gets S/2 without a multiply.
+  // This warp's 16 rows of Q as A fragments (ldmatrix through the swizzle): S reads only K from
+  // shared memory, which halves its shared-memory traffic.
   u32 qf[DQK / 16][4];
   #pragma unroll
   for (int kk = 0; kk < DQK / 16; ++kk) {
     const int row = wg * WG_ROWS + warp * 16 + (lane & 15), unit = (kk & 3) * 2 + (lane >> 4);
     ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], sQ + (kk >> 2) * WBM * 64 + row * 64 + ((unit ^ (row & 7)) << 3));
-    #pragma unroll
-    for (int x = 0; x < 4; ++x) asm("mul.rn.bf16x2 %0, %0, %1;" : "+r"(qf[kk][x]) : "r"(0x3F003F00u));   // × 0.5
   }
   // S = Q Kᵀ of tile u (DQK/16 k-steps of 16 columns: chunk kk/4, 32 bytes per step inside it).
   auto issue_scores = [&](float (&s)[BN / 8][4], int u) {
@@ -187,7 +185,7 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
     load_kv(u + WG_STAGES - 1);
     const int k0 = key0(u);
     const bool full = (k0 + BN <= bb[3]) || (k0 >= bb[4] && k0 + BN <= bb[5]);
-    silu_scores<BN / 8, true>(cur, pf, r, k0, tq, full, pos, posLength, invN, time, keyTime);
+    silu_scores<BN / 8>(cur, pf, r, k0, tq, full, pos, posLength, invN, time, keyTime);
     const u32 vAddr = smem_u32(sV + (u % WG_STAGES) * BN * DV);
     wgmma_fence();
     #pragma unroll
