@@ -5,7 +5,8 @@
 #   bash .device-carry/device_run.sh NAME:STAGE ...
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
-# swift-mma (the same with the mma.sync attention forward),
+# swift-mma (the same with the mma.sync attention forward), attention-quick (causal attention at L = 4k, 16k),
+# ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), bench (ML-1M
@@ -57,11 +58,9 @@ for spec in "$@"; do
         --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
         --metrics smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,smsp__average_warps_issue_stalled_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_membar_per_issue_active.ratio,smsp__average_warps_issue_stalled_sleeping_per_issue_active.ratio,smsp__average_warps_issue_stalled_misc_per_issue_active.ratio,smsp__average_warps_issue_stalled_branch_resolving_per_issue_active.ratio,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio,smsp__average_warps_issue_stalled_drain_per_issue_active.ratio,smsp__average_warps_issue_stalled_imc_miss_per_issue_active.ratio,smsp__average_warps_issue_stalled_tex_throttle_per_issue_active.ratio,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,sm__cycles_elapsed.avg \
         $exe gpu-bench --lengths 16384 --causal-only --repeats 3 --out /tmp/ncu-out ;;
-    tune)   # attention forward variants (HSTU_TUNE_DEFINES) at L = 4k and 16k
-      for v in ${TUNE:-WG_STAGES=4}; do
-        HSTU_TUNE_DEFINES=$v capped $bin-tune-${v//[=,]/_} 40 $exe gpu-bench ${TUNE_ARGS:---lengths 4096 16384 --causal-only} --out /tmp/tune
-        grep -h "L=" $LOG/$bin-tune-${v//[=,]/_}.txt | sed "s/^/$v: /" >> $LOG/summary.txt
-      done ;;
+    attention-quick)   # the causal attention forward/backward at L = 4k and 16k only (a quick A/B of kernel changes)
+      capped $bin-attention-quick 40 $exe gpu-bench --lengths 4096 16384 --causal-only --out /tmp/attention-quick
+      grep -h "L=" $LOG/$bin-attention-quick.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
     swift-mma)   # the same steps with the mma.sync attention forward (A/B against wgmma in one call)
       capped $bin-swift-mma-cfg1 45 $exe gpu-bench step $CFG1 --attention-forward mmaSync
       capped $bin-swift-mma-cfg2 45 $exe gpu-bench step $CFG2 --attention-forward mmaSync
