@@ -1,10 +1,12 @@
 /// The HSTU (SiLU) attention forward on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a),
 /// appended to `AttentionKernels.source` and compiled where it applies: SiLU scores and head dims
-/// that are multiples of 64. Same arguments, masks, biases, key-tile walk and split keys as
-/// `hstu_attention_forward`, whose mma.sync loop it replaces:
+/// that are multiples of 64 (the launcher takes it from 1024 tokens on; `AttentionForwardKernel`).
+/// Same arguments, masks, biases, key-tile walk and split keys as `hstu_attention_forward`, whose
+/// mma.sync loop it replaces:
 ///
-/// - a CTA is two warpgroups, each owning 64 of the block's 128 query rows; Q stays in shared
-///   memory, and K/V tiles of 64 keys stream through a ring of `WG_STAGES` shared buffers (cp.async);
+/// - a CTA is two warpgroups, each owning 64 of the block's 128 query rows; Q passes through shared
+///   memory once into registers, and K/V tiles of 64 keys stream through a ring of `WG_STAGES`
+///   shared buffers (cp.async);
 /// - tiles are stored in the 128-byte swizzled layout wgmma reads (64-column chunks, 16-byte units
 ///   XOR-ed with the row); S = Q Kᵀ takes Q from registers (loaded once) and K straight from shared
 ///   memory (K-major), and O += P V takes P from registers (the S accumulators turned into bf16 A
