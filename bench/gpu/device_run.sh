@@ -61,6 +61,24 @@ for spec in "$@"; do
     attention-quick)   # the causal attention forward/backward at L = 4k and 16k only (a quick A/B of kernel changes)
       capped $bin-attention-quick 40 $exe gpu-bench --lengths 4096 16384 --causal-only --out /tmp/attention-quick
       grep -h "L=" $LOG/$bin-attention-quick.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
+    sass)   # opcode histogram of the wgmma attention forward (d = 128), from the cubin NVRTC cached
+      capped $bin-sass-run 40 $exe gpu-bench --lengths 4096 --causal-only --repeats 1 --out /tmp/sass-out
+      for c in $HSTU_CACHE_DIR/hstu_attention-*.cubin; do
+        /usr/local/cuda/bin/cuobjdump -sass -fun hstu_attention_forward_wgmma $c > $LOG/$bin-sass-$(basename $c .cubin).txt 2>&1
+      done
+      python3 - $LOG/$bin-sass-hstu_attention-*.txt >> $LOG/summary.txt <<'PY'
+import collections, re, sys
+for path in sys.argv[1:]:
+    ops = collections.Counter()
+    for line in open(path):
+        m = re.match(r'\s*/\*[0-9a-f]{4,}\*/\s+(.*?);', line)
+        if not m: continue
+        words = m.group(1).split()
+        if words and words[0].startswith('@'): words = words[1:]
+        if words: ops[words[0].split('.')[0]] += 1
+    print('==', path.split('/')[-1], sum(ops.values()), 'instructions:', ', '.join('%s %d' % kv for kv in ops.most_common(30)))
+PY
+      ;;
     swift-mma)   # the same steps with the mma.sync attention forward (A/B against wgmma in one call)
       capped $bin-swift-mma-cfg1 45 $exe gpu-bench step $CFG1 --attention-forward mmaSync
       capped $bin-swift-mma-cfg2 45 $exe gpu-bench step $CFG2 --attention-forward mmaSync
