@@ -132,11 +132,12 @@ extension CUDADevice {
     let wgmma: Bool
     switch kernel {
     case .automatic: wgmma = attentionForwardHasWGMMA(shape) && shape.maxLength >= Self.attentionWGMMAMinLength
-    case .wgmma: wgmma = attentionForwardHasWGMMA(shape)
+    case .wgmma:
+      guard attentionForwardHasWGMMA(shape) else {
+        throw CUDAError.unsupported("the wgmma attention forward needs sm_90a and head dims that are multiples of 64 (dqk=\(shape.dqk), dv=\(shape.dv))")
+      }
+      wgmma = true
     case .mmaSync: wgmma = false
-    }
-    if kernel == .wgmma && !wgmma {
-      throw CUDAError.unsupported("the wgmma attention forward needs sm_90a and head dims that are multiples of 64 (dqk=\(shape.dqk), dv=\(shape.dv))")
     }
     let module = try attentionModule(shape, timeBias: time != nil)
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,

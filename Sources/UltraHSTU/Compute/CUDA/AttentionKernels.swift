@@ -144,6 +144,32 @@ __device__ __forceinline__ void block_bounds(const int* __restrict__ bounds, int
   }
 }
 
+/// What a forward CTA of `rows` queries works on: sequence b, head h (its tokens start..<start + n,
+/// t of them targets), the block's first query q0, its bound-table extremes bb, the visible key
+/// tiles ([0, e1) then from s2 on) and its run [itBegin, itEnd) of them; when the block's tiles are
+/// split over CTAs, every run adds its output atomically. False for a CTA with nothing to do (past
+/// its sequence's rows, or an empty split).
+struct ForwardBlock { int b, h, start, n, t, q0, e1, s2, itBegin, itEnd; float invN; bool atomicOut; int bb[6]; };
+
+__device__ __forceinline__ bool forward_block(ForwardBlock& f, const int* __restrict__ offsets, const int* __restrict__ targets,
+    const int* __restrict__ bounds, int tilesPerSequence, float invNConst, int splits, int splitTiles, int rows) {
+  f.b = blockIdx.z; f.h = blockIdx.y / splits;
+  const int split = blockIdx.y % splits;
+  f.start = offsets[f.b]; f.n = offsets[f.b + 1] - f.start;
+  const int qTile = (f.n + rows - 1) / rows - 1 - (int)blockIdx.x;   // longest rows first
+  if (qTile < 0) return false;
+  f.t = targets ? targets[f.b] : 0;
+  f.invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, f.n - f.t);
+  f.q0 = qTile * rows;
+  block_bounds(bounds, f.b, tilesPerSequence, f.q0, rows, f.n, f.bb);
+  int e2; key_tile_ranges(f.bb[0], f.bb[1], f.bb[2], f.e1, f.s2, e2);
+  const int tiles = f.e1 + (e2 - f.s2);
+  f.itBegin = split * splitTiles; f.itEnd = min(tiles, f.itBegin + splitTiles);
+  if (split > 0 && f.itBegin >= tiles) return false;
+  f.atomicOut = tiles > splitTiles;
+  return true;
+}
+
 /// The two query rows a thread owns in an accumulator fragment (row0 and row0 + 8 of the mma.sync
 /// m16n8 and wgmma m64nN layouts alike), their key intervals and, with the time bias, query times.
 struct QueryRows { int row0, row1, a0, b0, c0, a1, b1, c1; long long qt0, qt1; };
@@ -254,22 +280,15 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   MaskArgs m = {window, tail, prefix, contextual};
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
 
-  const int b = blockIdx.z, h = blockIdx.y / splits, split = blockIdx.y % splits;
-  const int start = offsets[b], n = offsets[b + 1] - start;
-  const int qTile = (n + BM - 1) / BM - 1 - (int)blockIdx.x;   // longest rows first
-  if (qTile < 0) return;
-  const int t = targets ? targets[b] : 0;
-  const float invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, n - t);
-  const int q0 = qTile * BM;
+  ForwardBlock f;
+  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splits, splitTiles, BM)) return;
+  const int h = f.h, start = f.start, n = f.n, t = f.t, q0 = f.q0, e1 = f.e1, s2 = f.s2, itBegin = f.itBegin, itEnd = f.itEnd;
+  const int* bb = f.bb;
+  const bool atomicOut = f.atomicOut;
+#if !SOFTMAX
+  const float invN = f.invN;
+#endif
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-
-  int bb[6]; block_bounds(bounds, b, tilesPerSequence, q0, BM, n, bb);
-  int e1, s2, e2; key_tile_ranges(bb[0], bb[1], bb[2], e1, s2, e2);
-  const int tiles = e1 + (e2 - s2);
-  // This CTA's run of the visible key tiles; when the tile is split, every run adds atomically.
-  const int itBegin = split * splitTiles, itEnd = min(tiles, itBegin + splitTiles);
-  if (split > 0 && itBegin >= tiles) return;
-  const bool atomicOut = tiles > splitTiles;
 
   const QueryRows r = query_rows(q0 + warp * 16 + g, n, t, m, TIME_BIAS ? time.queryTimes + start : nullptr);
 

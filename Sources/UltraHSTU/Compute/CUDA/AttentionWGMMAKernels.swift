@@ -99,22 +99,14 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
   const MaskArgs m = {window, tail, prefix, contextual};
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
 
-  const int b = blockIdx.z, h = blockIdx.y / splits, split = blockIdx.y % splits;
-  const int start = offsets[b], n = offsets[b + 1] - start;
-  const int qTile = (n + WBM - 1) / WBM - 1 - (int)blockIdx.x;   // longest rows first
-  if (qTile < 0) return;
-  const int t = targets ? targets[b] : 0;
-  const float invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, n - t);
-  const int q0 = qTile * WBM;
+  ForwardBlock f;
+  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splits, splitTiles, WBM)) return;
+  const int h = f.h, start = f.start, n = f.n, t = f.t, q0 = f.q0, e1 = f.e1, s2 = f.s2, itBegin = f.itBegin;
+  const int* bb = f.bb;
+  const bool atomicOut = f.atomicOut;
+  const float invN = f.invN;
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-
-  int bb[6]; block_bounds(bounds, b, tilesPerSequence, q0, WBM, n, bb);
-  int e1, s2, e2; key_tile_ranges(bb[0], bb[1], bb[2], e1, s2, e2);
-  const int tiles = e1 + (e2 - s2);
-  const int itBegin = split * splitTiles, itEnd = min(tiles, itBegin + splitTiles);
-  if (split > 0 && itBegin >= tiles) return;
-  const bool atomicOut = tiles > splitTiles;
-  const int count = itEnd - itBegin;
+  const int count = f.itEnd - itBegin;
 
   const QueryRows r = query_rows(q0 + wg * WG_ROWS + warp * 16 + g, n, t, m, TIME_BIAS ? time.queryTimes + start : nullptr);
   float o[DV / 8][4];

@@ -76,18 +76,19 @@ __device__ __forceinline__ float counter_unit(u64 seed, u64 stream, u64 counter)
   return (float)(bits >> 40) * (1.0f / 16777216.0f);
 }
 
-__device__ __forceinline__ float warp_sum(float x) {
+/// Sum over the warp (float or int); every lane gets it.
+template <typename T> __device__ __forceinline__ T warp_sum(T x) {
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
 }
 /// Sum over a block of `blockDim.x` threads (a multiple of 32, at most 1024); all threads get it.
-__device__ __forceinline__ float block_sum(float x, float* scratch32) {
+template <typename T> __device__ __forceinline__ T block_sum(T x, T* scratch32) {
   x = warp_sum(x);
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   __syncthreads();
   if (lane == 0) scratch32[warp] = x;
   __syncthreads();
-  float total = 0.f;
+  T total = 0;
   for (int w = 0; w < (int)(blockDim.x >> 5); ++w) total += scratch32[w];
   return total;
 }

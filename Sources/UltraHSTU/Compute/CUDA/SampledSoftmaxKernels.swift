@@ -201,20 +201,6 @@ loss_rows(const float* __restrict__ user, const float* __restrict__ table,
   }
 }
 
-__device__ __forceinline__ int warp_sum_int(int x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-/// Sum over the block (a multiple of 32 threads); every thread gets it.
-__device__ __forceinline__ int block_sum_int(int x, int* scratch32) {
-  x = warp_sum_int(x);
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) scratch32[threadIdx.x >> 5] = x;
-  __syncthreads();
-  int total = 0;
-  for (int w = 0; w < (int)(blockDim.x >> 5); ++w) total += scratch32[w];
-  return total;
-}
 /// Exclusive scan of one int per thread over the block (SCAN_THREADS threads); `total` gets the block's sum.
 __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch32, int& total) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -242,7 +228,7 @@ extern "C" __global__ void loss_scan_tiles(const int* __restrict__ counts, int* 
   int x = 0;
   #pragma unroll
   for (int i = 0; i < 4; ++i) if (base + i < n) x += counts[base + i];
-  const int total = block_sum_int(x, red);
+  const int total = block_sum(x, red);
   if (threadIdx.x == 0) tileSums[blockIdx.x] = total;
 }
 
@@ -252,7 +238,7 @@ extern "C" __global__ void loss_scan_offsets(int* __restrict__ counts, const int
   __shared__ int red[32];
   int before = 0;
   for (int b = threadIdx.x; b < blockIdx.x; b += blockDim.x) before += tileSums[b];
-  const int carry = block_sum_int(before, red);
+  const int carry = block_sum(before, red);
   const int base = blockIdx.x * SCAN_TILE + 4 * threadIdx.x;
   int x[4], sum = 0;
   #pragma unroll
