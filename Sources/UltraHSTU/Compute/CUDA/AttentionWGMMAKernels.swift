@@ -68,15 +68,19 @@ __device__ __forceinline__ u64 sw128_desc(u32 addr, u32 lbo, u32 sbo) {
   return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32) | (1ull << 62);
 }
 
-/// Loads rows × D bf16 (row stride ld in global) into the swizzled layout: D/64 chunks of
-/// rows × 128 bytes, 16-byte unit c of row r at unit c ^ (r % 8). Rows at or past `valid` read as zeros.
-template <int D>
-__device__ __forceinline__ void load_tile_sw128(bf16_t* smem, const bf16_t* g, size_t ld, int rows, int valid) {
-  constexpr int UNITS = D / 8;
-  for (int x = threadIdx.x; x < rows * UNITS; x += WG_COUNT * 128) {
-    const int r = x / UNITS, c = x % UNITS;
+/// Loads ROWS × D bf16 (row stride ld in global) into the swizzled layout: D/64 chunks of
+/// ROWS × 128 bytes, 16-byte unit c of row r at unit c ^ (r % 8). Rows at or past `valid` read as
+/// zeros. ROWS is compile-time, so each thread's units (and their shared offsets) are fixed and the
+/// loop unrolls.
+template <int D, int ROWS>
+__device__ __forceinline__ void load_tile_sw128(bf16_t* smem, const bf16_t* g, size_t ld, int valid) {
+  constexpr int UNITS = D / 8, THREADS = WG_COUNT * 128;
+  static_assert(ROWS * UNITS % THREADS == 0, "every thread copies the same number of units");
+  #pragma unroll
+  for (int i = 0; i < ROWS * UNITS / THREADS; ++i) {
+    const int x = threadIdx.x + i * THREADS, r = x / UNITS, c = x % UNITS;
     const bool ok = r < valid;
-    bf16_t* dst = smem + (c >> 3) * rows * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
+    bf16_t* dst = smem + (c >> 3) * ROWS * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
     cp_async_16(dst, ok ? (const void*)(g + (size_t)r * ld + c * 8) : (const void*)g, ok);
   }
 }
@@ -125,13 +129,13 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
   auto load_kv = [&](int u) {
     if (u < count) {
       const int k0 = key0(u), slot = u % WG_STAGES;
-      load_tile_sw128<DQK>(sK + slot * BN * DQK, kBase + (size_t)k0 * ldqk, ldqk, BN, n - k0);
-      load_tile_sw128<DV>(sV + slot * BN * DV, vBase + (size_t)k0 * ldv, ldv, BN, n - k0);
+      load_tile_sw128<DQK, BN>(sK + slot * BN * DQK, kBase + (size_t)k0 * ldqk, ldqk, n - k0);
+      load_tile_sw128<DV, BN>(sV + slot * BN * DV, vBase + (size_t)k0 * ldv, ldv, n - k0);
     }
     cp_async_commit();
   };
 
-  load_tile_sw128<DQK>(sQ, q + (size_t)(start + q0) * ldqk + h * DQK, ldqk, WBM, n - q0);
+  load_tile_sw128<DQK, WBM>(sQ, q + (size_t)(start + q0) * ldqk + h * DQK, ldqk, n - q0);
   for (int u = 0; u < WG_STAGES - 1; ++u) load_kv(u);
   cp_async_wait<WG_STAGES - 3>();   // Q, tiles 0 and 1
   fence_proxy_async();
