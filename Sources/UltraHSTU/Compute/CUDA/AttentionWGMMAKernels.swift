@@ -7,7 +7,7 @@
 /// - a CTA is two warpgroups, each owning 64 of the block's 128 query rows; Q passes through shared
 ///   memory once into registers, and K/V tiles of 64 keys stream through a ring of `WG_STAGES`
 ///   shared buffers, loaded by the tensor memory accelerator (TMA, issued by thread 0) and tracked
-///   by mbarriers: `full[slot]` completes when a tile's bytes land, `empty[slot]` when all eight
+///   by mbarriers: `landed[slot]` completes when a tile's bytes arrive, `freed[slot]` when all eight
 ///   warps are done with it, so the warpgroups never meet at a CTA-wide barrier in the loop;
 /// - tiles are stored in the 128-byte swizzled layout wgmma reads (64-column chunks, 16-byte units
 ///   XOR-ed with the row); S = Q Kᵀ takes Q from registers (loaded once) and K straight from shared
@@ -128,8 +128,8 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
   bf16_t* sQ = (bf16_t*)(shared + ((1024 - (smem_u32(shared) & 1023)) & 1023));   // swizzle atoms: 1024-byte aligned
   bf16_t* sK = sQ + WBM * DQK;                 // [WG_STAGES][DQK/64][BN][64]
   bf16_t* sV = sK + WG_STAGES * BN * DQK;     // [WG_STAGES][DV/64][BN][64]
-  u64* full = (u64*)(sV + WG_STAGES * BN * DV);   // [WG_STAGES] tile landed (TMA bytes)
-  u64* empty = full + WG_STAGES;                  // [WG_STAGES] every warp is done with the slot
+  u64* landed = (u64*)(sV + WG_STAGES * BN * DV);   // [WG_STAGES] the slot's tile has arrived (TMA bytes)
+  u64* freed = landed + WG_STAGES;                  // [WG_STAGES] every warp is done with the slot's tile
   const MaskArgs m = {window, tail, prefix, contextual};
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
 
@@ -154,17 +154,17 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
   const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
   auto key0 = [&](int u) { const int it = itBegin + u; return (it < e1 ? it : s2 + (it - e1)) * BN; };
   // Tile u into ring slot u % WG_STAGES by TMA (thread 0 only): K and V boxes of 64 columns × BN
-  // keys, already in the swizzled layout, all completing on full[slot].
+  // keys, already in the swizzled layout, all completing on landed[slot].
   auto produce = [&](int u) {
     const int slot = u % WG_STAGES, row = start + key0(u);
-    mbar_expect_bytes(&full[slot], BN * (DQK + DV) * 2);
+    mbar_expect_bytes(&landed[slot], BN * (DQK + DV) * 2);
     #pragma unroll
-    for (int c = 0; c < DQK / 64; ++c) tma_load_2d(sK + (slot * DQK / 64 + c) * BN * 64, &keyMap, h * DQK + c * 64, row, &full[slot]);
+    for (int c = 0; c < DQK / 64; ++c) tma_load_2d(sK + (slot * DQK / 64 + c) * BN * 64, &keyMap, h * DQK + c * 64, row, &landed[slot]);
     #pragma unroll
-    for (int c = 0; c < DV / 64; ++c) tma_load_2d(sV + (slot * DV / 64 + c) * BN * 64, &valueMap, h * DV + c * 64, row, &full[slot]);
+    for (int c = 0; c < DV / 64; ++c) tma_load_2d(sV + (slot * DV / 64 + c) * BN * 64, &valueMap, h * DV + c * 64, row, &landed[slot]);
   };
   if (threadIdx.x == 0) {
-    for (int x = 0; x < WG_STAGES; ++x) { mbar_init(&full[x], 1); mbar_init(&empty[x], WG_COUNT * 4); }
+    for (int x = 0; x < WG_STAGES; ++x) { mbar_init(&landed[x], 1); mbar_init(&freed[x], WG_COUNT * 4); }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
@@ -184,7 +184,7 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
   }
   // S = Q Kᵀ of tile u (DQK/16 k-steps of 16 columns: chunk kk/4, 32 bytes per step inside it).
   auto issue_scores = [&](float (&s)[BN / 8][4], int u) {
-    mbar_wait(&full[u % WG_STAGES], (u / WG_STAGES) & 1);   // tile u has landed
+    mbar_wait(&landed[u % WG_STAGES], (u / WG_STAGES) & 1);   // tile u has arrived
     const u32 kAddr = smem_u32(sK + (u % WG_STAGES) * BN * DQK);
     wgmma_fence();
     #pragma unroll
@@ -212,10 +212,10 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
     }
     pin(pf);
     // This warp is done with tile u − 1; thread 0 refills its slot with tile u + WG_STAGES − 1
-    // once every warp is (the other warpgroup may lag, never lead, by the ring's depth).
-    if (u > 0 && lane == 0) mbar_arrive(&empty[(u - 1) % WG_STAGES]);
+    // once every warp of both warpgroups is.
+    if (u > 0 && lane == 0) mbar_arrive(&freed[(u - 1) % WG_STAGES]);
     if (threadIdx.x == 0 && u + WG_STAGES - 1 < count) {
-      if (u > 0) mbar_wait(&empty[(u - 1) % WG_STAGES], ((u - 1) / WG_STAGES) & 1);
+      if (u > 0) mbar_wait(&freed[(u - 1) % WG_STAGES], ((u - 1) / WG_STAGES) & 1);
       produce(u + WG_STAGES - 1);
     }
     const int k0 = key0(u);
