@@ -6,7 +6,9 @@
 ///
 /// - a CTA is two warpgroups, each owning 64 of the block's 128 query rows; Q passes through shared
 ///   memory once into registers, and K/V tiles of 64 keys stream through a ring of `WG_STAGES`
-///   shared buffers (cp.async);
+///   shared buffers, loaded by the tensor memory accelerator (TMA, issued by thread 0) and tracked
+///   by mbarriers: `landed[slot]` completes when a tile's bytes arrive, `freed[slot]` when all eight
+///   warps are done with it, so the warpgroups never meet at a CTA-wide barrier in the loop;
 /// - tiles are stored in the 128-byte swizzled layout wgmma reads (64-column chunks, 16-byte units
 ///   XOR-ed with the row); S = Q Kᵀ takes Q from registers (loaded once) and K straight from shared
 ///   memory (K-major), and O += P V takes P from registers (the S accumulators turned into bf16 A
@@ -39,8 +41,8 @@ template <> __device__ __forceinline__ void wgmma_rs<\#(n), \#(transposeB)>(floa
 #define WG_COUNT 2                     // warpgroups per CTA
 #define WBM (WG_ROWS * WG_COUNT)       // query rows per CTA (= BM, the bounds tables' block)
 #define WG_STAGES 4                    // K/V tiles in the shared ring
-// Tile u + WG_STAGES − 1 is fetched in step u and read by the S issued early in step u + 2: four slots at least.
-static_assert(WG_STAGES >= 4, "the wgmma forward's K/V ring needs at least 4 slots");
+// Tile u + WG_STAGES − 1 is fetched in step u, after the S of tile u + 1 was issued from its own slot.
+static_assert(WG_STAGES >= 3, "the wgmma forward's K/V ring needs at least 3 slots");
 
 template <int N, int TRANSPOSE_B> __device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const u32 (&a)[4], u64 b, int accumulate);
 
@@ -48,8 +50,6 @@ template <int N, int TRANSPOSE_B> __device__ __forceinline__ void wgmma_rs(float
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory"); }
-/// Orders cp.async's shared-memory writes before the tensor cores' (async proxy) reads.
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 /// Pins registers an in-flight wgmma reads or writes: the compiler may neither move nor reuse them
 /// across this point (it cannot see the asynchronous access).
 template <int R> __device__ __forceinline__ void pin(float (&x)[R][4]) {
@@ -68,17 +68,48 @@ __device__ __forceinline__ u64 sw128_desc(u32 addr, u32 lbo, u32 sbo) {
   return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32) | (1ull << 62);
 }
 
-/// Loads rows × D bf16 (row stride ld in global) into the swizzled layout: D/64 chunks of
-/// rows × 128 bytes, 16-byte unit c of row r at unit c ^ (r % 8). Rows at or past `valid` read as zeros.
-template <int D>
-__device__ __forceinline__ void load_tile_sw128(bf16_t* smem, const bf16_t* g, size_t ld, int rows, int valid) {
-  constexpr int UNITS = D / 8;
-  for (int x = threadIdx.x; x < rows * UNITS; x += WG_COUNT * 128) {
-    const int r = x / UNITS, c = x % UNITS;
+/// Loads ROWS × D bf16 (row stride ld in global) into the swizzled layout: D/64 chunks of
+/// ROWS × 128 bytes, 16-byte unit c of row r at unit c ^ (r % 8). Rows at or past `valid` read as
+/// zeros. ROWS is compile-time, so each thread's units (and their shared offsets) are fixed and the
+/// loop unrolls.
+template <int D, int ROWS>
+__device__ __forceinline__ void load_tile_sw128(bf16_t* smem, const bf16_t* g, size_t ld, int valid) {
+  constexpr int UNITS = D / 8, THREADS = WG_COUNT * 128;
+  static_assert(ROWS * UNITS % THREADS == 0, "every thread copies the same number of units");
+  #pragma unroll
+  for (int i = 0; i < ROWS * UNITS / THREADS; ++i) {
+    const int x = threadIdx.x + i * THREADS, r = x / UNITS, c = x % UNITS;
     const bool ok = r < valid;
-    bf16_t* dst = smem + (c >> 3) * rows * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
+    bf16_t* dst = smem + (c >> 3) * ROWS * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
     cp_async_16(dst, ok ? (const void*)(g + (size_t)r * ld + c * 8) : (const void*)g, ok);
   }
+}
+
+/// A CUtensorMap (cuTensorMapEncodeTiled), passed by value as a __grid_constant__ parameter.
+struct __align__(64) TensorMap { unsigned long long bits[16]; };
+
+/// mbarrier operations on a 64-bit barrier in shared memory.
+__device__ __forceinline__ void mbar_init(u64* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(smem_u32(bar)), "r"(count) : "memory");
+}
+/// Arrives and announces `bytes` of asynchronous copies that complete on this barrier.
+__device__ __forceinline__ void mbar_expect_bytes(u64* bar, u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" :: "r"(smem_u32(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u64* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" :: "r"(smem_u32(bar)) : "memory");
+}
+/// Waits until the barrier's phase with this parity has completed.
+__device__ __forceinline__ void mbar_wait(u64* bar, int parity) {
+  asm volatile("{\n.reg .pred done;\nWAIT:\n"
+               "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+               "@!done bra WAIT;\n}\n" :: "r"(smem_u32(bar)), "r"(parity) : "memory");
+}
+/// One box of a 2-D tensor map (column `col`, row `row` of its top-left element) into shared
+/// memory, completing on `bar`. Rows past the tensor's end arrive as zeros.
+__device__ __forceinline__ void tma_load_2d(void* dst, const TensorMap* map, int col, int row, u64* bar) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
+               :: "r"(smem_u32(dst)), "l"((u64)map), "r"(col), "r"(row), "r"(smem_u32(bar)) : "memory");
 }
 
 /// A compile-time flag passed to a generic lambda.
@@ -91,11 +122,14 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
     const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes,
     const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out,
     float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles,
-    int window, int tail, int prefix, int contextual) {
+    int window, int tail, int prefix, int contextual, const __grid_constant__ TensorMap keyMap,
+    const __grid_constant__ TensorMap valueMap) {
   extern __shared__ __align__(16) unsigned char shared[];
   bf16_t* sQ = (bf16_t*)(shared + ((1024 - (smem_u32(shared) & 1023)) & 1023));   // swizzle atoms: 1024-byte aligned
   bf16_t* sK = sQ + WBM * DQK;                 // [WG_STAGES][DQK/64][BN][64]
   bf16_t* sV = sK + WG_STAGES * BN * DQK;     // [WG_STAGES][DV/64][BN][64]
+  u64* landed = (u64*)(sV + WG_STAGES * BN * DV);   // [WG_STAGES] the slot's tile has arrived (TMA bytes)
+  u64* freed = landed + WG_STAGES;                  // [WG_STAGES] every warp is done with the slot's tile
   const MaskArgs m = {window, tail, prefix, contextual};
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
 
@@ -118,23 +152,26 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
   }
   const long long* keyTime = TIME_BIAS ? time.keyTimes + start : nullptr;
   const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
-  const bf16_t* kBase = k + (size_t)start * ldqk + h * DQK;
-  const bf16_t* vBase = v + (size_t)start * ldv + h * DV;
   auto key0 = [&](int u) { const int it = itBegin + u; return (it < e1 ? it : s2 + (it - e1)) * BN; };
-  // Tile u into ring slot u % WG_STAGES; always one commit group, so groups count tiles.
-  auto load_kv = [&](int u) {
-    if (u < count) {
-      const int k0 = key0(u), slot = u % WG_STAGES;
-      load_tile_sw128<DQK>(sK + slot * BN * DQK, kBase + (size_t)k0 * ldqk, ldqk, BN, n - k0);
-      load_tile_sw128<DV>(sV + slot * BN * DV, vBase + (size_t)k0 * ldv, ldv, BN, n - k0);
-    }
-    cp_async_commit();
+  // Tile u into ring slot u % WG_STAGES by TMA (thread 0 only): K and V boxes of 64 columns × BN
+  // keys, already in the swizzled layout, all completing on landed[slot].
+  auto produce = [&](int u) {
+    const int slot = u % WG_STAGES, row = start + key0(u);
+    mbar_expect_bytes(&landed[slot], BN * (DQK + DV) * 2);
+    #pragma unroll
+    for (int c = 0; c < DQK / 64; ++c) tma_load_2d(sK + (slot * DQK / 64 + c) * BN * 64, &keyMap, h * DQK + c * 64, row, &landed[slot]);
+    #pragma unroll
+    for (int c = 0; c < DV / 64; ++c) tma_load_2d(sV + (slot * DV / 64 + c) * BN * 64, &valueMap, h * DV + c * 64, row, &landed[slot]);
   };
-
-  load_tile_sw128<DQK>(sQ, q + (size_t)(start + q0) * ldqk + h * DQK, ldqk, WBM, n - q0);
-  for (int u = 0; u < WG_STAGES - 1; ++u) load_kv(u);
-  cp_async_wait<WG_STAGES - 3>();   // Q, tiles 0 and 1
-  fence_proxy_async();
+  if (threadIdx.x == 0) {
+    for (int x = 0; x < WG_STAGES; ++x) { mbar_init(&landed[x], 1); mbar_init(&freed[x], WG_COUNT * 4); }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) for (int u = 0; u < min(count, WG_STAGES - 1); ++u) produce(u);
+  load_tile_sw128<DQK, WBM>(sQ, q + (size_t)(start + q0) * ldqk + h * DQK, ldqk, n - q0);
+  cp_async_commit();
+  cp_async_wait<0>();
   __syncthreads();
 
   // This warp's 16 rows of Q as A fragments (ldmatrix through the swizzle): S reads only K from
@@ -147,6 +184,7 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
   }
   // S = Q Kᵀ of tile u (DQK/16 k-steps of 16 columns: chunk kk/4, 32 bytes per step inside it).
   auto issue_scores = [&](float (&s)[BN / 8][4], int u) {
+    mbar_wait(&landed[u % WG_STAGES], (u / WG_STAGES) & 1);   // tile u has arrived
     const u32 kAddr = smem_u32(sK + (u % WG_STAGES) * BN * DQK);
     wgmma_fence();
     #pragma unroll
@@ -173,10 +211,13 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
       wgmma_wait<0>();
     }
     pin(pf);
-    cp_async_wait<WG_STAGES - 4>();                     // tile u + 2 (this thread's copies)
-    fence_proxy_async();
-    __syncthreads();   // both warpgroups are past P V(u − 1): its slot is free; tile u + 2 is visible
-    load_kv(u + WG_STAGES - 1);
+    // This warp is done with tile u − 1; thread 0 refills its slot with tile u + WG_STAGES − 1
+    // once every warp of both warpgroups is.
+    if (u > 0 && lane == 0) mbar_arrive(&freed[(u - 1) % WG_STAGES]);
+    if (threadIdx.x == 0 && u + WG_STAGES - 1 < count) {
+      if (u > 0) mbar_wait(&freed[(u - 1) % WG_STAGES], ((u - 1) / WG_STAGES) & 1);
+      produce(u + WG_STAGES - 1);
+    }
     const int k0 = key0(u);
     const bool full = (k0 + BN <= bb[3]) || (k0 >= bb[4] && k0 + BN <= bb[5]);
     silu_scores<BN / 8>(cur, pf, r, k0, tq, full, pos, posLength, invN, time, keyTime);
@@ -203,7 +244,6 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
     wgmma_wait<0>();
   }
   pin(o);
-  cp_async_wait<0>();
 
   store_rows<DV / 8>(o, out + (size_t)start * ldv + h * DV, ldv, r, n, tq, atomicOut);
 }

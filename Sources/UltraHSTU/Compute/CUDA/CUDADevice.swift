@@ -84,16 +84,22 @@ public final class CUDADevice {
   /// errors inside the kernel surface at the next `synchronize()`.
   func launch(_ function: CUDAFunction, grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, _ arguments: [KernelArgument]) throws {
     if sharedBytes > 48 * 1024 { try function.allowDynamicSharedMemory(sharedBytes) }
-    let storage = UnsafeMutableRawPointer.allocate(byteCount: 8 * max(1, arguments.count), alignment: 8)
+    // One slot per argument: 8 bytes, or 128 bytes 64-byte aligned for a tensor map.
+    var offsets: [Int] = [], size = 0
+    for argument in arguments {
+      if case .tensorMap = argument { size = (size + 63) / 64 * 64; offsets.append(size); size += 128 } else { offsets.append(size); size += 8 }
+    }
+    let storage = UnsafeMutableRawPointer.allocate(byteCount: max(8, size), alignment: 64)
     defer { storage.deallocate() }
     var pointers = [UnsafeMutableRawPointer?]()
-    for (i, argument) in arguments.enumerated() {
-      let slot = storage + 8 * i
+    for (argument, offset) in zip(arguments, offsets) {
+      let slot = storage + offset
       switch argument {
       case let .pointer(p): slot.storeBytes(of: p, as: UInt64.self)
       case let .int(v): slot.storeBytes(of: v, as: Int32.self)
       case let .float(v): slot.storeBytes(of: v, as: Float.self)
       case let .uint64(v): slot.storeBytes(of: v, as: UInt64.self)
+      case let .tensorMap(map): map.words.withUnsafeBytes { slot.copyMemory(from: $0.baseAddress!, byteCount: 128) }
       }
       pointers.append(slot)
     }
@@ -193,6 +199,8 @@ public enum KernelArgument {
   case int(Int32)
   case float(Float)
   case uint64(UInt64)
+  /// A `const __grid_constant__` tensor map parameter.
+  case tensorMap(TensorMap)
 }
 
 /// A loaded cubin.

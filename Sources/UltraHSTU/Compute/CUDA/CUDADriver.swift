@@ -36,6 +36,10 @@ final class CUDADriver: @unchecked Sendable {
   let cuEventSynchronize: @convention(c) (Handle) -> Int32
   let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle, Handle) -> Int32
   let cuGetErrorString: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
+  /// Tensor-map encoding for the TMA (CUDA 12+ drivers); nil on older drivers.
+  let cuTensorMapEncodeTiled: (@convention(c) (
+    UnsafeMutableRawPointer, UInt32, UInt32, UnsafeMutableRawPointer?, UnsafePointer<UInt64>, UnsafePointer<UInt64>,
+    UnsafePointer<UInt32>, UnsafePointer<UInt32>, UInt32, UInt32, UInt32, UInt32) -> Int32)?
 
   // Values from cuda.h.
   static let attributeMultiprocessorCount: Int32 = 16
@@ -72,6 +76,7 @@ final class CUDADriver: @unchecked Sendable {
     cuEventSynchronize = try lib.function("cuEventSynchronize")
     cuEventElapsedTime = try lib.function("cuEventElapsedTime")
     cuGetErrorString = try lib.function("cuGetErrorString")
+    cuTensorMapEncodeTiled = try? lib.function("cuTensorMapEncodeTiled")
   }
 
   private static let loaded: Result<CUDADriver, Error> = Result { try CUDADriver() }
