@@ -6,6 +6,7 @@
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
 # swift-mma (the same with the mma.sync attention forward), attention-quick (causal attention at L = 4k, 16k),
+# attention-short (causal attention at head dim 64, L = 128 … 2048),
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
@@ -61,6 +62,9 @@ for spec in "$@"; do
     attention-quick)   # the causal attention forward/backward at L = 4k and 16k only (a quick A/B of kernel changes)
       capped $bin-attention-quick 40 $exe gpu-bench --lengths 4096 16384 --causal-only --out /tmp/attention-quick
       grep -h "L=" $LOG/$bin-attention-quick.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
+    attention-short)   # causal attention at head dim 64 and short L: where the wgmma forward starts to win
+      capped $bin-attention-short 40 $exe gpu-bench --lengths 128 256 512 1024 2048 --causal-only --attention-head-dim 64 --out /tmp/attention-short
+      grep -h "L=" $LOG/$bin-attention-short.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
     sass)   # opcode histogram of the wgmma attention forward (d = 128), from the cubin NVRTC cached
       capped $bin-sass-run 40 $exe gpu-bench --lengths 4096 --causal-only --repeats 1 --out /tmp/sass-out
       for c in $HSTU_CACHE_DIR/hstu_attention-*.cubin; do

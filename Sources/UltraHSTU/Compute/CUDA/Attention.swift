@@ -167,9 +167,8 @@ extension CUDADevice {
     defer { arena.release(to: mark) }
     let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets)
     let rows = 16 * Self.attentionForwardWarps, keys = Self.attentionKeyTile   // both kernels: 128 query rows per CTA
-    // wgmma: Q and a ring of K/V tiles, unpadded (swizzled), plus 1 KB to align the swizzle atoms;
-    // mma.sync: Q and two K/V tiles with padded rows.
-    // wgmma: also the ring's full/empty mbarriers, and the K/V tensor maps its TMA reads.
+    // wgmma: Q and a ring of K/V tiles, unpadded (swizzled), plus 1 KB to align the swizzle atoms
+    // and two mbarriers per ring slot; mma.sync: Q and two K/V tiles with padded rows.
     let shared = wgmma ? 1024 + 2 * (rows * shape.dqk + Self.attentionWGMMAStages * keys * (shape.dqk + shape.dv)) + 16 * Self.attentionWGMMAStages
                        : 2 * (rows * (shape.dqk + 8) + 2 * keys * (shape.dqk + 8) + 2 * keys * (shape.dv + 8))
     let keyTiles = (shape.maxLength + Self.attentionKeyTile - 1) / Self.attentionKeyTile
@@ -184,12 +183,12 @@ extension CUDADevice {
                + [.pointer(out.address), .pointer(logSumExp?.address ?? 0), .float(scale),
                   .int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape)),
                   .int(Int32(max(1, splits))), .int(Int32(splitTiles))] + maskArguments(shape.mask)
-               + (wgmma ? try keyValueMaps(shape, k: k, v: v) : []))
+               + (wgmma ? try keyValueMaps(shape, k: k, v: v, tokens: out.count / (shape.heads * shape.dv)) : []))
   }
 
-  /// The tensor maps of the wgmma forward's K and V (all tokens × heads·d, boxes of a key tile × 64 columns).
-  private func keyValueMaps(_ shape: AttentionShape, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>) throws -> [KernelArgument] {
-    let tokens = k.count / (shape.heads * shape.dqk)
+  /// The tensor maps of the wgmma forward's K and V over the batch's `tokens` (boxes of a key tile ×
+  /// 64 columns). Key rows past the batch read as zeros, never as stale rows of a larger buffer.
+  private func keyValueMaps(_ shape: AttentionShape, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>, tokens: Int) throws -> [KernelArgument] {
     return [.tensorMap(try bf16TensorMap(k, rows: tokens, columns: shape.heads * shape.dqk, boxRows: Self.attentionKeyTile)),
             .tensorMap(try bf16TensorMap(v, rows: tokens, columns: shape.heads * shape.dv, boxRows: Self.attentionKeyTile))]
   }
