@@ -33,6 +33,9 @@ struct GPUBench: ParsableCommand {
   @Flag(help: "Only the causal mask (skip semi-local).")
   var causalOnly = false
 
+  @Flag(help: "Add the relative-position bias rab^p (L entries) to the scores, and its gradient to the backward, as HSTU layers do.")
+  var positionBias = false
+
   func run() throws {
     let device = try CUDADevice(arenaBytes: 24 << 30)
     let random = CounterRandom(seed: 5)
@@ -70,13 +73,15 @@ struct GPUBench: ParsableCommand {
         let o = try device.allocate(Float.self, count: total * heads * d)
         let dq = try device.allocate(Float.self, count: total * heads * d), dk = try device.allocate(Float.self, count: total * heads * d)
         let dv = try device.allocate(Float.self, count: total * heads * d)
+        let pos = positionBias ? try device.array((0..<L).map { Float(random.unit(stream: 14, counter: UInt64($0)) - 0.5) * 0.1 }) : nil
+        let dPos = positionBias ? try device.allocate(Float.self, count: L) : nil
         let kernel: AttentionForwardKernel = device.attentionForwardHasWGMMA(shape) ? .wgmma : .mmaSync
-        let fwd = median(try device.time(repeats: repeats) { try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, out: o, kernel: kernel) })
+        let fwd = median(try device.time(repeats: repeats) { try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, pos: pos, out: o, kernel: kernel) })
         let fwdMma = median(try device.time(repeats: repeats) {
-          try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, out: o, kernel: .mmaSync)
+          try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, pos: pos, out: o, kernel: .mmaSync)
         })
         let bwd = median(try device.time(repeats: repeats) {
-          try device.hstuAttentionBackward(shape, q: q, k: k, v: v, dOut: dO, offsets: offsets, dq: dq, dk: dk, dv: dv)
+          try device.hstuAttentionBackward(shape, q: q, k: k, v: v, dOut: dO, offsets: offsets, pos: pos, dq: dq, dk: dk, dv: dv, dPos: dPos)
         })
         let kept = Double(AttentionShape.keptPairs(lengths: [L], mask: mask)) * Double(batch * heads)
         let fwdTF = 2 * kept * Double(2 * d) / (fwd * 1e-3) / 1e12
@@ -92,16 +97,16 @@ struct GPUBench: ParsableCommand {
     }
 
     struct Report: Codable { var date: String; var commit: String; var device: String; var heads: Int; var headDim: Int
-      var tokensPerCall: Int; var gemmBF16TFLOPs: Double; var gemmShape: String; var rows: [Row] }
+      var positionBias: Bool; var tokensPerCall: Int; var gemmBF16TFLOPs: Double; var gemmShape: String; var rows: [Row] }
     let date = ISO8601DateFormatter().string(from: Date())
-    let report = Report(date: date, commit: commit, device: device.name, heads: heads, headDim: d, tokensPerCall: tokens,
+    let report = Report(date: date, commit: commit, device: device.name, heads: heads, headDim: d, positionBias: positionBias, tokensPerCall: tokens,
                         gemmBF16TFLOPs: gemmTF, gemmShape: "8192x8192x8192 bf16, fp32 accumulate", rows: rows)
     try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     try encoder.encode(report).write(to: URL(fileURLWithPath: out + "/gpu-attention.json"))
     var md = "# HSTU attention on \(device.name)\n\n\(date), commit \(commit). bf16 q/k/v/dO, fp32 accumulation and outputs, "
-    md += "\(heads) heads × head dim \(d), \(tokens) tokens per call; TFLOP/s count only the (query, key) pairs the mask keeps "
+    md += "\(heads) heads × head dim \(d), \(tokens) tokens per call\(positionBias ? ", with the position bias rab^p and its gradient" : ""); TFLOP/s count only the (query, key) pairs the mask keeps "
     md += "(forward 4·d per pair, backward 10·d). cuBLASLt bf16 GEMM 8192³ in the same run: \(String(format: "%.1f", gemmTF)) TFLOP/s.\n\n"
     md += "| mask | L | batch | fwd kernel | fwd ms | fwd TFLOP/s | fwd % of GEMM | mma.sync fwd TFLOP/s | bwd ms | bwd TFLOP/s | fwd ns/token | bwd ns/token |\n"
     md += "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
