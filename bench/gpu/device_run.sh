@@ -6,7 +6,8 @@
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
 # swift-mma (the same with the mma.sync attention forward), attention-quick (causal attention at L = 4k, 16k),
-# attention-short (causal attention at head dim 64, L = 128 … 2048),
+# attention-short (causal attention at head dim 64, L = 128 … 2048, without and with rab^p),
+# attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k),
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
@@ -64,7 +65,12 @@ for spec in "$@"; do
       grep -h "L=" $LOG/$bin-attention-quick.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
     attention-short)   # causal attention at head dim 64 and short L: where the wgmma forward starts to win
       capped $bin-attention-short 40 $exe gpu-bench --lengths 128 256 512 1024 2048 --causal-only --attention-head-dim 64 --out /tmp/attention-short
-      grep -h "L=" $LOG/$bin-attention-short.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
+      capped $bin-attention-short-pos 40 $exe gpu-bench --lengths 128 256 512 1024 2048 --causal-only --attention-head-dim 64 --position-bias --out /tmp/attention-short
+      grep -h "L=" $LOG/$bin-attention-short.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
+      grep -h "L=" $LOG/$bin-attention-short-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
+    attention-pos)   # attention at head dim 128 with the position bias rab^p (as HSTU layers run it)
+      capped $bin-attention-pos 60 $exe gpu-bench --lengths 1024 4096 16384 --position-bias --out /tmp/attention-pos
+      grep -h "L=" $LOG/$bin-attention-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
     sass)   # opcode histogram of the wgmma attention forward (d = 128), from the cubin NVRTC cached
       capped $bin-sass-run 40 $exe gpu-bench --lengths 4096 --causal-only --repeats 1 --out /tmp/sass-out
       for c in $HSTU_CACHE_DIR/hstu_attention-*.cubin; do

@@ -72,7 +72,7 @@ public enum AttentionForwardKernel: String, CaseIterable, Sendable {
 }
 
 extension CUDADevice {
-  static let attentionForwardWarps = 8, attentionQueryTile = 64, attentionKeyTile = 64
+  static let attentionForwardWarps = 8, attentionBackwardWarps = 4, attentionQueryTile = 64, attentionKeyTile = 64
   /// K/V tiles in the wgmma forward's shared ring (`WG_STAGES`).
   static let attentionWGMMAStages = 4
 
@@ -242,11 +242,13 @@ extension CUDADevice {
     let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets)
     try fill(dq)
     let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile
+    // K, V, two Q and dO tiles, dSᵀ (bf16, padded rows); the query tile's key intervals; each warp's
+    // dPos sums over the QT + 15 diagonals of its 16 keys.
     var shared = 2 * (bn * (shape.dqk + 8) + bn * (shape.dv + 8) + 2 * qt * (shape.dqk + 8) + 2 * qt * (shape.dv + 8) + bn * (qt + 8))
-      + 4 * 3 * qt + 4 * (qt + bn)
+      + 4 * 3 * qt + 4 * Self.attentionBackwardWarps * (qt + 15)
     if timeBuckets > 0 { shared = (shared + 7) / 8 * 8 + 8 * qt + 4 * timeBuckets }   // query times, dTime partial sums
     try launch(module.function("hstu_attention_backward"),
-               grid: ((shape.maxLength + bn - 1) / bn, shape.heads, shape.batch), block: (128, 1, 1), sharedBytes: shared,
+               grid: ((shape.maxLength + bn - 1) / bn, shape.heads, shape.batch), block: (32 * Self.attentionBackwardWarps, 1, 1), sharedBytes: shared,
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(dOut.address), .pointer(offsets.address),
                 .pointer(targets?.address ?? 0), .pointer(bounds.address)] + bias + softmax
                + [.pointer(dq.address), .pointer(dk.address), .pointer(dv.address)] + biasGradients

@@ -51,6 +51,7 @@ enum AttentionKernels {
 #define SQK (DQK + 8)          // shared row strides in bf16 elements (+16 bytes: conflict-free ldmatrix)
 #define SV (DV + 8)
 #define SDS (QT + 8)
+#define WARP_DIAGONALS (QT + 15)   // backward: diagonals of a warp's 16 keys × QT queries
 #define BIG 0x3fffffff
 #ifndef TIME_BIAS
 #define TIME_BIAS 0
@@ -185,6 +186,11 @@ __device__ __forceinline__ QueryRows query_rows(int row0, int n, int t, MaskArgs
   return r;
 }
 
+/// The rab^p entry of diagonal d = i − j, clamped into the table (masked pairs read an edge entry).
+__device__ __forceinline__ float pos_at(const float* __restrict__ pos, int d, int posLength) {
+  return pos[min(max(d, 0), posLength - 1)];
+}
+
 /// x·σ(x)·invN with σ(x) = (1 + tanh(x/2)) / 2, given halfInvN = invN / 2: one MUFU op and three
 /// FP32 ops.
 __device__ __forceinline__ float silu_scaled(float x, float halfInvN) {
@@ -198,16 +204,21 @@ __device__ __forceinline__ float silu_scaled(float x, float halfInvN) {
 template <int NT, bool MASK, bool POS>
 __device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT / 2][4], const QueryRows& r, int k0, int tq,
     const float* __restrict__ pos, int posLength, float halfInvN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
+  // rab^p: row1 = row0 + 8, so (nt, row1) lies on the diagonal i − j of (nt − 1, row0) and a
+  // thread reads 2·(NT + 1) entries rather than 4·NT.
+  const int d0 = r.row0 - k0 - 2 * tq;   // i − j of (nt = 0, row0, e = 0)
+  float pos0[2] = {0.f, 0.f}, pos1[2] = {0.f, 0.f};   // row0's and row1's entries of this nt
+  if (POS) { pos1[0] = pos_at(pos, d0 + 8, posLength); pos1[1] = pos_at(pos, d0 + 7, posLength); }
   #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     float p[4];
+    if (POS) { pos0[0] = pos_at(pos, d0 - nt * 8, posLength); pos0[1] = pos_at(pos, d0 - nt * 8 - 1, posLength); }
     #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int i = e < 2 ? r.row0 : r.row1;
       const int j = k0 + nt * 8 + 2 * tq + (e & 1);
       const bool ok = !MASK || (e < 2 ? allowed(j, r.a0, r.b0, r.c0) : allowed(j, r.a1, r.b1, r.c1));
       float x = s[nt][e];
-      if (POS) x += pos[min(max(i - j, 0), posLength - 1)];
+      if (POS) x += e < 2 ? pos0[e] : pos1[e - 2];
 #if TIME_BIAS
       if (ok) x += time.table[time_bucket((e < 2 ? r.qt0 : r.qt1) - keyTime[j], time.thresholds, time.buckets)];
 #endif
@@ -215,6 +226,7 @@ __device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT 
     }
     pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
     pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
+    if (POS) { pos1[0] = pos0[0]; pos1[1] = pos0[1]; }
   }
 }
 
@@ -411,6 +423,49 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
   store_rows<DV / 8>(o, oBase, ldv, r, n, tq, atomicOut);
 }
 
+/// dPos of a backward tile by diagonal, summed per warp without atomics. A thread holds two keys
+/// (rows g, g + 8 of the warp's 16) and two query columns per 8 (2tq, 2tq + 1); its dS partial
+/// sums arrive slot by slot, slot s (0 … QT/8) covering the warp diagonals (query column − key
+/// row) 8(s − 1) + 2tq + e − g for e = 0, 1. Shuffles leave each of the QT + 15 diagonals with
+/// one owner lane, which stores its sum in `out[diagonal + 15]`:
+///  A. lane (g + 1, tq)'s e = 1 lies on lane (g, tq)'s e = 0 diagonal;
+///  B. lanes (g + 2k, tq + k) then share a diagonal: each chain sums into its head (tq = 0 or g < 2);
+///  C. e = 1 of the g = 0 lanes (taken by no lane in A) goes to head (1, tq + 1), lane 3's to the
+///     next slot's head (1, 0);
+///  D. heads with 2tq − g in 1 … 6 lie on the next slot's head (8 − (2tq − g), 0), which owns the sum;
+///     the last slot's heads keep theirs.
+struct WarpDiagonals {
+  float* out;
+  int lane, g, tq, source;   // source: the head that step D brings to this lane
+  float arriving = 0.f;      // the previous slot's sums that this lane owns now (C and D)
+
+  __device__ __forceinline__ WarpDiagonals(float* out, int lane) : out(out), lane(lane), g(lane >> 2), tq(lane & 3) {
+    source = tq == 0 && g >= 2 ? (g % 2 == 0 ? (8 - g) / 2 : 4 + (9 - g) / 2) : lane;
+  }
+
+  __device__ __forceinline__ void slot(int s, float e0, float e1, bool last) {
+    const unsigned all = 0xffffffffu;
+    float t = __shfl_down_sync(all, e1, 4);
+    float v = e0 + (g < 7 ? t : 0.f);                              // A
+    t = __shfl_down_sync(all, v, 9);
+    v += tq < 3 && g < 6 ? t : 0.f;                                // B
+    t = __shfl_down_sync(all, v, 18);
+    v += tq < 2 && g < 4 ? t : 0.f;
+    t = __shfl_up_sync(all, e1, 5);
+    v += g == 1 && tq > 0 ? t : 0.f;                               // C, same slot
+    v += arriving;
+    if (tq == 0) out[8 * (s - 1) - g + 15] = v;
+    if (!last) {
+      const float fromLane3 = __shfl_up_sync(all, e1, 1);          // C, next slot
+      const float head = __shfl_sync(all, v, source);              // D
+      arriving = (lane == 4 ? fromLane3 : 0.f) + (tq == 0 && g >= 2 ? head : 0.f);
+    } else {
+      if (g < 2 && tq > 0) out[8 * (s - 1) + 2 * tq - g + 15] = v;
+      if (lane == 3) out[8 * (s - 1) + 7 + 15] = e1;
+    }
+  }
+};
+
 /// dst[0..1] += (x, y): one 8-byte vector reduction (sm_90; dst 8-byte aligned). No memory clobber:
 /// the kernel never reads dq.
 __device__ __forceinline__ void red_add_v2(float* dst, float x, float y) {
@@ -433,20 +488,23 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
   bf16_t* sO = sQ + 2 * QT * SQK;           // [2][QT][SV]  (dO)
   bf16_t* sDS = sO + 2 * QT * SV;           // [BN][SDS]    dSᵀ
   int* sInt = (int*)(sDS + BN * SDS);       // [3][QT]      a, b, c of the tile's queries
-  float* sPos = (float*)(sInt + 3 * QT);    // [QT + BN]    dPos partial sums by i - j
+  float* sDiag = (float*)(sInt + 3 * QT);   // [BWD_WARPS][WARP_DIAGONALS] dPos by diagonal, per warp
 #if TIME_BIAS
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
 #endif
 #if TIME_BIAS
-  long long* sQT = (long long*)(((size_t)(sPos + QT + BN) + 7) & ~(size_t)7);   // [QT] query times
+  long long* sQT = (long long*)(((size_t)(sDiag + BWD_WARPS * WARP_DIAGONALS) + 7) & ~(size_t)7);   // [QT] query times
   float* sTime = (float*)(sQT + QT);        // [buckets + 1] dTime partial sums
 #endif
 #if SOFTMAX
-  float* sLse = sPos;                       // [QT] the tile's lse · log2 e (no position bias here)
-  float* sDelta = sPos + QT;                // [QT] the tile's Δ
+  float* sLse = sDiag;                      // [QT] the tile's lse · log2 e (no position bias here)
+  float* sDelta = sDiag + QT;               // [QT] the tile's Δ
   const float scale2 = scoreScale * LOG2E;
 #endif
   MaskArgs m = {window, tail, prefix, contextual};
+#if SOFTMAX
+  pos = nullptr;   // SASRec has no rab^p: the compiler drops its code
+#endif
 
   const int b = blockIdx.z, h = blockIdx.y;
   const int start = offsets[b], n = offsets[b + 1] - start;
@@ -516,7 +574,6 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
       sQT[x] = q0 + x < n ? time.queryTimes[start + q0 + x] : 0;
 #endif
     }
-    if (pos) for (int x = threadIdx.x; x < QT + BN; x += BWD_WARPS * 32) sPos[x] = 0.f;
     cp_async_wait<1>();
     __syncthreads();
     const bf16_t* cQ = sQ + stage * QT * SQK;
@@ -555,22 +612,25 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
     }
 
     // Pᵀ and dSᵀ element-wise, packed into bf16 A fragments; dSᵀ also to shared memory for dQ.
-    // dPos by diagonal d = i − j (sPos[d − (q0 − k0) + BN − 1]): element (nt, e2 + 2) of a thread
-    // lies on the diagonal of its (nt − 1, e2) (key1 = key0 + 8), so those pairs share one atomic.
+    // Element (nt, e2 + 2) of a thread (key1 = key0 + 8) lies on the diagonal i − j of its
+    // (nt − 1, e2): the two share one rab^p entry and one dPos partial sum.
     u32 pf[QT / 16][4], df[QT / 16][4];
-    const int diag0 = 2 * tq - (warp * 16 + g) + BN - 1;   // sPos index of (nt = 0, e2 = 0)
-    auto add_pos = [&](int x, float value) { if (value != 0.f) atomicAdd(&sPos[x], value); };
-    float carry0 = 0.f, carry1 = 0.f;   // ds of (nt − 1, e2 = 0, 1)
+    WarpDiagonals diagonals(sDiag + warp * WARP_DIAGONALS, lane);
+    const int d0 = q0 + 2 * tq - key0;   // i − j of (nt = 0, e2 = 0)
+    float carry0 = 0.f, carry1 = 0.f;    // ds of (nt − 1, e2 = 0, 1)
+    float posLo[2] = {0.f, 0.f}, posHi[2] = {0.f, 0.f};   // rab^p of (nt, e2 < 2) and (nt, e2 ≥ 2)
+    if (pos) { posHi[0] = pos_at(pos, d0 - 8, posLength); posHi[1] = pos_at(pos, d0 - 7, posLength); }
     #pragma unroll
     for (int nt = 0; nt < QT / 8; ++nt) {
       float p[4], ds[4];
+      if (pos) { posLo[0] = pos_at(pos, d0 + nt * 8, posLength); posLo[1] = pos_at(pos, d0 + nt * 8 + 1, posLength); }
       #pragma unroll
       for (int e2 = 0; e2 < 4; ++e2) {
         const int j = e2 < 2 ? key0 : key1;
-        const int il = nt * 8 + 2 * tq + (e2 & 1), i = q0 + il;
+        const int il = nt * 8 + 2 * tq + (e2 & 1);
         const bool ok = full || allowed(j, sInt[il], sInt[QT + il], sInt[2 * QT + il]);
         float x = st[nt][e2];
-        if (pos) x += pos[min(max(i - j, 0), posLength - 1)];
+        if (pos) x += e2 < 2 ? posLo[e2] : posHi[e2 - 2];
 #if TIME_BIAS
         const int bucket = ok ? time_bucket(sQT[il] - (e2 < 2 ? kt0 : kt1), time.thresholds, time.buckets) : 0;
         if (ok) x += time.table[bucket];
@@ -588,9 +648,9 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
 #endif
       }
       if (pos) {
-        add_pos(diag0 + nt * 8 - 8, ds[2] + carry0);
-        add_pos(diag0 + nt * 8 - 7, ds[3] + carry1);
+        diagonals.slot(nt, ds[2] + carry0, ds[3] + carry1, false);
         carry0 = ds[0]; carry1 = ds[1];
+        posHi[0] = posLo[0]; posHi[1] = posLo[1];
       }
       pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
       pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
@@ -599,7 +659,7 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
       *(u32*)(sDS + (warp * 16 + g) * SDS + nt * 8 + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 0];
       *(u32*)(sDS + (warp * 16 + g + 8) * SDS + nt * 8 + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 1];
     }
-    if (pos) { add_pos(diag0 + QT - 8, carry0); add_pos(diag0 + QT - 7, carry1); }
+    if (pos) diagonals.slot(QT / 8, carry0, carry1, true);
 
     // dV += Pᵀ dO and dK += dSᵀ Q.
     #pragma unroll
@@ -649,10 +709,16 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
         if (qr1 < n) red_add_v2(dqBase + (size_t)qr1 * ldqk + col, acc[nt][2], acc[nt][3]);
       }
     }
-    if (pos) {
+    if (pos) {   // the block's diagonal x − (BN − 1) (query column − key row) is warp w's x − (BN − 1) + 16w
       for (int x = threadIdx.x; x < QT + BN - 1; x += BWD_WARPS * 32) {
+        float sum = 0.f;
+        #pragma unroll
+        for (int w = 0; w < BWD_WARPS; ++w) {
+          const int own = x - (BN - 1) + 16 * w;
+          if (own >= -15 && own < QT) sum += sDiag[w * WARP_DIAGONALS + own + 15];
+        }
         const int d = x + (q0 - k0) - (BN - 1);
-        if (d >= 0 && d < posLength && sPos[x] != 0.f) atomicAdd(dpos + d, sPos[x]);
+        if (d >= 0 && d < posLength && sum != 0.f) atomicAdd(dpos + d, sum);
       }
     }
     __syncthreads();
