@@ -65,7 +65,7 @@ public struct AttentionTimeBias {
 
 /// The kernels of the HSTU (SiLU) attention forward: `.wgmma` (Hopper's warpgroup instructions;
 /// head dims multiples of 64) and `.mmaSync` (every supported shape). `.automatic` takes wgmma
-/// where it applies and sequences reach `CUDADevice.attentionWGMMAMinLength` tokens: at L ≤ 512
+/// where it applies and sequences reach `CUDADevice.attentionWGMMAMinLength` tokens: below 512
 /// its deeper pipeline does not pay (bench/results/gpu.md).
 public enum AttentionForwardKernel: String, CaseIterable, Sendable {
   case automatic, wgmma, mmaSync
@@ -77,7 +77,7 @@ extension CUDADevice {
   static let attentionWGMMAStages = 4
 
   /// The shortest `maxLength` for which `.automatic` picks the wgmma forward.
-  public static let attentionWGMMAMinLength = 1024
+  public static let attentionWGMMAMinLength = 512
 
   /// Whether the wgmma forward can run this shape here.
   public func attentionForwardHasWGMMA(_ shape: AttentionShape) -> Bool {

@@ -1,6 +1,6 @@
 /// The HSTU (SiLU) attention forward on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a),
 /// appended to `AttentionKernels.source` and compiled where it applies: SiLU scores and head dims
-/// that are multiples of 64 (the launcher takes it from 1024 tokens on; `AttentionForwardKernel`).
+/// that are multiples of 64 (the launcher takes it from 512 tokens on; `AttentionForwardKernel`).
 /// Same arguments, masks, biases, key-tile walk and split keys as `hstu_attention_forward`, whose
 /// mma.sync loop it replaces:
 ///
