@@ -99,12 +99,21 @@ extension CUDADevice {
     [.int(Int32(mask.localWindow ?? -1)), .int(Int32(mask.globalTailRows)), .int(Int32(mask.globalPrefixColumns)), .int(Int32(mask.contextualPrefix))]
   }
 
-  /// Fills the per-64-query-tile interval bounds that both attention kernels read.
-  private func attentionBounds(_ shape: AttentionShape, module: CUDAModule, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?) throws -> (DeviceArray<Int32>, Int) {
+  /// The key bounds of `shape`'s 64-query tiles that both attention kernels read: from `cache`
+  /// when it holds this batch's, else computed (into the cache, or into the arena when there is
+  /// none or it is too small).
+  private func attentionBounds(_ shape: AttentionShape, module: CUDAModule, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?,
+                               cache: AttentionBoundsCache?) throws -> (DeviceArray<Int32>, Int) {
     let tiles = (shape.maxLength + Self.attentionQueryTile - 1) / Self.attentionQueryTile
-    let bounds = try allocate(Int32.self, count: max(1, shape.batch * tiles * 8))
+    let words = max(1, shape.batch * tiles * 8)
+    let key = AttentionBoundsCache.Key(batch: shape.batch, maxLength: shape.maxLength, mask: shape.mask,
+                                       offsets: offsets.address, targets: targets?.address ?? 0)
+    let slot = cache?.lookup(key, words: words)
+    if let slot, slot.cached { return (slot.table, tiles) }
+    let bounds = try slot?.table ?? allocate(Int32.self, count: words)
     try launch(module.function("hstu_attention_bounds"), grid: (tiles, shape.batch, 1), block: (Self.attentionQueryTile, 1, 1),
                [.pointer(offsets.address), .pointer(targets?.address ?? 0), .pointer(bounds.address), .int(Int32(tiles))] + maskArguments(shape.mask))
+    if slot != nil { cache?.remember(key) }
     return (bounds, tiles)
   }
 
@@ -122,11 +131,13 @@ extension CUDADevice {
   /// `out` must span exactly the batch's tokens: it is zeroed first when rows are split.
   /// `targets` (optional) holds each sequence's number of target tokens; `pos` (optional, fp32,
   /// `posLength` entries) is the relative-position bias by i − j, shared by heads; `time`
-  /// (optional) the time bias; `kernel` overrides the device's `attentionForwardKernel`.
+  /// (optional) the time bias; `kernel` overrides the device's `attentionForwardKernel`; `bounds`
+  /// (optional) keeps the mask's key-bounds table for the next calls on the same batch.
   public func hstuAttentionForward(
     _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>? = nil, pos: DeviceArray<Float>? = nil,
-    time: AttentionTimeBias? = nil, out: DeviceArray<Float>, kernel: AttentionForwardKernel? = nil
+    time: AttentionTimeBias? = nil, out: DeviceArray<Float>, kernel: AttentionForwardKernel? = nil,
+    bounds: AttentionBoundsCache? = nil
   ) throws {
     let kernel = kernel ?? attentionForwardKernel
     let wgmma: Bool
@@ -142,7 +153,7 @@ extension CUDADevice {
     let module = try attentionModule(shape, timeBias: time != nil)
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
                          bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
-                         out: out, logSumExp: nil, scale: 0, splitKeys: shape.mask.localWindow != nil, wgmma: wgmma)
+                         out: out, logSumExp: nil, scale: 0, splitKeys: shape.mask.localWindow != nil, wgmma: wgmma, bounds: bounds)
   }
 
   /// Softmax attention (SASRec): out_i = Σ_j softmax_j(scale · q_i·k_j over the keys the mask
@@ -150,22 +161,22 @@ extension CUDADevice {
   public func softmaxAttentionForward(
     _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>? = nil, scale: Float,
-    out: DeviceArray<Float>, logSumExp: DeviceArray<Float>
+    out: DeviceArray<Float>, logSumExp: DeviceArray<Float>, bounds: AttentionBoundsCache? = nil
   ) throws {
     let module = try attentionModule(shape, softmax: true)
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
                          bias: [.pointer(0), .int(0)] + AttentionTimeBias.absent, out: out, logSumExp: logSumExp,
-                         scale: scale, splitKeys: false, wgmma: false)
+                         scale: scale, splitKeys: false, wgmma: false, bounds: bounds)
   }
 
   private func attentionForward(
     _ shape: AttentionShape, module: CUDAModule, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?, bias: [KernelArgument], out: DeviceArray<Float>,
-    logSumExp: DeviceArray<Float>?, scale: Float, splitKeys: Bool, wgmma: Bool
+    logSumExp: DeviceArray<Float>?, scale: Float, splitKeys: Bool, wgmma: Bool, bounds cache: AttentionBoundsCache?
   ) throws {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
-    let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets)
+    let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets, cache: cache)
     let rows = 16 * Self.attentionForwardWarps, keys = Self.attentionKeyTile   // both kernels: 128 query rows per CTA
     // wgmma: Q and a ring of K/V tiles, unpadded (swizzled), plus 1 KB to align the swizzle atoms
     // and two mbarriers per ring slot; mma.sync: Q and two K/V tiles with padded rows.
@@ -200,7 +211,8 @@ extension CUDADevice {
     _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     dOut: DeviceArray<BFloat16>, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>? = nil,
     pos: DeviceArray<Float>? = nil, time: AttentionTimeBias? = nil, dq: DeviceArray<Float>, dk: DeviceArray<Float>,
-    dv: DeviceArray<Float>, dPos: DeviceArray<Float>? = nil, dTime: DeviceArray<Float>? = nil
+    dv: DeviceArray<Float>, dPos: DeviceArray<Float>? = nil, dTime: DeviceArray<Float>? = nil,
+    bounds: AttentionBoundsCache? = nil
   ) throws {
     guard (time == nil) == (dTime == nil) else { throw CUDAError.unsupported("hstuAttentionBackward: time bias and dTime go together") }
     let module = try attentionModule(shape, timeBias: time != nil)
@@ -210,14 +222,15 @@ extension CUDADevice {
                           bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
                           softmax: [.pointer(0), .pointer(0), .float(0)], dq: dq, dk: dk, dv: dv,
                           biasGradients: [.pointer(dPos?.address ?? 0), .pointer(dTime?.address ?? 0)],
-                          timeBuckets: time.map { $0.buckets + 1 } ?? 0)
+                          timeBuckets: time.map { $0.buckets + 1 } ?? 0, bounds: bounds)
   }
 
   /// Gradients of `softmaxAttentionForward` (given its `out` and `logSumExp`): dq, dk, dv (fp32, overwritten).
   public func softmaxAttentionBackward(
     _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     out: DeviceArray<Float>, dOut: DeviceArray<BFloat16>, logSumExp: DeviceArray<Float>, offsets: DeviceArray<Int32>,
-    targets: DeviceArray<Int32>? = nil, scale: Float, dq: DeviceArray<Float>, dk: DeviceArray<Float>, dv: DeviceArray<Float>
+    targets: DeviceArray<Int32>? = nil, scale: Float, dq: DeviceArray<Float>, dk: DeviceArray<Float>, dv: DeviceArray<Float>,
+    bounds: AttentionBoundsCache? = nil
   ) throws {
     let module = try attentionModule(shape, softmax: true)
     let mark = arena.mark()
@@ -228,18 +241,18 @@ extension CUDADevice {
     try attentionBackward(shape, module: module, q: q, k: k, v: v, dOut: dOut, offsets: offsets, targets: targets,
                           bias: [.pointer(0), .int(0)] + AttentionTimeBias.absent,
                           softmax: [.pointer(logSumExp.address), .pointer(delta.address), .float(scale)], dq: dq, dk: dk, dv: dv,
-                          biasGradients: [.pointer(0), .pointer(0)], timeBuckets: 0)
+                          biasGradients: [.pointer(0), .pointer(0)], timeBuckets: 0, bounds: bounds)
   }
 
   private func attentionBackward(
     _ shape: AttentionShape, module: CUDAModule, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     dOut: DeviceArray<BFloat16>, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?, bias: [KernelArgument],
     softmax: [KernelArgument], dq: DeviceArray<Float>, dk: DeviceArray<Float>, dv: DeviceArray<Float>,
-    biasGradients: [KernelArgument], timeBuckets: Int
+    biasGradients: [KernelArgument], timeBuckets: Int, bounds cache: AttentionBoundsCache?
   ) throws {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
-    let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets)
+    let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets, cache: cache)
     try fill(dq)
     let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile
     // K, V, two Q and dO tiles, dSᵀ (bf16, padded rows); the query tile's key intervals; each warp's

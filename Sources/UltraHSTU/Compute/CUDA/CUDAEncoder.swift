@@ -32,6 +32,8 @@ final class CUDAEncoder {
     var mask: AttentionMask
     /// Present when a layer has a time bias and the batch has timestamps.
     var times: StageTimes?
+    /// The mask's key bounds for the current batch, shared by the layers' attention calls.
+    let bounds: AttentionBoundsCache
   }
 
   let itemEmbedding, positionEmbedding: ParameterEntry
@@ -121,8 +123,9 @@ final class CUDAEncoder {
     } else {
       batchTimes = nil; timeThresholds = nil
     }
-    full = Stage(offsets: batchWords, mask: c.mask)
-    kept = Stage(offsets: batchWords, mask: c.truncation?.mask ?? c.mask)
+    full = Stage(offsets: batchWords, mask: c.mask, bounds: try AttentionBoundsCache(device: device, maxSequences: maxSequences, maxLength: t))
+    kept = Stage(offsets: batchWords, mask: c.truncation?.mask ?? c.mask,
+                 bounds: try AttentionBoundsCache(device: device, maxSequences: maxSequences, maxLength: t))
     let dOutput = try floats(t * d)
     outputGradient = dOutput
     dx = truncating ? try floats(t * d) : dOutput
@@ -154,6 +157,8 @@ final class CUDAEncoder {
       words += tail.rows
     }
     try device.upload(words, to: batchWords)
+    full.bounds.invalidate()
+    kept.bounds.invalidate()
     items = batchWords.prefix(t)
     positions = batchWords.prefix(t, from: t)
     actions = batchWords.prefix(t * signals, from: 2 * t)

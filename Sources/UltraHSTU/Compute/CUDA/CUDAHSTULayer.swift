@@ -82,7 +82,8 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
                              dv: config.linearDim, dqk: config.attentionDim)
     try device.hstuAttentionForward(attentionShape(s), q: q, k: k, v: v, offsets: s.offsets,
                                     pos: positionBias.map { values.slice($0) }, time: timeBias(s),
-                                    out: padded ? scratch.attentionPadded.prefix(rows * config.heads * paddedValue) : attention.prefix(rows * hv))
+                                    out: padded ? scratch.attentionPadded.prefix(rows * config.heads * paddedValue) : attention.prefix(rows * hv),
+                                    bounds: s.bounds)
     if padded {
       try device.unpadHeads(scratch.attentionPadded, into: attention, tokens: rows, heads: config.heads, dim: config.linearDim)
     }
@@ -112,7 +113,7 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
                                      pos: positionBias.map { parameters.values.slice($0) }, time: time,
                                      dq: sc.dq.prefix(rows * config.heads * paddedQuery), dk: sc.dk, dv: sc.dv,
                                      dPos: positionBias.map { gradients.slice($0) },
-                                     dTime: time == nil ? nil : timeBias.map { gradients.slice($0) })
+                                     dTime: time == nil ? nil : timeBias.map { gradients.slice($0) }, bounds: s.bounds)
     try device.uvqkMergeSiLUBackward(pre: pre, du: sc.dU, dv: sc.dv, dq: sc.dq, dk: sc.dk, dPre: sc.dPre, tokens: rows, heads: config.heads,
                                      dvDim: config.linearDim, dqkDim: config.attentionDim)
     try device.gemm(m: rows, n: d, k: w, a: sc.dPre, b: valuesBF16.slice(uvqk), transB: true, d: sc.dNormed)

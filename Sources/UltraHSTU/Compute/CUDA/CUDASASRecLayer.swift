@@ -84,7 +84,8 @@ final class CUDASASRecLayer: CUDAEncoderLayer {
     try device.padHeadsBFloat16(sc.rowsD2, into: k, tokens: rows, heads: heads, dim: headDim, stride: 2 * d, offset: 0)
     try device.padHeadsBFloat16(sc.rowsD2, into: v, tokens: rows, heads: heads, dim: headDim, stride: 2 * d, offset: d)
     try device.softmaxAttentionForward(attentionShape(s), q: q, k: k, v: v, offsets: s.offsets, scale: scoreScale,
-                                       out: attention.prefix(rows * heads * paddedHead), logSumExp: logSumExp.prefix(rows * heads))
+                                       out: attention.prefix(rows * heads * paddedHead), logSumExp: logSumExp.prefix(rows * heads),
+                                       bounds: s.bounds)
     try device.unpadHeads(attention, intoBF16: attentionBF16, tokens: rows, heads: heads, dim: headDim)
     try device.gemm(m: rows, n: d, k: d, a: attentionBF16, b: weights.slice(oWeight), d: x2, bias: values.slice(oBias), residual: n1)
     try device.layerNormForward(x: x2, gamma: values.slice(ln2Gamma), beta: values.slice(ln2Beta), y: n2, yBF16: n2BF16,
@@ -125,7 +126,8 @@ final class CUDASASRecLayer: CUDAEncoderLayer {
     let padded = rows * heads * paddedHead
     try device.softmaxAttentionBackward(attentionShape(s), q: q, k: k, v: v, out: attention.prefix(padded),
                                         dOut: sc.dAttentionPadded.prefix(padded), logSumExp: logSumExp.prefix(rows * heads),
-                                        offsets: s.offsets, scale: scoreScale, dq: sc.dq.prefix(padded), dk: sc.dk, dv: sc.dv)
+                                        offsets: s.offsets, scale: scoreScale, dq: sc.dq.prefix(padded), dk: sc.dk, dv: sc.dv,
+                                        bounds: s.bounds)
     // q = n₁·W_q + b_q:  dN₁ = dX₂ + dq·W_qᵀ.
     try device.unpadHeads(sc.dq, into: sc.rowsD, intoBF16: sc.rowsDBF16, tokens: rows, heads: heads, dim: headDim)
     try device.gemm(m: d, n: d, k: rows, a: n1BF16.prefix(rows * d), transA: true, b: sc.rowsDBF16, d: grads.slice(qWeight))
