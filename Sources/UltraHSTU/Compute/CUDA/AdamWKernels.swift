@@ -12,6 +12,7 @@ enum AdamWKernels {
 extern "C" __global__ void adamw_step(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
     float* __restrict__ v, long long count, float lr, float beta1, float beta2, float eps, float weightDecay,
     float bias1, float bias2, bf16_t* __restrict__ shadow) {
+  grid_dependency_wait();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
     const float gi = g[i];
     const float mi = beta1 * m[i] + (1.f - beta1) * gi;

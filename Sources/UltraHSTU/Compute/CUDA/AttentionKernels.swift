@@ -105,6 +105,7 @@ __device__ __forceinline__ bool allowed(int j, int a, int b, int c) { return j <
 /// Per sequence and 64-query tile: {max a, min b, max c, min a, max b, min c} over its valid rows.
 extern "C" __global__ void hstu_attention_bounds(const int* __restrict__ offsets, const int* __restrict__ targets,
     int* __restrict__ bounds, int tilesPerSequence, int window, int tail, int prefix, int contextual) {
+  grid_dependency_wait();
   __shared__ int r[6];
   MaskArgs m = {window, tail, prefix, contextual};
   int b = blockIdx.y, tile = blockIdx.x;
@@ -285,6 +286,7 @@ hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ 
     const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out,
     float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles,
     int window, int tail, int prefix, int contextual) {
+  grid_dependency_wait();
   extern __shared__ __align__(16) unsigned char shared[];
   bf16_t* sQ = (bf16_t*)shared;
   bf16_t* sK = sQ + BM * SQK;            // [2][BN][SQK]
@@ -481,6 +483,7 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
     const float* __restrict__ lse, const float* __restrict__ delta, float scoreScale,
     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dpos, float* __restrict__ dtime,
     int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual) {
+  grid_dependency_wait();
   extern __shared__ __align__(16) unsigned char shared[];
   bf16_t* sK = (bf16_t*)shared;             // [BN][SQK]
   bf16_t* sV = sK + BN * SQK;               // [BN][SV]
@@ -751,6 +754,7 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
 /// token and head.
 extern "C" __global__ void softmax_attention_delta(const float* __restrict__ out, const bf16_t* __restrict__ dout,
     float* __restrict__ delta, int rows, int heads) {
+  grid_dependency_wait();
   const int item = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (item >= rows * heads) return;
   const size_t base = (size_t)item * DV;   // [T, H, DV] row-major: (token, head) items are consecutive

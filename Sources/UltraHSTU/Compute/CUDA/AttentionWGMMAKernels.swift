@@ -124,6 +124,7 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
     float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles,
     int window, int tail, int prefix, int contextual, const __grid_constant__ TensorMap keyMap,
     const __grid_constant__ TensorMap valueMap) {
+  grid_dependency_wait();
   extern __shared__ __align__(16) unsigned char shared[];
   bf16_t* sQ = (bf16_t*)(shared + ((1024 - (smem_u32(shared) & 1023)) & 1023));   // swizzle atoms: 1024-byte aligned
   bf16_t* sK = sQ + WBM * DQK;                 // [WG_STAGES][DQK/64][BN][64]

@@ -19,6 +19,19 @@ public final class CUDADevice {
   /// The HSTU attention forward that `hstuAttentionForward` runs unless told otherwise (benchmarks
   /// set `.mmaSync` to compare kernels on the same model).
   public var attentionForwardKernel: AttentionForwardKernel = .automatic
+  /// Whether the driver (cuLaunchKernelEx) and the GPU (sm_90+) support programmatic dependent launch.
+  public let supportsProgrammaticDependentLaunch: Bool
+  /// Launch every kernel with programmatic dependent launch: a kernel may start while the previous
+  /// one on the stream finishes, and waits for it in `grid_dependency_wait()` before touching
+  /// memory, which hides part of the gap between back-to-back kernels. On where supported unless
+  /// the environment sets HSTU_PDL=0; setting it on a device without support leaves it off.
+  public var programmaticDependentLaunch: Bool {
+    get { usesProgrammaticDependentLaunch }
+    set { usesProgrammaticDependentLaunch = newValue && supportsProgrammaticDependentLaunch }
+  }
+  private var usesProgrammaticDependentLaunch: Bool
+  /// HSTU_PDL=0 turns programmatic dependent launch off by default (for A/B runs of one binary).
+  private static let environmentAllowsProgrammaticDependentLaunch = getenv("HSTU_PDL").map { String(cString: $0) != "0" } ?? true
   let driver: CUDADriver
   let stream: OpaquePointer?
   private var modules: [String: CUDAModule] = [:]
@@ -52,6 +65,8 @@ public final class CUDADevice {
     maxSharedMemoryPerBlock = try attribute(CUDADriver.attributeMaxSharedMemoryPerBlockOptin)
     let sm = "\(computeCapability.major)\(computeCapability.minor)"
     architecture = computeCapability.major == 9 ? "sm_\(sm)a" : "sm_\(sm)"
+    supportsProgrammaticDependentLaunch = d.cuLaunchKernelEx != nil && computeCapability.major >= 9
+    usesProgrammaticDependentLaunch = supportsProgrammaticDependentLaunch && Self.environmentAllowsProgrammaticDependentLaunch
 
     var context: OpaquePointer? = nil
     try d.check(d.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain")
@@ -80,8 +95,9 @@ public final class CUDADevice {
     return m
   }
 
-  /// Launches `function` on the device's stream. Launch-configuration errors throw here;
-  /// errors inside the kernel surface at the next `synchronize()`.
+  /// Launches `function` on the device's stream, with programmatic dependent launch when
+  /// `programmaticDependentLaunch` is on. Launch-configuration errors throw here; errors inside
+  /// the kernel surface at the next `synchronize()`.
   func launch(_ function: CUDAFunction, grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, _ arguments: [KernelArgument]) throws {
     if sharedBytes > 48 * 1024 { try function.allowDynamicSharedMemory(sharedBytes) }
     // One slot per argument: 8 bytes, or 128 bytes 64-byte aligned for a tensor map.
@@ -104,10 +120,18 @@ public final class CUDADevice {
       pointers.append(slot)
     }
     guard grid.0 > 0, grid.1 > 0, grid.2 > 0 else { return }
-    try driver.check(pointers.withUnsafeMutableBufferPointer {
-      driver.cuLaunchKernel(function.handle, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2),
-                            UInt32(block.0), UInt32(block.1), UInt32(block.2), UInt32(sharedBytes), stream, $0.baseAddress, nil)
-    }, "cuLaunchKernel(\(function.name))")
+    try pointers.withUnsafeMutableBufferPointer { parameters in
+      if programmaticDependentLaunch, let launchEx = driver.cuLaunchKernelEx {
+        let code = ProgrammaticLaunchConfig.with(grid: grid, block: block, sharedBytes: sharedBytes, stream: stream) {
+          launchEx($0, function.handle, parameters.baseAddress, nil)
+        }
+        try driver.check(code, "cuLaunchKernelEx(\(function.name))")
+      } else {
+        try driver.check(driver.cuLaunchKernel(function.handle, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block.0),
+                                               UInt32(block.1), UInt32(block.2), UInt32(sharedBytes), stream, parameters.baseAddress, nil),
+                         "cuLaunchKernel(\(function.name))")
+      }
+    }
   }
 
   /// Waits for all work on the stream; kernel faults are reported here.

@@ -31,6 +31,10 @@ final class CUDADriver: @unchecked Sendable {
     Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
     UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?
   ) -> Int32
+  /// Launch with a `CUlaunchConfig` (ProgrammaticLaunchConfig); nil on drivers before CUDA 11.8.
+  let cuLaunchKernelEx: (@convention(c) (
+    UnsafeRawPointer, Handle, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+  ) -> Int32)?
   let cuEventCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Int32
   let cuEventRecord: @convention(c) (Handle, Handle) -> Int32
   let cuEventSynchronize: @convention(c) (Handle) -> Int32
@@ -71,6 +75,7 @@ final class CUDADriver: @unchecked Sendable {
     cuModuleGetFunction = try lib.function("cuModuleGetFunction")
     cuFuncSetAttribute = try lib.function("cuFuncSetAttribute")
     cuLaunchKernel = try lib.function("cuLaunchKernel")
+    cuLaunchKernelEx = try? lib.function("cuLaunchKernelEx")
     cuEventCreate = try lib.function("cuEventCreate")
     cuEventRecord = try lib.function("cuEventRecord")
     cuEventSynchronize = try lib.function("cuEventSynchronize")

@@ -1,6 +1,7 @@
-/// CUDA C shared by every kernel family: bf16 conversions, tensor-core fragments (ldmatrix,
-/// mma.sync), asynchronous copies and the counter-based random generator. Written against no
-/// header at all, so NVRTC needs nothing from the toolkit's include folder.
+/// CUDA C shared by every kernel family: bf16 conversions, the wait for the previous kernel
+/// (programmatic dependent launch), tensor-core fragments (ldmatrix, mma.sync), asynchronous copies
+/// and the counter-based random generator. Written against no header at all, so NVRTC needs
+/// nothing from the toolkit's include folder.
 enum CUDAPrelude {
   static let source = #"""
 typedef unsigned short bf16_t;
@@ -37,6 +38,15 @@ template <int N> __device__ __forceinline__ void store_vec(float* p, const float
   if constexpr (N == 4) *(float4*)p = make_float4(o[0], o[1], o[2], o[3]);
   else if constexpr (N == 2) *(float2*)p = make_float2(o[0], o[1]);
   else *p = o[0];
+}
+
+/// Waits until the previous kernel on the stream has completed and its memory is visible. Every
+/// kernel calls it first: with programmatic dependent launch (CUDADevice.launch on sm_90+) a
+/// kernel may start while its predecessor still runs. Without that launch attribute it returns at once.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
 }
 
 __device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }

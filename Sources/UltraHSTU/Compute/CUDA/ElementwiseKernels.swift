@@ -9,11 +9,13 @@
 enum ElementwiseKernels {
   static let source = CUDAPrelude.source + #"""
 extern "C" __global__ void silu_forward(const float* __restrict__ x, float* __restrict__ y, long long count) {
+  grid_dependency_wait();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
     const float v = x[i]; y[i] = v * sigmoidf_exact(v);
   }
 }
 extern "C" __global__ void silu_backward(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx, long long count) {
+  grid_dependency_wait();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
     const float v = x[i], s = sigmoidf_exact(v); dx[i] = dy[i] * s * (1.f + v * (1.f - s));
   }
@@ -22,6 +24,7 @@ extern "C" __global__ void silu_backward(const float* __restrict__ x, const floa
 /// Writes y (fp32) and/or yBF16; adds `residual` when given.
 extern "C" __global__ void dropout_apply(const float* __restrict__ x, const float* __restrict__ residual, float* __restrict__ y,
     bf16_t* __restrict__ yBF16, long long count, float rate, u64 seed, u64 stream) {
+  grid_dependency_wait();
   const float scale = 1.f / (1.f - rate);
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
     float value = counter_unit(seed, stream, (u64)i) >= rate ? x[i] * scale : 0.f;
@@ -33,6 +36,7 @@ extern "C" __global__ void dropout_apply(const float* __restrict__ x, const floa
 /// x -> y = max(x, 0) in place, and z = bf16(Dropout(y)).
 extern "C" __global__ void relu_dropout_forward(float* __restrict__ x, bf16_t* __restrict__ z, long long count,
     float rate, u64 seed, u64 stream) {
+  grid_dependency_wait();
   const float scale = 1.f / (1.f - rate);
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
     const float y = fmaxf(x[i], 0.f);
@@ -43,6 +47,7 @@ extern "C" __global__ void relu_dropout_forward(float* __restrict__ x, bf16_t* _
 /// dx = [y > 0] · Dropout(dz), in fp32 (in place on dz allowed) and bf16.
 extern "C" __global__ void relu_dropout_backward(const float* dz, const float* __restrict__ y, float* dx,
     bf16_t* __restrict__ dxBF16, long long count, float rate, u64 seed, u64 stream) {
+  grid_dependency_wait();
   const float scale = 1.f / (1.f - rate);
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
     const float g = y[i] > 0.f && counter_unit(seed, stream, (u64)i) >= rate ? dz[i] * scale : 0.f;
@@ -51,6 +56,7 @@ extern "C" __global__ void relu_dropout_backward(const float* dz, const float* _
   }
 }
 extern "C" __global__ void cast_bf16(const float* __restrict__ x, bf16_t* __restrict__ y, long long count) {
+  grid_dependency_wait();
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x)
     y[i] = float_to_bf16(x[i]);
 }

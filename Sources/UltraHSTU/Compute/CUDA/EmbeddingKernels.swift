@@ -9,6 +9,7 @@ enum EmbeddingKernels {
 extern "C" __global__ void embedding_gather(const float* __restrict__ table, const int* __restrict__ ids, int stride,
     const float* __restrict__ positionTable, const int* __restrict__ positionIds, float* __restrict__ out, int rows, int dim,
     float scale, int accumulate) {
+  grid_dependency_wait();
   const int r = blockIdx.x;
   if (r >= rows) return;
   const int id = ids[(size_t)r * stride];
@@ -22,6 +23,7 @@ extern "C" __global__ void embedding_gather(const float* __restrict__ table, con
 }
 extern "C" __global__ void embedding_scatter_add(const float* __restrict__ dout, const int* __restrict__ ids, int stride,
     float* __restrict__ dtable, int rows, int dim, float scale, int accumulate) {
+  grid_dependency_wait();
   const int r = blockIdx.x;
   if (r >= rows) return;
   const int id = ids[(size_t)r * stride];

@@ -10,6 +10,7 @@ enum GEMMEpilogueKernels {
 /// (four partial sums) so the column walk is not one dependent load after another; then one
 /// atomic per column and block.
 extern "C" __global__ void bias_gradient(const float* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
+  grid_dependency_wait();
   const int rowsPerBlock = (rows + gridDim.x - 1) / gridDim.x;
   const int r0 = blockIdx.x * rowsPerBlock, r1 = min(rows, r0 + rowsPerBlock);
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {

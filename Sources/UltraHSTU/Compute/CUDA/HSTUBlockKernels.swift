@@ -18,6 +18,7 @@ __device__ __forceinline__ float silu_grad(float x) { const float s = sigmoidf_e
 /// One block per token; threads stride the padded output columns [u (H·dv) | v (H·dvp) | q (H·dqkp) | k (H·dqkp)].
 extern "C" __global__ void uvqk_split_silu(const bf16_t* __restrict__ pre, float* __restrict__ u, bf16_t* __restrict__ v,
     bf16_t* __restrict__ q, bf16_t* __restrict__ k, int heads, int dv, int dqk, int dvp, int dqkp) {
+  grid_dependency_wait();
   const size_t t = blockIdx.x;
   const int hv = heads * dv, hq = heads * dqk, width = 2 * hv + 2 * hq;
   const int columns = hv + heads * (dvp + 2 * dqkp);
@@ -52,6 +53,7 @@ __device__ __forceinline__ uint4 pack8(const float (&x)[8]) {
 /// straddles two of the parts u | v | q | k, whose widths hv and hq are multiples of 16).
 extern "C" __global__ void uvqk_split_silu_dense(const bf16_t* __restrict__ pre, float* __restrict__ u, bf16_t* __restrict__ v,
     bf16_t* __restrict__ q, bf16_t* __restrict__ k, int tokens, int hv, int hq) {
+  grid_dependency_wait();
   const int width = 2 * hv + 2 * hq, chunks = width / 8;
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= (size_t)tokens * chunks) return;
@@ -77,6 +79,7 @@ extern "C" __global__ void uvqk_split_silu_dense(const bf16_t* __restrict__ pre,
 extern "C" __global__ void uvqk_merge_silu_backward_dense(const bf16_t* __restrict__ pre, const float* __restrict__ du,
     const float* __restrict__ dv, const float* __restrict__ dq, const float* __restrict__ dk, bf16_t* __restrict__ dpre,
     int tokens, int hv, int hq) {
+  grid_dependency_wait();
   const int width = 2 * hv + 2 * hq, chunks = width / 8;
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= (size_t)tokens * chunks) return;
@@ -97,6 +100,7 @@ extern "C" __global__ void uvqk_merge_silu_backward_dense(const bf16_t* __restri
 extern "C" __global__ void uvqk_merge_silu_backward(const bf16_t* __restrict__ pre, const float* __restrict__ du,
     const float* __restrict__ dv, const float* __restrict__ dq, const float* __restrict__ dk, bf16_t* __restrict__ dpre,
     int heads, int dvDim, int dqkDim, int dvp, int dqkp) {
+  grid_dependency_wait();
   const size_t t = blockIdx.x;
   const int hv = heads * dvDim, hq = heads * dqkDim, width = 2 * hv + 2 * hq;
   for (int c = threadIdx.x; c < width; c += blockDim.x) {

@@ -11,6 +11,7 @@ enum HeadLayoutKernels {
 /// One block per token.
 extern "C" __global__ void pad_heads_bf16(const float* __restrict__ x, bf16_t* __restrict__ padded, int heads, int d, int dp,
     int stride, int offset) {
+  grid_dependency_wait();
   const size_t t = blockIdx.x;
   for (int c = threadIdx.x; c < heads * dp; c += blockDim.x) {
     const int h = c / dp, j = c % dp;
@@ -20,6 +21,7 @@ extern "C" __global__ void pad_heads_bf16(const float* __restrict__ x, bf16_t* _
 
 extern "C" __global__ void unpad_heads(const float* __restrict__ padded, float* __restrict__ out, bf16_t* __restrict__ outBF16,
     int heads, int d, int dp, int stride, int offset) {
+  grid_dependency_wait();
   const size_t t = blockIdx.x;
   for (int c = threadIdx.x; c < heads * d; c += blockDim.x) {
     const float value = padded[(t * heads + c / d) * dp + c % d];

@@ -141,11 +141,13 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
 #define LAYERNORM_INSTANCE(J, V) \
 extern "C" __global__ void layernorm_forward_##J##_##V(const float* x, const float* gamma, const float* beta, const float* u, \
     float* y, bf16_t* yh, float* mean, float* rstd, int rows, int dim, float eps, float rate, u64 seed, u64 stream) { \
+  grid_dependency_wait(); \
   layernorm_forward_rows<J, V>(x, gamma, beta, u, y, yh, mean, rstd, rows, dim, eps, rate, seed, stream); \
 } \
 extern "C" __global__ void layernorm_backward_##J##_##V(const float* dy, const float* x, const float* gamma, const float* beta, \
     const float* u, const float* mean, const float* rstd, float* dx, bf16_t* dxh, int accumulate, float* dgamma, \
     float* dbeta, float* du, int rows, int dim, float rate, u64 seed, u64 stream) { \
+  grid_dependency_wait(); \
   layernorm_backward_rows<J, V>(dy, x, gamma, beta, u, mean, rstd, dx, dxh, accumulate, dgamma, dbeta, du, rows, dim, rate, seed, stream); \
 }
 LAYERNORM_INSTANCE(2, 1)

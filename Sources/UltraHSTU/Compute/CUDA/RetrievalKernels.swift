@@ -9,6 +9,7 @@
 enum RetrievalKernels {
   static let source = CUDAPrelude.source + #"""
 extern "C" __global__ void sample_negatives(int* __restrict__ out, long long count, int itemCount, u64 seed, u64 stream) {
+  grid_dependency_wait();
   const u64 key = mix64(seed ^ mix64(stream));
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
     const u64 r = mix64(key + (u64)i) >> 32;
@@ -18,6 +19,7 @@ extern "C" __global__ void sample_negatives(int* __restrict__ out, long long cou
 
 /// One block of 256 threads.
 extern "C" __global__ void accumulate_sum(const float* __restrict__ x, int count, float scale, float* __restrict__ acc) {
+  grid_dependency_wait();
   __shared__ float red[32];
   float s = 0.f;
   for (int i = threadIdx.x; i < count; i += blockDim.x) s += x[i];
@@ -27,6 +29,7 @@ extern "C" __global__ void accumulate_sum(const float* __restrict__ x, int count
 
 /// One warp per row.
 extern "C" __global__ void l2_normalize_rows(const float* __restrict__ x, float* __restrict__ y, int rows, int dim, float eps) {
+  grid_dependency_wait();
   const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= rows) return;
   const float* xr = x + (size_t)row * dim;
@@ -39,6 +42,7 @@ extern "C" __global__ void l2_normalize_rows(const float* __restrict__ x, float*
 /// One block per user.
 extern "C" __global__ void exclude_history(float* __restrict__ scores, const int* __restrict__ offsets,
     const int* __restrict__ items, const int* __restrict__ targets, int columns) {
+  grid_dependency_wait();
   const int b = blockIdx.x;
   for (int t = offsets[b] + threadIdx.x; t < offsets[b + 1]; t += blockDim.x) {
     const int item = items[t];
@@ -49,6 +53,7 @@ extern "C" __global__ void exclude_history(float* __restrict__ scores, const int
 /// One block of 256 threads per user.
 extern "C" __global__ void target_rank(const float* __restrict__ scores, const int* __restrict__ targets,
     int* __restrict__ ranks, int columns) {
+  grid_dependency_wait();
   __shared__ float red[32];
   const int b = blockIdx.x, target = targets[b];
   const float* s = scores + (size_t)b * columns;

@@ -83,6 +83,7 @@ loss_rows(const float* __restrict__ user, const float* __restrict__ table,
     const int* __restrict__ positives, const int* __restrict__ negatives, const float* __restrict__ weights,
     float* __restrict__ loss, float* __restrict__ duser, float* __restrict__ coef, int* __restrict__ counts,
     int R, float temperature, float eps, float gradScale) {
+  grid_dependency_wait();
   constexpr int G = ROW_G;
   extern __shared__ __align__(16) float sh[];
   float* wacc = sh;                       // [ROW_WARPS][D]
@@ -223,6 +224,7 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch32, int& 
 
 /// tileSums[b] = Σ counts over tile b (SCAN_TILE items).
 extern "C" __global__ void loss_scan_tiles(const int* __restrict__ counts, int* __restrict__ tileSums, int n) {
+  grid_dependency_wait();
   __shared__ int red[32];
   const int base = blockIdx.x * SCAN_TILE + 4 * threadIdx.x;
   int x = 0;
@@ -234,6 +236,7 @@ extern "C" __global__ void loss_scan_tiles(const int* __restrict__ counts, int* 
 
 /// start[i] = Σ_{j<i} counts[j] (i ≤ n), and counts reset to 0 for use as fill cursors.
 extern "C" __global__ void loss_scan_offsets(int* __restrict__ counts, const int* __restrict__ tileSums, int* __restrict__ start, int n) {
+  grid_dependency_wait();
   __shared__ int scratch[33];
   __shared__ int red[32];
   int before = 0;
@@ -257,6 +260,7 @@ extern "C" __global__ void loss_scan_offsets(int* __restrict__ counts, const int
 extern "C" __global__ void loss_scatter(const int* __restrict__ positives, const int* __restrict__ negatives,
     const float* __restrict__ weights, const float* __restrict__ coef, const int* __restrict__ start, int* __restrict__ fill,
     int2* __restrict__ bucket, int rows, int R) {
+  grid_dependency_wait();
   const size_t entry = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (entry >= (size_t)rows * (R + 1)) return;
   const int r = (int)(entry / (R + 1)), k = (int)(entry % (R + 1));
@@ -271,6 +275,7 @@ extern "C" __global__ void loss_scatter(const int* __restrict__ positives, const
 extern "C" __global__ void __launch_bounds__(256, 2)
 loss_table_gradient(const float* __restrict__ user, const float* __restrict__ table,
     const int* __restrict__ start, const int2* __restrict__ bucket, float* __restrict__ dtable, int n, float eps) {
+  grid_dependency_wait();
   constexpr int G = ITEM_G;
   const int lane = threadIdx.x & 31, c = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (c >= n) return;
