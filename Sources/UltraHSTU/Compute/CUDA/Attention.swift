@@ -177,7 +177,7 @@ extension CUDADevice {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets, cache: cache)
-    let rows = 16 * Self.attentionForwardWarps, keys = Self.attentionKeyTile   // both kernels: 128 query rows per CTA
+    let rows = 16 * Self.attentionForwardWarps, keys = Self.attentionKeyTile   // both kernels: 8 warps, 128 query rows per CTA
     // wgmma: Q and a ring of K/V tiles, unpadded (swizzled), plus 1 KB to align the swizzle atoms
     // and two mbarriers per ring slot; mma.sync: Q and two K/V tiles with padded rows.
     let shared = wgmma ? 1024 + 2 * (rows * shape.dqk + Self.attentionWGMMAStages * keys * (shape.dqk + shape.dv)) + 16 * Self.attentionWGMMAStages
@@ -188,7 +188,7 @@ extension CUDADevice {
     if splits > 1 { try fill(out) }
     try launch(module.function(wgmma ? "hstu_attention_forward_wgmma" : "hstu_attention_forward"),
                grid: ((shape.maxLength + rows - 1) / rows, shape.heads * max(1, splits), shape.batch),
-               block: (wgmma ? 256 : 32 * Self.attentionForwardWarps, 1, 1), sharedBytes: shared,
+               block: (32 * Self.attentionForwardWarps, 1, 1), sharedBytes: shared,
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(offsets.address), .pointer(targets?.address ?? 0),
                 .pointer(bounds.address)] + bias
                + [.pointer(out.address), .pointer(logSumExp?.address ?? 0), .float(scale),

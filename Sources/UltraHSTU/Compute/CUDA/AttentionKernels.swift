@@ -278,14 +278,18 @@ __device__ __forceinline__ void load_tile(bf16_t* smem, const bf16_t* g, size_t 
   }
 }
 
+/// The parameters of both attention forwards, in the order `CUDADevice.attentionForward` passes them.
+#define ATTENTION_FORWARD_PARAMS \
+    const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, \
+    const int* __restrict__ offsets, const int* __restrict__ targets, const int* __restrict__ bounds, \
+    const float* __restrict__ pos, int posLength, \
+    const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes, \
+    const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out, \
+    float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles, \
+    int window, int tail, int prefix, int contextual
+
 extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32, FWD_MIN_BLOCKS)
-hstu_attention_forward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
-    const int* __restrict__ offsets, const int* __restrict__ targets, const int* __restrict__ bounds,
-    const float* __restrict__ pos, int posLength,
-    const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes,
-    const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out,
-    float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles,
-    int window, int tail, int prefix, int contextual) {
+hstu_attention_forward(ATTENTION_FORWARD_PARAMS) {
   grid_dependency_wait();
   extern __shared__ __align__(16) unsigned char shared[];
   bf16_t* sQ = (bf16_t*)shared;

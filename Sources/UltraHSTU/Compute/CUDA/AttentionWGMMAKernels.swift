@@ -116,13 +116,7 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const TensorMap* map, int
 template <bool B> struct WGFlag { static constexpr bool value = B; };
 
 extern "C" __global__ void __launch_bounds__(WG_COUNT * 128, 1)
-hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
-    const int* __restrict__ offsets, const int* __restrict__ targets, const int* __restrict__ bounds,
-    const float* __restrict__ pos, int posLength,
-    const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes,
-    const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out,
-    float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles,
-    int window, int tail, int prefix, int contextual, const __grid_constant__ TensorMap keyMap,
+hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ TensorMap keyMap,
     const __grid_constant__ TensorMap valueMap) {
   grid_dependency_wait();
   extern __shared__ __align__(16) unsigned char shared[];
