@@ -121,7 +121,7 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
     const float* __restrict__ pos, int posLength,
     const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes,
     const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out,
-    float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles,
+    float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splitTiles, int queryTiles, int splitQueryTiles,
     int window, int tail, int prefix, int contextual, const __grid_constant__ TensorMap keyMap,
     const __grid_constant__ TensorMap valueMap) {
   grid_dependency_wait();
@@ -135,7 +135,7 @@ hstu_attention_forward_wgmma(const bf16_t* __restrict__ q, const bf16_t* __restr
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
 
   ForwardBlock f;
-  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splits, splitTiles, WBM)) return;
+  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splitTiles, queryTiles, splitQueryTiles, WBM)) return;
   const int h = f.h, start = f.start, n = f.n, t = f.t, q0 = f.q0, e1 = f.e1, s2 = f.s2, itBegin = f.itBegin;
   const int* bb = f.bb;
   const bool atomicOut = f.atomicOut;
