@@ -184,17 +184,32 @@ extension CUDADevice {
                        : 2 * (rows * (shape.dqk + 8) + 2 * keys * (shape.dqk + 8) + 2 * keys * (shape.dv + 8))
     let keyTiles = (shape.maxLength + Self.attentionKeyTile - 1) / Self.attentionKeyTile
     let splitTiles = splitKeys ? Self.attentionSplitTiles : max(1, keyTiles)
-    let splits = (keyTiles + splitTiles - 1) / splitTiles
+    let splits = max(1, (keyTiles + splitTiles - 1) / splitTiles)
+    let queryTiles = (shape.maxLength + rows - 1) / rows
+    let splitQueryTiles = splits > 1 ? splitQueryTileCount(shape.mask, queryTiles: queryTiles, rows: rows, splitTiles: splitTiles,
+                                                            targets: targets != nil) : queryTiles
     if splits > 1 { try fill(out) }
     try launch(module.function(wgmma ? "hstu_attention_forward_wgmma" : "hstu_attention_forward"),
-               grid: ((shape.maxLength + rows - 1) / rows, shape.heads * max(1, splits), shape.batch),
+               grid: (queryTiles + (splits - 1) * splitQueryTiles, shape.heads, shape.batch),
                block: (32 * Self.attentionForwardWarps, 1, 1), sharedBytes: shared,
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(offsets.address), .pointer(targets?.address ?? 0),
                 .pointer(bounds.address)] + bias
                + [.pointer(out.address), .pointer(logSumExp?.address ?? 0), .float(scale),
                   .int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape)),
-                  .int(Int32(max(1, splits))), .int(Int32(splitTiles))] + maskArguments(shape.mask)
+                  .int(Int32(splitTiles)), .int(Int32(queryTiles)), .int(Int32(splitQueryTiles))] + maskArguments(shape.mask)
                + (wgmma ? try keyValueMaps(shape, k: k, v: v, tokens: out.count / (shape.heads * shape.dv)) : []))
+  }
+
+  /// How many query tiles of `rows`, counted from each sequence's end, may hold rows that see more
+  /// than `splitTiles` key tiles and so get CTAs for their later runs: under a local window without
+  /// targets, those of the global tail rows (when a window row's keys fit in `splitTiles` with room
+  /// for the block's span); every tile otherwise. The kernel makes any other tile's CTA walk all
+  /// its keys, so this bound only decides how the work is spread.
+  private func splitQueryTileCount(_ mask: AttentionMask, queryTiles: Int, rows: Int, splitTiles: Int, targets: Bool) -> Int {
+    guard let window = mask.localWindow, !targets else { return queryTiles }
+    let windowRowKeys = max(mask.globalPrefixColumns, mask.contextualPrefix) + window + 1
+    guard windowRowKeys + rows + 2 * Self.attentionKeyTile <= splitTiles * Self.attentionKeyTile else { return queryTiles }
+    return min(queryTiles, (mask.globalTailRows + rows - 1) / rows + 1)
   }
 
   /// The tensor maps of the wgmma forward's K and V over the batch's `tokens` (boxes of a key tile ×

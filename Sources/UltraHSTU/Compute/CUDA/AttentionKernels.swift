@@ -151,14 +151,21 @@ __device__ __forceinline__ void block_bounds(const int* __restrict__ bounds, int
 /// tiles ([0, e1) then from s2 on) and its run [itBegin, itEnd) of them; when the block's tiles are
 /// split over CTAs, every run adds its output atomically. False for a CTA with nothing to do (past
 /// its sequence's rows, or an empty split).
+///
+/// Grid x: the first `queryTiles` CTAs take run 0 of every query tile (longest rows first); then
+/// come runs 1 … splits − 1 of only the last `splitQueryTiles` query tiles of each sequence, the
+/// ones whose rows can see more than `splitTiles` key tiles (a semi-local mask's global tail), so
+/// no CTA is launched for the runs that window rows never have. Any other tile's CTA walks all its
+/// key tiles, so the launcher's choice of `splitQueryTiles` affects speed, never results.
 struct ForwardBlock { int b, h, start, n, t, q0, e1, s2, itBegin, itEnd; float invN; bool atomicOut; int bb[6]; };
 
 __device__ __forceinline__ bool forward_block(ForwardBlock& f, const int* __restrict__ offsets, const int* __restrict__ targets,
-    const int* __restrict__ bounds, int tilesPerSequence, float invNConst, int splits, int splitTiles, int rows) {
-  f.b = blockIdx.z; f.h = blockIdx.y / splits;
-  const int split = blockIdx.y % splits;
+    const int* __restrict__ bounds, int tilesPerSequence, float invNConst, int splitTiles, int queryTiles, int splitQueryTiles, int rows) {
+  f.b = blockIdx.z; f.h = blockIdx.y;
+  int x = blockIdx.x, split = 0;
+  if (x >= queryTiles) { x -= queryTiles; split = 1 + x / splitQueryTiles; x %= splitQueryTiles; }
   f.start = offsets[f.b]; f.n = offsets[f.b + 1] - f.start;
-  const int qTile = (f.n + rows - 1) / rows - 1 - (int)blockIdx.x;   // longest rows first
+  const int qTile = (f.n + rows - 1) / rows - 1 - x;   // longest rows first
   if (qTile < 0) return false;
   f.t = targets ? targets[f.b] : 0;
   f.invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, f.n - f.t);
@@ -166,9 +173,11 @@ __device__ __forceinline__ bool forward_block(ForwardBlock& f, const int* __rest
   block_bounds(bounds, f.b, tilesPerSequence, f.q0, rows, f.n, f.bb);
   int e2; key_tile_ranges(f.bb[0], f.bb[1], f.bb[2], f.e1, f.s2, e2);
   const int tiles = f.e1 + (e2 - f.s2);
-  f.itBegin = split * splitTiles; f.itEnd = min(tiles, f.itBegin + splitTiles);
+  // A tile outside the split ones has no other runs: its CTA walks all of its key tiles.
+  const bool splittable = x < splitQueryTiles;
+  f.itBegin = split * splitTiles; f.itEnd = splittable ? min(tiles, f.itBegin + splitTiles) : tiles;
   if (split > 0 && f.itBegin >= tiles) return false;
-  f.atomicOut = tiles > splitTiles;
+  f.atomicOut = splittable && tiles > splitTiles;
   return true;
 }
 
@@ -285,7 +294,7 @@ __device__ __forceinline__ void load_tile(bf16_t* smem, const bf16_t* g, size_t 
     const float* __restrict__ pos, int posLength, \
     const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes, \
     const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out, \
-    float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splits, int splitTiles, \
+    float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splitTiles, int queryTiles, int splitQueryTiles, \
     int window, int tail, int prefix, int contextual
 
 extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32, FWD_MIN_BLOCKS)
@@ -299,7 +308,7 @@ hstu_attention_forward(ATTENTION_FORWARD_PARAMS) {
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
 
   ForwardBlock f;
-  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splits, splitTiles, BM)) return;
+  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splitTiles, queryTiles, splitQueryTiles, BM)) return;
   const int h = f.h, start = f.start, n = f.n, t = f.t, q0 = f.q0, e1 = f.e1, s2 = f.s2, itBegin = f.itBegin, itEnd = f.itEnd;
   const int* bb = f.bb;
   const bool atomicOut = f.atomicOut;

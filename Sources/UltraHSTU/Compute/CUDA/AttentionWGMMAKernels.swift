@@ -129,7 +129,7 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
 
   ForwardBlock f;
-  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splits, splitTiles, WBM)) return;
+  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splitTiles, queryTiles, splitQueryTiles, WBM)) return;
   const int h = f.h, start = f.start, n = f.n, t = f.t, q0 = f.q0, e1 = f.e1, s2 = f.s2, itBegin = f.itBegin;
   const int* bb = f.bb;
   const bool atomicOut = f.atomicOut;
