@@ -30,8 +30,8 @@ struct GPUBench: ParsableCommand {
   @Option(help: "Head dim of q, k and v (named apart from `step`'s --head-dim, which the parent would otherwise take).")
   var attentionHeadDim = 128
 
-  @Flag(help: "Only the causal mask (skip semi-local).")
-  var causalOnly = false
+  @Option(parsing: .upToNextOption, help: "Masks to time: causal, semi-local (K1 = K2 = 256).")
+  var masks: [BenchMask] = [.causal, .semiLocal]
 
   @Flag(help: "Add the relative-position bias rab^p (L entries) to the scores, and its gradient to the backward, as HSTU layers do.")
   var positionBias = false
@@ -60,8 +60,7 @@ struct GPUBench: ParsableCommand {
       var forwardKernel: String; var forwardMmaSyncMs: Double; var forwardMmaSyncTFLOPs: Double }
     var rows: [Row] = []
     let d = attentionHeadDim
-    let masks = [("causal", AttentionMask.causal), ("semi-local K1=K2=256", AttentionMask(localWindow: 256, globalTailRows: 256))]
-    for (maskName, mask) in masks.prefix(causalOnly ? 1 : 2) {
+    for (maskName, mask) in masks.map({ ($0.title, $0.mask) }) {
       for L in lengths {
         let batch = max(1, tokens / L), total = batch * L
         let mark = device.arena.mark()
@@ -117,4 +116,12 @@ struct GPUBench: ParsableCommand {
     }
     try md.write(toFile: out + "/gpu-attention.md", atomically: true, encoding: .utf8)
   }
+}
+
+/// The attention masks `gpu-bench` times.
+enum BenchMask: String, ExpressibleByArgument, CaseIterable {
+  case causal, semiLocal = "semi-local"
+
+  var title: String { self == .causal ? "causal" : "semi-local K1=K2=256" }
+  var mask: AttentionMask { self == .causal ? .causal : AttentionMask(localWindow: 256, globalTailRows: 256) }
 }

@@ -25,6 +25,8 @@ CFG1="--dim 256 --layers 4 --heads 4 --head-dim 64 --length 200 --batch 128"
 CFG2="--dim 256 --layers 16 --heads 4 --head-dim 64 --length 200 --batch 128"
 CFG3="--dim 512 --layers 8 --heads 4 --head-dim 128 --length 4096 --batch 4 --semi-local 256"
 TORCH="python3 $ROOT/bench/gpu/torch_reference.py"
+# warp-stall reasons per issued instruction (the ncu stages)
+STALLS=smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,smsp__average_warps_issue_stalled_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_membar_per_issue_active.ratio,smsp__average_warps_issue_stalled_sleeping_per_issue_active.ratio,smsp__average_warps_issue_stalled_misc_per_issue_active.ratio,smsp__average_warps_issue_stalled_branch_resolving_per_issue_active.ratio,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio,smsp__average_warps_issue_stalled_drain_per_issue_active.ratio,smsp__average_warps_issue_stalled_imc_miss_per_issue_active.ratio,smsp__average_warps_issue_stalled_tex_throttle_per_issue_active.ratio
 # capped NAME SECONDS COMMAND...: runs COMMAND with stdout+stderr in $LOG/NAME.txt, capped by the time left.
 capped() {
   local name=$1 cap=$2; shift 2
@@ -58,21 +60,29 @@ for spec in "$@"; do
     ncu-attn)   # one causal L = 16k wgmma attention forward under ncu: throughput, pipes, warp-stall reasons
       capped $bin-ncu-attn 150 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:hstu_attention_forward_wgmma --launch-skip 3 --launch-count 1 \
         --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
-        --metrics smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,smsp__average_warps_issue_stalled_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_membar_per_issue_active.ratio,smsp__average_warps_issue_stalled_sleeping_per_issue_active.ratio,smsp__average_warps_issue_stalled_misc_per_issue_active.ratio,smsp__average_warps_issue_stalled_branch_resolving_per_issue_active.ratio,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio,smsp__average_warps_issue_stalled_drain_per_issue_active.ratio,smsp__average_warps_issue_stalled_imc_miss_per_issue_active.ratio,smsp__average_warps_issue_stalled_tex_throttle_per_issue_active.ratio,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,sm__cycles_elapsed.avg \
-        $exe gpu-bench --lengths 16384 --causal-only --repeats 3 --out /tmp/ncu-out ;;
+        --metrics $STALLS,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active,sm__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active,smsp__inst_executed.sum,sm__cycles_elapsed.avg \
+        $exe gpu-bench --lengths 16384 --masks causal --repeats 3 --out /tmp/ncu-out ;;
+    ncu-bwd)   # the attention backward under ncu at the step configs' shapes: head dim 64 causal L = 256, head dim 128 semi-local L = 4096
+      for shape in "--lengths 256 --masks causal --attention-head-dim 64" "--lengths 4096 --masks semi-local"; do
+        tag=$(echo $shape | tr -dc '0-9' | cut -c1-8)
+        capped $bin-ncu-bwd-$tag 120 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:hstu_attention_backward --launch-skip 2 --launch-count 1 \
+          --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats \
+          --metrics $STALLS,smsp__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__t_set_accesses_pipe_lsu_mem_global_op_red.sum,lts__t_sectors_op_red.sum \
+          $exe gpu-bench $shape --repeats 3 --out /tmp/ncu-out
+      done ;;
     attention-quick)   # the causal attention forward/backward at L = 4k and 16k only (a quick A/B of kernel changes)
-      capped $bin-attention-quick 40 $exe gpu-bench --lengths 4096 16384 --causal-only --out /tmp/attention-quick
+      capped $bin-attention-quick 40 $exe gpu-bench --lengths 4096 16384 --masks causal --out /tmp/attention-quick
       grep -h "L=" $LOG/$bin-attention-quick.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
     attention-short)   # causal attention at head dim 64 and short L: where the wgmma forward starts to win
-      capped $bin-attention-short 40 $exe gpu-bench --lengths 128 256 512 1024 2048 --causal-only --attention-head-dim 64 --out /tmp/attention-short
-      capped $bin-attention-short-pos 40 $exe gpu-bench --lengths 128 256 512 1024 2048 --causal-only --attention-head-dim 64 --position-bias --out /tmp/attention-short
+      capped $bin-attention-short 40 $exe gpu-bench --lengths 128 256 512 1024 2048 --masks causal --attention-head-dim 64 --out /tmp/attention-short
+      capped $bin-attention-short-pos 40 $exe gpu-bench --lengths 128 256 512 1024 2048 --masks causal --attention-head-dim 64 --position-bias --out /tmp/attention-short
       grep -h "L=" $LOG/$bin-attention-short.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
       grep -h "L=" $LOG/$bin-attention-short-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
     attention-pos)   # attention at head dim 128 with the position bias rab^p (as HSTU layers run it)
       capped $bin-attention-pos 60 $exe gpu-bench --lengths 1024 4096 16384 --position-bias --out /tmp/attention-pos
       grep -h "L=" $LOG/$bin-attention-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
     sass)   # opcode histogram of the wgmma attention forward (d = 128), from the cubin NVRTC cached
-      capped $bin-sass-run 40 $exe gpu-bench --lengths 4096 --causal-only --repeats 1 --out /tmp/sass-out
+      capped $bin-sass-run 40 $exe gpu-bench --lengths 4096 --masks causal --repeats 1 --out /tmp/sass-out
       for c in $HSTU_CACHE_DIR/hstu_attention-*.cubin; do
         /usr/local/cuda/bin/cuobjdump -sass -fun hstu_attention_forward_wgmma $c > $LOG/$bin-sass-$(basename $c .cubin).txt 2>&1
       done
