@@ -56,8 +56,9 @@ struct GPUBench: ParsableCommand {
 
     struct Row: Codable { var mask: String; var L: Int; var batch: Int; var forwardMs: Double; var backwardMs: Double
       var forwardTFLOPs: Double; var backwardTFLOPs: Double; var forwardOfGEMM: Double; var nsPerTokenForward: Double; var nsPerTokenBackward: Double
-      /// The forward that ran (`automatic` resolves to wgmma on Hopper), and the mma.sync kernel's time on the same inputs.
-      var forwardKernel: String; var forwardMmaSyncMs: Double; var forwardMmaSyncTFLOPs: Double }
+      /// The kernels that ran (wgmma where the shape allows it), and the mma.sync kernels' times on the same inputs.
+      var forwardKernel: String; var forwardMmaSyncMs: Double; var forwardMmaSyncTFLOPs: Double
+      var backwardMmaSyncMs: Double; var backwardMmaSyncTFLOPs: Double }
     var rows: [Row] = []
     let d = attentionHeadDim
     for (maskName, mask) in masks.map({ ($0.title, $0.mask) }) {
@@ -74,24 +75,31 @@ struct GPUBench: ParsableCommand {
         let dv = try device.allocate(Float.self, count: total * heads * d)
         let pos = positionBias ? try device.array((0..<L).map { Float(random.unit(stream: 14, counter: UInt64($0)) - 0.5) * 0.1 }) : nil
         let dPos = positionBias ? try device.allocate(Float.self, count: L) : nil
-        let kernel: AttentionForwardKernel = device.attentionForwardHasWGMMA(shape) ? .wgmma : .mmaSync
+        let kernel: AttentionKernel = device.attentionHasWGMMA(shape) ? .wgmma : .mmaSync
         let fwd = median(try device.time(repeats: repeats) { try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, pos: pos, out: o, kernel: kernel) })
         let fwdMma = median(try device.time(repeats: repeats) {
           try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, pos: pos, out: o, kernel: .mmaSync)
         })
-        let bwd = median(try device.time(repeats: repeats) {
-          try device.hstuAttentionBackward(shape, q: q, k: k, v: v, dOut: dO, offsets: offsets, pos: pos, dq: dq, dk: dk, dv: dv, dPos: dPos)
-        })
+        func backward(_ kernel: AttentionKernel) throws -> Double {
+          median(try device.time(repeats: repeats) {
+            try device.hstuAttentionBackward(shape, q: q, k: k, v: v, dOut: dO, offsets: offsets, pos: pos, dq: dq, dk: dk, dv: dv, dPos: dPos,
+                                             kernel: kernel)
+          })
+        }
+        let bwd = try backward(kernel), bwdMma = try backward(.mmaSync)
         let kept = Double(AttentionShape.keptPairs(lengths: [L], mask: mask)) * Double(batch * heads)
         let fwdTF = 2 * kept * Double(2 * d) / (fwd * 1e-3) / 1e12
         let fwdMmaTF = 2 * kept * Double(2 * d) / (fwdMma * 1e-3) / 1e12
         let bwdTF = 2 * kept * Double(5 * d) / (bwd * 1e-3) / 1e12
+        let bwdMmaTF = 2 * kept * Double(5 * d) / (bwdMma * 1e-3) / 1e12
         let row = Row(mask: maskName, L: L, batch: batch, forwardMs: fwd, backwardMs: bwd, forwardTFLOPs: fwdTF, backwardTFLOPs: bwdTF,
                       forwardOfGEMM: fwdTF / gemmTF, nsPerTokenForward: fwd * 1e6 / Double(total), nsPerTokenBackward: bwd * 1e6 / Double(total),
-                      forwardKernel: kernel.rawValue, forwardMmaSyncMs: fwdMma, forwardMmaSyncTFLOPs: fwdMmaTF)
+                      forwardKernel: kernel.rawValue, forwardMmaSyncMs: fwdMma, forwardMmaSyncTFLOPs: fwdMmaTF,
+                      backwardMmaSyncMs: bwdMma, backwardMmaSyncTFLOPs: bwdMmaTF)
         rows.append(row)
-        print(String(format: "%-22@ L=%5d B=%3d  fwd (%@) %8.3f ms %6.1f TF/s (%4.1f%% of GEMM), mma.sync %6.1f TF/s  bwd %8.3f ms %6.1f TF/s  fwd %.2f ns/token",
-                     maskName as NSString, L, batch, kernel.rawValue as NSString, fwd, fwdTF, 100 * fwdTF / gemmTF, fwdMmaTF, bwd, bwdTF, row.nsPerTokenForward))
+        print(String(format: "%-22@ L=%5d B=%3d  fwd (%@) %8.3f ms %6.1f TF/s (%4.1f%% of GEMM), mma.sync %6.1f TF/s  bwd %8.3f ms %6.1f TF/s, mma.sync %6.1f TF/s  fwd %.2f bwd %.2f ns/token",
+                     maskName as NSString, L, batch, kernel.rawValue as NSString, fwd, fwdTF, 100 * fwdTF / gemmTF, fwdMmaTF, bwd, bwdTF, bwdMmaTF,
+                     row.nsPerTokenForward, row.nsPerTokenBackward))
       }
     }
 
@@ -107,12 +115,12 @@ struct GPUBench: ParsableCommand {
     var md = "# HSTU attention on \(device.name)\n\n\(date), commit \(commit). bf16 q/k/v/dO, fp32 accumulation and outputs, "
     md += "\(heads) heads × head dim \(d), \(tokens) tokens per call\(positionBias ? ", with the position bias rab^p and its gradient" : ""); TFLOP/s count only the (query, key) pairs the mask keeps "
     md += "(forward 4·d per pair, backward 10·d). cuBLASLt bf16 GEMM 8192³ in the same run: \(String(format: "%.1f", gemmTF)) TFLOP/s.\n\n"
-    md += "| mask | L | batch | fwd kernel | fwd ms | fwd TFLOP/s | fwd % of GEMM | mma.sync fwd TFLOP/s | bwd ms | bwd TFLOP/s | fwd ns/token | bwd ns/token |\n"
-    md += "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    md += "| mask | L | batch | kernel | fwd ms | fwd TFLOP/s | fwd % of GEMM | mma.sync fwd TFLOP/s | bwd ms | bwd TFLOP/s | mma.sync bwd TFLOP/s | fwd ns/token | bwd ns/token |\n"
+    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     for r in rows {
-      md += String(format: "| %@ | %d | %d | %@ | %.3f | %.1f | %.1f%% | %.1f | %.3f | %.1f | %.2f | %.2f |\n", r.mask as NSString, r.L, r.batch,
+      md += String(format: "| %@ | %d | %d | %@ | %.3f | %.1f | %.1f%% | %.1f | %.3f | %.1f | %.1f | %.2f | %.2f |\n", r.mask as NSString, r.L, r.batch,
                    r.forwardKernel as NSString, r.forwardMs, r.forwardTFLOPs, 100 * r.forwardOfGEMM, r.forwardMmaSyncTFLOPs,
-                   r.backwardMs, r.backwardTFLOPs, r.nsPerTokenForward, r.nsPerTokenBackward)
+                   r.backwardMs, r.backwardTFLOPs, r.backwardMmaSyncTFLOPs, r.nsPerTokenForward, r.nsPerTokenBackward)
     }
     try md.write(toFile: out + "/gpu-attention.md", atomically: true, encoding: .utf8)
   }

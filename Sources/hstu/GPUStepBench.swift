@@ -7,7 +7,7 @@ import UltraHSTU
 /// gradients of one dropout-free step for `bench/gpu/torch_reference.py`. MFU is reported against
 /// the cuBLASLt bf16 GEMM rate measured in the same process (8192³, random data) and against the
 /// H200's 989 TF/s dense bf16 datasheet peak.
-extension AttentionForwardKernel: ExpressibleByArgument {}
+extension AttentionKernel: ExpressibleByArgument {}
 
 struct GPUStepBench: ParsableCommand {
   static let configuration = CommandConfiguration(commandName: "step", abstract: "Time HSTU training steps on the GPU.")
@@ -32,8 +32,10 @@ struct GPUStepBench: ParsableCommand {
   var gemmSize = 8192
   @Flag(help: "Also time the forward alone, forward + loss + backward, AdamW, and the host's enqueue time of a step.")
   var breakdown = false
-  @Option(help: "HSTU attention forward kernel: \(AttentionForwardKernel.allCases.map(\.rawValue).joined(separator: ", ")).")
-  var attentionForward: AttentionForwardKernel = .automatic
+  @Option(help: "HSTU attention forward kernel: \(AttentionKernel.allCases.map(\.rawValue).joined(separator: ", ")).")
+  var attentionForward: AttentionKernel = .automatic
+  @Option(help: "Attention backward kernel: \(AttentionKernel.allCases.map(\.rawValue).joined(separator: ", ")).")
+  var attentionBackward: AttentionKernel = .automatic
 
   func run() throws {
     var config = ModelConfig(kind: .hstu, embeddingDim: dim, layers: layers, heads: heads, attentionDim: headDim, linearDim: headDim,
@@ -45,6 +47,7 @@ struct GPUStepBench: ParsableCommand {
     train.negatives = negatives
     let device = try CUDADevice(arenaBytes: 100 << 30)
     device.attentionForwardKernel = attentionForward
+    device.attentionBackwardKernel = attentionBackward
     let model = SequentialModel(config: config, itemCount: items, seed: 3)
     let random = CounterRandom(seed: 17)
     var sample = SequenceBatch()

@@ -236,24 +236,27 @@ struct ParityChecker {
                                             table: try device.array(timeTable),
                                             thresholds: try device.array(hstuTimeBucketThresholds(buckets: buckets))) : nil
     let gtime = withTime ? try device.allocate(Float.self, count: buckets + 1) : nil
-    for buffer in [gk, gv] { try device.fill(buffer, word: 0x7FC0_0000) }  // NaN poison: every element must be written
-    // Every forward kernel that can run this shape: wgmma (where it applies) and mma.sync.
-    let kernels: [AttentionForwardKernel] = device.attentionForwardHasWGMMA(shape) ? [.wgmma, .mmaSync] : [.mmaSync]
+    // Every kernel that can run this shape: wgmma (where it applies) and mma.sync; dk and dv are
+    // NaN-poisoned before each backward, so every element must be written.
+    let kernels: [AttentionKernel] = device.attentionHasWGMMA(shape) ? [.wgmma, .mmaSync] : [.mmaSync]
     for kernel in kernels {
       try device.fill(out, word: 0x7FC0_0000)
       try device.hstuAttentionForward(shape, q: dQ, k: dK, v: dV, offsets: dOff, targets: dT, pos: dPosTable, time: time, out: out, kernel: kernel)
       try device.synchronize()
       record("attention [\(name)] d=\(dqk)/\(dv) out (\(kernel))", try device.download(out), cpuOut, tolerance: 2e-2)
     }
-    try device.hstuAttentionBackward(shape, q: dQ, k: dK, v: dV, dOut: dDO, offsets: dOff, targets: dT, pos: dPosTable, time: time,
-                                     dq: gq, dk: gk, dv: gv, dPos: gpos, dTime: gtime)
-    try device.synchronize()
-    let label = "attention [\(name)] d=\(dqk)/\(dv)"
-    record("\(label) dq", try device.download(gq), cpuDq, tolerance: 2e-2)
-    record("\(label) dk", try device.download(gk), cpuDk, tolerance: 2e-2)
-    record("\(label) dv", try device.download(gv), cpuDv, tolerance: 2e-2)
-    if let gpos { record("\(label) dpos", try device.download(gpos), cpuDPos, tolerance: 2e-2) }
-    if let gtime { record("\(label) dtime", try device.download(gtime), cpuDTime, tolerance: 2e-2) }
+    for kernel in kernels {
+      for buffer in [gk, gv] { try device.fill(buffer, word: 0x7FC0_0000) }
+      try device.hstuAttentionBackward(shape, q: dQ, k: dK, v: dV, dOut: dDO, offsets: dOff, targets: dT, pos: dPosTable, time: time,
+                                       dq: gq, dk: gk, dv: gv, dPos: gpos, dTime: gtime, kernel: kernel)
+      try device.synchronize()
+      let label = "attention [\(name)] d=\(dqk)/\(dv)", suffix = kernels.count > 1 ? " (\(kernel))" : ""
+      record("\(label) dq\(suffix)", try device.download(gq), cpuDq, tolerance: 2e-2)
+      record("\(label) dk\(suffix)", try device.download(gk), cpuDk, tolerance: 2e-2)
+      record("\(label) dv\(suffix)", try device.download(gv), cpuDv, tolerance: 2e-2)
+      if let gpos { record("\(label) dpos\(suffix)", try device.download(gpos), cpuDPos, tolerance: 2e-2) }
+      if let gtime { record("\(label) dtime\(suffix)", try device.download(gtime), cpuDTime, tolerance: 2e-2) }
+    }
   }
 
   /// Increasing event times per sequence (keys) and each token's next event time (queries; the
@@ -317,18 +320,24 @@ struct ParityChecker {
     let gout = try device.allocate(Float.self, count: padded), glse = try device.allocate(Float.self, count: total * heads)
     let gdq = try device.allocate(Float.self, count: padded), gdk = try device.allocate(Float.self, count: padded)
     let gdv = try device.allocate(Float.self, count: padded)
-    for buffer in [gout, glse, gdk, gdv] { try device.fill(buffer, word: 0x7FC0_0000) }
+    for buffer in [gout, glse] { try device.fill(buffer, word: 0x7FC0_0000) }
     let scale = 1 / Float(d).squareRoot()
     try device.softmaxAttentionForward(shape, q: gq, k: gk, v: gv, offsets: goff, scale: scale, out: gout, logSumExp: glse)
-    try device.softmaxAttentionBackward(shape, q: gq, k: gk, v: gv, out: gout, dOut: gdo, logSumExp: glse, offsets: goff, scale: scale,
-                                        dq: gdq, dk: gdk, dv: gdv)
     try device.synchronize()
     let label = "softmax attention [\(name)] d=\(d)"
     record("\(label) out", try unpad(gout), out, tolerance: 2e-2)
     record("\(label) lse", try device.download(glse), lse, tolerance: 1e-3)
-    record("\(label) dq", try unpad(gdq), dq, tolerance: 2e-2)
-    record("\(label) dk", try unpad(gdk), dk, tolerance: 2e-2)
-    record("\(label) dv", try unpad(gdv), dv, tolerance: 2e-2)
+    let kernels: [AttentionKernel] = device.attentionHasWGMMA(shape) ? [.wgmma, .mmaSync] : [.mmaSync]
+    for kernel in kernels {
+      for buffer in [gdk, gdv] { try device.fill(buffer, word: 0x7FC0_0000) }
+      try device.softmaxAttentionBackward(shape, q: gq, k: gk, v: gv, out: gout, dOut: gdo, logSumExp: glse, offsets: goff, scale: scale,
+                                          dq: gdq, dk: gdk, dv: gdv, kernel: kernel)
+      try device.synchronize()
+      let suffix = kernels.count > 1 ? " (\(kernel))" : ""
+      record("\(label) dq\(suffix)", try unpad(gdq), dq, tolerance: 2e-2)
+      record("\(label) dk\(suffix)", try unpad(gdk), dk, tolerance: 2e-2)
+      record("\(label) dv\(suffix)", try unpad(gdv), dv, tolerance: 2e-2)
+    }
   }
 
   // MARK: LayerNorm, LayerNorm·U

@@ -5,7 +5,7 @@
 #   bash .device-carry/device_run.sh NAME:STAGE ...
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
-# swift-mma (the same with the mma.sync attention forward), attention-quick (causal attention at L = 4k, 16k),
+# swift-mma (the same with the mma.sync attention forward), swift-bwd-mma (with the mma.sync backward), attention-quick (causal attention at L = 4k, 16k),
 # attention-short (causal attention at head dim 64, L = 128 … 2048, without and with rab^p),
 # attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k),
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
@@ -103,6 +103,10 @@ PY
       capped $bin-swift-mma-cfg1 45 $exe gpu-bench step $CFG1 --attention-forward mmaSync
       capped $bin-swift-mma-cfg2 45 $exe gpu-bench step $CFG2 --attention-forward mmaSync
       capped $bin-swift-mma-cfg3 60 $exe gpu-bench step $CFG3 --attention-forward mmaSync ;;
+    swift-bwd-mma)   # the same steps with the mma.sync attention backward (A/B against wgmma in one call)
+      capped $bin-swift-bwd-mma-cfg1 45 $exe gpu-bench step $CFG1 --attention-backward mmaSync
+      capped $bin-swift-bwd-mma-cfg2 45 $exe gpu-bench step $CFG2 --attention-backward mmaSync
+      capped $bin-swift-bwd-mma-cfg3 60 $exe gpu-bench step $CFG3 --attention-backward mmaSync ;;
     torch-check) capped $bin-torch-check 60 $TORCH check --dump /tmp/dump-$bin ;;
     torch-eager)
       capped torch-eager-cfg1 45 $TORCH time --mode eager $CFG1

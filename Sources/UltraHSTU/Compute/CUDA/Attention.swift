@@ -63,11 +63,12 @@ public struct AttentionTimeBias {
   static let absent: [KernelArgument] = [.pointer(0), .pointer(0), .pointer(0), .pointer(0), .int(0)]
 }
 
-/// The kernels of the HSTU (SiLU) attention forward: `.wgmma` (Hopper's warpgroup instructions;
+/// The kernels of the attention forward and backward: `.wgmma` (Hopper's warpgroup instructions;
 /// head dims multiples of 64) and `.mmaSync` (every supported shape). `.automatic` takes wgmma
-/// where it applies and sequences reach `CUDADevice.attentionWGMMAMinLength` tokens: below 512
-/// its deeper pipeline does not pay (bench/results/gpu.md).
-public enum AttentionForwardKernel: String, CaseIterable, Sendable {
+/// where it applies; for the HSTU forward only once sequences reach
+/// `CUDADevice.attentionWGMMAMinLength` tokens: below 512 its deeper pipeline does not pay
+/// (bench/results/gpu.md).
+public enum AttentionKernel: String, CaseIterable, Sendable {
   case automatic, wgmma, mmaSync
 }
 
@@ -79,9 +80,23 @@ extension CUDADevice {
   /// The shortest `maxLength` for which `.automatic` picks the wgmma forward.
   public static let attentionWGMMAMinLength = 512
 
-  /// Whether the wgmma forward can run this shape here.
-  public func attentionForwardHasWGMMA(_ shape: AttentionShape) -> Bool {
+  /// Whether the wgmma kernels can run this shape here.
+  public func attentionHasWGMMA(_ shape: AttentionShape) -> Bool {
     architecture == "sm_90a" && shape.dqk % 64 == 0 && shape.dv % 64 == 0
+  }
+
+  /// Whether `kernel` (nil: `fallback`) runs on wgmma for `shape`; `.automatic` when it applies and
+  /// sequences reach `minLength`. Throws when `.wgmma` is asked for where it cannot run.
+  private func usesWGMMA(_ kernel: AttentionKernel, _ shape: AttentionShape, minLength: Int) throws -> Bool {
+    switch kernel {
+    case .automatic: return attentionHasWGMMA(shape) && shape.maxLength >= minLength
+    case .wgmma:
+      guard attentionHasWGMMA(shape) else {
+        throw CUDAError.unsupported("the wgmma attention kernels need sm_90a and head dims that are multiples of 64 (dqk=\(shape.dqk), dv=\(shape.dv))")
+      }
+      return true
+    case .mmaSync: return false
+    }
   }
 
   /// The kernel variant: SiLU or softmax scores, with or without the time bias.
@@ -136,20 +151,10 @@ extension CUDADevice {
   public func hstuAttentionForward(
     _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>? = nil, pos: DeviceArray<Float>? = nil,
-    time: AttentionTimeBias? = nil, out: DeviceArray<Float>, kernel: AttentionForwardKernel? = nil,
+    time: AttentionTimeBias? = nil, out: DeviceArray<Float>, kernel: AttentionKernel? = nil,
     bounds: AttentionBoundsCache? = nil
   ) throws {
-    let kernel = kernel ?? attentionForwardKernel
-    let wgmma: Bool
-    switch kernel {
-    case .automatic: wgmma = attentionForwardHasWGMMA(shape) && shape.maxLength >= Self.attentionWGMMAMinLength
-    case .wgmma:
-      guard attentionForwardHasWGMMA(shape) else {
-        throw CUDAError.unsupported("the wgmma attention forward needs sm_90a and head dims that are multiples of 64 (dqk=\(shape.dqk), dv=\(shape.dv))")
-      }
-      wgmma = true
-    case .mmaSync: wgmma = false
-    }
+    let wgmma = try usesWGMMA(kernel ?? attentionForwardKernel, shape, minLength: Self.attentionWGMMAMinLength)
     let module = try attentionModule(shape, timeBias: time != nil)
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
                          bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
@@ -227,7 +232,7 @@ extension CUDADevice {
     dOut: DeviceArray<BFloat16>, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>? = nil,
     pos: DeviceArray<Float>? = nil, time: AttentionTimeBias? = nil, dq: DeviceArray<Float>, dk: DeviceArray<Float>,
     dv: DeviceArray<Float>, dPos: DeviceArray<Float>? = nil, dTime: DeviceArray<Float>? = nil,
-    bounds: AttentionBoundsCache? = nil
+    kernel: AttentionKernel? = nil, bounds: AttentionBoundsCache? = nil
   ) throws {
     guard (time == nil) == (dTime == nil) else { throw CUDAError.unsupported("hstuAttentionBackward: time bias and dTime go together") }
     let module = try attentionModule(shape, timeBias: time != nil)
@@ -237,7 +242,7 @@ extension CUDADevice {
                           bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
                           softmax: [.pointer(0), .pointer(0), .float(0)], dq: dq, dk: dk, dv: dv,
                           biasGradients: [.pointer(dPos?.address ?? 0), .pointer(dTime?.address ?? 0)],
-                          timeBuckets: time.map { $0.buckets + 1 } ?? 0, bounds: bounds)
+                          timeBuckets: time.map { $0.buckets + 1 } ?? 0, kernel: kernel, bounds: bounds)
   }
 
   /// Gradients of `softmaxAttentionForward` (given its `out` and `logSumExp`): dq, dk, dv (fp32, overwritten).
@@ -245,7 +250,7 @@ extension CUDADevice {
     _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     out: DeviceArray<Float>, dOut: DeviceArray<BFloat16>, logSumExp: DeviceArray<Float>, offsets: DeviceArray<Int32>,
     targets: DeviceArray<Int32>? = nil, scale: Float, dq: DeviceArray<Float>, dk: DeviceArray<Float>, dv: DeviceArray<Float>,
-    bounds: AttentionBoundsCache? = nil
+    kernel: AttentionKernel? = nil, bounds: AttentionBoundsCache? = nil
   ) throws {
     let module = try attentionModule(shape, softmax: true)
     let mark = arena.mark()
@@ -256,26 +261,30 @@ extension CUDADevice {
     try attentionBackward(shape, module: module, q: q, k: k, v: v, dOut: dOut, offsets: offsets, targets: targets,
                           bias: [.pointer(0), .int(0)] + AttentionTimeBias.absent,
                           softmax: [.pointer(logSumExp.address), .pointer(delta.address), .float(scale)], dq: dq, dk: dk, dv: dv,
-                          biasGradients: [.pointer(0), .pointer(0)], timeBuckets: 0, bounds: bounds)
+                          biasGradients: [.pointer(0), .pointer(0)], timeBuckets: 0, kernel: kernel, bounds: bounds)
   }
 
   private func attentionBackward(
     _ shape: AttentionShape, module: CUDAModule, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     dOut: DeviceArray<BFloat16>, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?, bias: [KernelArgument],
     softmax: [KernelArgument], dq: DeviceArray<Float>, dk: DeviceArray<Float>, dv: DeviceArray<Float>,
-    biasGradients: [KernelArgument], timeBuckets: Int, bounds cache: AttentionBoundsCache?
+    biasGradients: [KernelArgument], timeBuckets: Int, kernel: AttentionKernel?, bounds cache: AttentionBoundsCache?
   ) throws {
+    let wgmma = try usesWGMMA(kernel ?? attentionBackwardKernel, shape, minLength: 0)
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets, cache: cache)
     try fill(dq)
     let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile
-    // K, V, two Q and dO tiles, dSᵀ (bf16, padded rows); the query tile's key intervals; each warp's
-    // dPos sums over the QT + 15 diagonals of its 16 keys.
-    var shared = 2 * (bn * (shape.dqk + 8) + bn * (shape.dv + 8) + 2 * qt * (shape.dqk + 8) + 2 * qt * (shape.dv + 8) + bn * (qt + 8))
+    // K, V, two Q and dO tiles, dSᵀ (bf16; mma.sync: padded rows, wgmma: swizzled, 1 KB to align
+    // the swizzle atoms); the query tile's key intervals; each warp's dPos sums over the QT + 15
+    // diagonals of its 16 keys.
+    let pad = wgmma ? 0 : 8
+    var shared = (wgmma ? 1024 : 0)
+      + 2 * (bn * (shape.dqk + pad) + bn * (shape.dv + pad) + 2 * qt * (shape.dqk + pad) + 2 * qt * (shape.dv + pad) + bn * (qt + pad))
       + 4 * 3 * qt + 4 * Self.attentionBackwardWarps * (qt + 15)
     if timeBuckets > 0 { shared = (shared + 7) / 8 * 8 + 8 * qt + 4 * timeBuckets }   // query times, dTime partial sums
-    try launch(module.function("hstu_attention_backward"),
+    try launch(module.function(wgmma ? "hstu_attention_backward_wgmma" : "hstu_attention_backward"),
                grid: ((shape.maxLength + bn - 1) / bn, shape.heads, shape.batch), block: (32 * Self.attentionBackwardWarps, 1, 1), sharedBytes: shared,
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(dOut.address), .pointer(offsets.address),
                 .pointer(targets?.address ?? 0), .pointer(bounds.address)] + bias + softmax

@@ -487,15 +487,238 @@ __device__ __forceinline__ void red_add_v2(float* dst, float x, float y) {
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(dst), "f"(x), "f"(y));
 }
 
+/// The parameters of both attention backwards, in the order `CUDADevice.attentionBackward` passes them.
+#define ATTENTION_BACKWARD_PARAMS \
+    const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, \
+    const bf16_t* __restrict__ dout, const int* __restrict__ offsets, const int* __restrict__ targets, \
+    const int* __restrict__ bounds, const float* __restrict__ pos, int posLength, \
+    const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes, \
+    const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, \
+    const float* __restrict__ lse, const float* __restrict__ delta, float scoreScale, \
+    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dpos, float* __restrict__ dtime, \
+    int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual
+
+/// What a backward CTA works on: sequence b (tokens start..<start + n, t of them targets), head h,
+/// the BN keys from k0 (this thread's two, key0 and key1 = key0 + 8, rows g and g + 8 of its warp's
+/// 16) and the walk over the query tiles that see them.
+struct BackwardBlock {
+  int b, h, start, n, t, k0, nTiles, key0, key1;
+  float invN;
+  const int* bounds;
+  int tilesPerSequence;
+
+  /// The bound-table entry {max a, min b, max c, min a, max b, min c} of query tile `tile`.
+  __device__ __forceinline__ const int* entry(int tile) const { return bounds + ((size_t)b * tilesPerSequence + tile) * 8; }
+  __device__ __forceinline__ bool sees(int tile) const {
+    const int* e = entry(tile);
+    return k0 < e[0] || (k0 + BN > e[1] && k0 < e[2]);
+  }
+  /// Whether every query of `tile` sees every key of the block (no element-wise mask).
+  __device__ __forceinline__ bool full(int tile) const {
+    const int* e = entry(tile);
+    return (k0 + BN <= e[3]) || (k0 >= e[4] && k0 + BN <= e[5]);
+  }
+  /// The first query tile from `from` on that sees this block (nTiles if none): each warp tests 32
+  /// tiles at once (a serial scan of the bounds table made time per token grow with L for
+  /// semi-local masks).
+  __device__ __forceinline__ int next_tile(int from) const {
+    const int lane = threadIdx.x & 31;
+    for (int base = from; base < nTiles; base += 32) {
+      const unsigned hit = __ballot_sync(0xffffffffu, base + lane < nTiles && sees(base + lane));
+      if (hit) return base + __ffs(hit) - 1;
+    }
+    return nTiles;
+  }
+};
+
+/// The block of this CTA (grid: key blocks × heads × sequences); false past its sequence's end.
+__device__ __forceinline__ bool backward_block(BackwardBlock& B, const int* __restrict__ offsets, const int* __restrict__ targets,
+    const int* __restrict__ bounds, int tilesPerSequence, float invNConst) {
+  B.b = blockIdx.z; B.h = blockIdx.y;
+  B.start = offsets[B.b]; B.n = offsets[B.b + 1] - B.start;
+  B.k0 = blockIdx.x * BN;
+  if (B.k0 >= B.n) return false;
+  B.t = targets ? targets[B.b] : 0;
+  B.invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, B.n - B.t);
+  B.nTiles = (B.n + QT - 1) / QT;
+  B.key0 = B.k0 + (threadIdx.x >> 5) * 16 + ((threadIdx.x & 31) >> 2);
+  B.key1 = B.key0 + 8;
+  B.bounds = bounds; B.tilesPerSequence = tilesPerSequence;
+  return true;
+}
+
+/// A backward CTA's per-query-tile scratch in shared memory (after its operand tiles): each query's
+/// key intervals a, b, c; each warp's dPos sums by diagonal; SOFTMAX: lse · log2 e and Δ (in the
+/// dPos space: softmax has no rab^p); TIME_BIAS: query times and the block's dTime sums.
+struct BackwardScratch {
+  int* interval;          // [3][QT]
+  float* diag;            // [BWD_WARPS][WARP_DIAGONALS]
+  float* lse;             // [QT]
+  float* delta;           // [QT]
+  long long* queryTime;   // [QT]
+  float* dTime;           // [buckets + 1]
+
+  __device__ __forceinline__ explicit BackwardScratch(void* base) {
+    interval = (int*)base;
+    diag = (float*)(interval + 3 * QT);
+    lse = diag;
+    delta = diag + QT;
+    queryTime = (long long*)(((size_t)(diag + BWD_WARPS * WARP_DIAGONALS) + 7) & ~(size_t)7);
+    dTime = (float*)(queryTime + QT);
+  }
+};
+
+/// The scratch of query tile q0: key intervals, lse and Δ (SOFTMAX), query times (TIME_BIAS).
+__device__ __forceinline__ void backward_tile_queries(const BackwardScratch& s, const BackwardBlock& B, int q0, MaskArgs m,
+    const float* __restrict__ lse, const float* __restrict__ delta, int heads, const TimeBiasArgs& time) {
+  for (int x = threadIdx.x; x < QT; x += BWD_WARPS * 32) {
+    const bool valid = q0 + x < B.n;
+    int a = 0, bb = 0, c = 0;
+    if (valid) key_intervals(q0 + x, B.n, B.t, m, a, bb, c);
+    s.interval[x] = a; s.interval[QT + x] = bb; s.interval[2 * QT + x] = c;
+#if SOFTMAX
+    s.lse[x] = valid ? lse[(size_t)(B.start + q0 + x) * heads + B.h] * LOG2E : 0.f;
+    s.delta[x] = valid ? delta[(size_t)(B.start + q0 + x) * heads + B.h] : 0.f;
+#endif
+#if TIME_BIAS
+    s.queryTime[x] = valid ? time.queryTimes[B.start + q0 + x] : 0;
+#endif
+  }
+}
+
+/// Pᵀ and dSᵀ of a backward tile from this warp's Sᵀ = K Qᵀ and dPᵀ = V dOᵀ (its 16 keys × the
+/// tile's QT queries, in the mma accumulator layout), packed into bf16 A fragments (`pf`, `df`);
+/// dSᵀ also goes to shared memory for dQ through `ds_at(row, unit)` (the element at key row `row`
+/// of the block, query column 8 · unit), and rab^p's and rab^t's gradients are summed.
+/// Element (nt, e2 + 2) of a thread (key1 = key0 + 8) lies on the diagonal i − j of its
+/// (nt − 1, e2): the two share one rab^p entry and one dPos partial sum.
+template <typename DSAt>
+__device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
+    u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0, bool full,
+    const float* __restrict__ pos, int posLength, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const int* sInt = s.interval;
+#if SOFTMAX
+  const float scale2 = scoreScale * LOG2E;
+#endif
+  WarpDiagonals diagonals(s.diag + warp * WARP_DIAGONALS, lane);
+  const int d0 = q0 + 2 * tq - B.key0;   // i − j of (nt = 0, e2 = 0)
+  float carry0 = 0.f, carry1 = 0.f;      // ds of (nt − 1, e2 = 0, 1)
+  float posLo[2] = {0.f, 0.f}, posHi[2] = {0.f, 0.f};   // rab^p of (nt, e2 < 2) and (nt, e2 ≥ 2)
+  if (pos) { posHi[0] = pos_at(pos, d0 - 8, posLength); posHi[1] = pos_at(pos, d0 - 7, posLength); }
+  #pragma unroll
+  for (int nt = 0; nt < QT / 8; ++nt) {
+    float p[4], ds[4];
+    if (pos) { posLo[0] = pos_at(pos, d0 + nt * 8, posLength); posLo[1] = pos_at(pos, d0 + nt * 8 + 1, posLength); }
+    #pragma unroll
+    for (int e2 = 0; e2 < 4; ++e2) {
+      const int j = e2 < 2 ? B.key0 : B.key1;
+      const int il = nt * 8 + 2 * tq + (e2 & 1);
+      const bool ok = full || allowed(j, sInt[il], sInt[QT + il], sInt[2 * QT + il]);
+      float x = st[nt][e2];
+      if (pos) x += e2 < 2 ? posLo[e2] : posHi[e2 - 2];
+#if TIME_BIAS
+      const int bucket = ok ? time_bucket(s.queryTime[il] - (e2 < 2 ? kt0 : kt1), time.thresholds, time.buckets) : 0;
+      if (ok) x += time.table[bucket];
+#endif
+#if SOFTMAX
+      p[e2] = ok ? exp2_fast(x * scale2 - s.lse[il]) : 0.f;
+      ds[e2] = p[e2] * (dpt[nt][e2] - s.delta[il]) * scoreScale;
+#else
+      const float sg = sigmoidf_fast(x);
+      p[e2] = ok ? x * sg * B.invN : 0.f;
+      ds[e2] = ok ? dpt[nt][e2] * sg * (1.f + x * (1.f - sg)) * B.invN : 0.f;
+#endif
+#if TIME_BIAS
+      if (ds[e2] != 0.f) atomicAdd(&s.dTime[bucket], ds[e2]);
+#endif
+    }
+    if (pos) {
+      diagonals.slot(nt, ds[2] + carry0, ds[3] + carry1, false);
+      carry0 = ds[0]; carry1 = ds[1];
+      posHi[0] = posLo[0]; posHi[1] = posLo[1];
+    }
+    pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
+    pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
+    df[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(ds[0], ds[1]);
+    df[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(ds[2], ds[3]);
+    *(u32*)(ds_at(warp * 16 + g, nt) + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 0];
+    *(u32*)(ds_at(warp * 16 + g + 8, nt) + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 1];
+  }
+  if (pos) diagonals.slot(QT / 8, carry0, carry1, true);
+}
+
+/// dPos of query tile q0 (after a barrier past `backward_scores`): the block's diagonal x − (BN − 1)
+/// (query column − key row) is warp w's x − (BN − 1) + 16w; one global atomic per diagonal.
+__device__ __forceinline__ void backward_position_gradient(const BackwardScratch& s, const BackwardBlock& B, int q0,
+    float* __restrict__ dpos, int posLength) {
+  for (int x = threadIdx.x; x < QT + BN - 1; x += BWD_WARPS * 32) {
+    float sum = 0.f;
+    #pragma unroll
+    for (int w = 0; w < BWD_WARPS; ++w) {
+      const int own = x - (BN - 1) + 16 * w;
+      if (own >= -15 && own < QT) sum += s.diag[w * WARP_DIAGONALS + own + 15];
+    }
+    const int d = x + (q0 - B.k0) - (BN - 1);
+    if (d >= 0 && d < posLength && sum != 0.f) atomicAdd(dpos + d, sum);
+  }
+}
+
+/// dQ rows qr0 and qr0 + 8 (columns 8·nt + 2tq, +1 of the NT accumulator tiles from `dqBase`) += acc.
+template <int NT>
+__device__ __forceinline__ void add_query_gradient(const float (&acc)[NT][4], float* dqBase, int qr0, int n, size_t ld, int tq) {
+  #pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int col = nt * 8 + 2 * tq;
+    if (qr0 < n) red_add_v2(dqBase + (size_t)qr0 * ld + col, acc[nt][0], acc[nt][1]);
+    if (qr0 + 8 < n) red_add_v2(dqBase + (size_t)(qr0 + 8) * ld + col, acc[nt][2], acc[nt][3]);
+  }
+}
+
+/// The block's dK and dV rows (this thread's key0 and key1), and its dTime sums.
+__device__ __forceinline__ void store_key_gradients(const float (&accK)[DQK / 8][4], const float (&accV)[DV / 8][4],
+    const BackwardBlock& B, const BackwardScratch& s, float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dtime,
+    int heads, int timeBuckets) {
+  const int tq = threadIdx.x & 3;
+  const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
+#if TIME_BIAS
+  __syncthreads();
+  for (int x = threadIdx.x; x <= timeBuckets; x += BWD_WARPS * 32)
+    if (s.dTime[x] != 0.f) atomicAdd(dtime + x, s.dTime[x]);
+#endif
+  float* dkBase = dk + (size_t)B.start * ldqk + B.h * DQK;
+  float* dvBase = dv + (size_t)B.start * ldv + B.h * DV;
+  #pragma unroll
+  for (int nt = 0; nt < DQK / 8; ++nt) {
+    const int col = nt * 8 + 2 * tq;
+    if (B.key0 < B.n) *(float2*)(dkBase + (size_t)B.key0 * ldqk + col) = make_float2(accK[nt][0], accK[nt][1]);
+    if (B.key1 < B.n) *(float2*)(dkBase + (size_t)B.key1 * ldqk + col) = make_float2(accK[nt][2], accK[nt][3]);
+  }
+  #pragma unroll
+  for (int nt = 0; nt < DV / 8; ++nt) {
+    const int col = nt * 8 + 2 * tq;
+    if (B.key0 < B.n) *(float2*)(dvBase + (size_t)B.key0 * ldv + col) = make_float2(accV[nt][0], accV[nt][1]);
+    if (B.key1 < B.n) *(float2*)(dvBase + (size_t)B.key1 * ldv + col) = make_float2(accV[nt][2], accV[nt][3]);
+  }
+}
+
+/// Zeroes a backward CTA's accumulators and dTime sums; the thread's key times (TIME_BIAS).
+__device__ __forceinline__ void backward_begin(float (&accK)[DQK / 8][4], float (&accV)[DV / 8][4], const BackwardBlock& B,
+    const BackwardScratch& s, const TimeBiasArgs& time, long long& kt0, long long& kt1) {
+  #pragma unroll
+  for (int x = 0; x < DQK / 8; ++x) accK[x][0] = accK[x][1] = accK[x][2] = accK[x][3] = 0.f;
+  #pragma unroll
+  for (int x = 0; x < DV / 8; ++x) accV[x][0] = accV[x][1] = accV[x][2] = accV[x][3] = 0.f;
+  kt0 = kt1 = 0;
+#if TIME_BIAS
+  kt0 = B.key0 < B.n ? time.keyTimes[B.start + B.key0] : 0;
+  kt1 = B.key1 < B.n ? time.keyTimes[B.start + B.key1] : 0;
+  for (int x = threadIdx.x; x <= time.buckets; x += BWD_WARPS * 32) s.dTime[x] = 0.f;
+#endif
+}
+
 extern "C" __global__ void __launch_bounds__(BWD_WARPS * 32, BWD_MIN_BLOCKS)
-hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
-    const bf16_t* __restrict__ dout, const int* __restrict__ offsets, const int* __restrict__ targets,
-    const int* __restrict__ bounds, const float* __restrict__ pos, int posLength,
-    const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes,
-    const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets,
-    const float* __restrict__ lse, const float* __restrict__ delta, float scoreScale,
-    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dpos, float* __restrict__ dtime,
-    int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual) {
+hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
   grid_dependency_wait();
   extern __shared__ __align__(16) unsigned char shared[];
   bf16_t* sK = (bf16_t*)shared;             // [BN][SQK]
@@ -503,93 +726,44 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
   bf16_t* sQ = sV + BN * SV;                // [2][QT][SQK]
   bf16_t* sO = sQ + 2 * QT * SQK;           // [2][QT][SV]  (dO)
   bf16_t* sDS = sO + 2 * QT * SV;           // [BN][SDS]    dSᵀ
-  int* sInt = (int*)(sDS + BN * SDS);       // [3][QT]      a, b, c of the tile's queries
-  float* sDiag = (float*)(sInt + 3 * QT);   // [BWD_WARPS][WARP_DIAGONALS] dPos by diagonal, per warp
-#if TIME_BIAS
+  const BackwardScratch s(sDS + BN * SDS);
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
-#endif
-#if TIME_BIAS
-  long long* sQT = (long long*)(((size_t)(sDiag + BWD_WARPS * WARP_DIAGONALS) + 7) & ~(size_t)7);   // [QT] query times
-  float* sTime = (float*)(sQT + QT);        // [buckets + 1] dTime partial sums
-#endif
-#if SOFTMAX
-  float* sLse = sDiag;                      // [QT] the tile's lse · log2 e (no position bias here)
-  float* sDelta = sDiag + QT;               // [QT] the tile's Δ
-  const float scale2 = scoreScale * LOG2E;
-#endif
-  MaskArgs m = {window, tail, prefix, contextual};
+  const MaskArgs m = {window, tail, prefix, contextual};
 #if SOFTMAX
   pos = nullptr;   // SASRec has no rab^p: the compiler drops its code
 #endif
 
-  const int b = blockIdx.z, h = blockIdx.y;
-  const int start = offsets[b], n = offsets[b + 1] - start;
-  const int k0 = blockIdx.x * BN;
-  if (k0 >= n) return;
-  const int t = targets ? targets[b] : 0;
-  const float invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, n - t);
+  BackwardBlock B;
+  if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst)) return;
+  const int start = B.start, n = B.n, k0 = B.k0, h = B.h;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, mi = lane >> 3;
   const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
   const bf16_t* qBase = q + (size_t)start * ldqk + h * DQK;
   const bf16_t* oBase = dout + (size_t)start * ldv + h * DV;
-  const int nTiles = (n + QT - 1) / QT;
-
-  // The query tiles that see this key tile, in order: each warp tests 32 tiles at once (a serial
-  // scan of the bounds table made time per token grow with L for semi-local masks).
-  auto sees = [&](int tile) {
-    const int* e = bounds + ((size_t)b * tilesPerSequence + tile) * 8;
-    return k0 < e[0] || (k0 + BN > e[1] && k0 < e[2]);
-  };
-  auto next_tile = [&](int from) {
-    for (int base = from; base < nTiles; base += 32) {
-      const unsigned hit = __ballot_sync(0xffffffffu, base + lane < nTiles && sees(base + lane));
-      if (hit) return base + __ffs(hit) - 1;
-    }
-    return nTiles;
-  };
 
   load_tile<DQK, SQK, BWD_WARPS * 32>(sK, k + (size_t)(start + k0) * ldqk + h * DQK, ldqk, BN, n - k0);
   load_tile<DV, SV, BWD_WARPS * 32>(sV, v + (size_t)(start + k0) * ldv + h * DV, ldv, BN, n - k0);
-  int tile = next_tile(0);
-  if (tile < nTiles) {
+  int tile = B.next_tile(0);
+  if (tile < B.nTiles) {
     load_tile<DQK, SQK, BWD_WARPS * 32>(sQ, qBase + (size_t)tile * QT * ldqk, ldqk, QT, n - tile * QT);
     load_tile<DV, SV, BWD_WARPS * 32>(sO, oBase + (size_t)tile * QT * ldv, ldv, QT, n - tile * QT);
   }
   cp_async_commit();
 
   float accK[DQK / 8][4], accV[DV / 8][4];
-  #pragma unroll
-  for (int x = 0; x < DQK / 8; ++x) accK[x][0] = accK[x][1] = accK[x][2] = accK[x][3] = 0.f;
-  #pragma unroll
-  for (int x = 0; x < DV / 8; ++x) accV[x][0] = accV[x][1] = accV[x][2] = accV[x][3] = 0.f;
-  const int key0 = k0 + warp * 16 + g, key1 = key0 + 8;   // this thread's two keys (rows of Sᵀ)
-#if TIME_BIAS
-  const long long kt0 = key0 < n ? time.keyTimes[start + key0] : 0, kt1 = key1 < n ? time.keyTimes[start + key1] : 0;
-  for (int x = threadIdx.x; x <= time.buckets; x += BWD_WARPS * 32) sTime[x] = 0.f;
-#endif
+  long long kt0, kt1;
+  backward_begin(accK, accV, B, s, time, kt0, kt1);
 
-  for (int stage = 0; tile < nTiles; stage ^= 1) {
+  for (int stage = 0; tile < B.nTiles; stage ^= 1) {
     const int q0 = tile * QT;
-    const int nextTile = next_tile(tile + 1);
-    if (nextTile < nTiles) {
+    const int nextTile = B.next_tile(tile + 1);
+    if (nextTile < B.nTiles) {
       load_tile<DQK, SQK, BWD_WARPS * 32>(sQ + (stage ^ 1) * QT * SQK, qBase + (size_t)nextTile * QT * ldqk, ldqk, QT, n - nextTile * QT);
       load_tile<DV, SV, BWD_WARPS * 32>(sO + (stage ^ 1) * QT * SV, oBase + (size_t)nextTile * QT * ldv, ldv, QT, n - nextTile * QT);
     }
     cp_async_commit();
-    const int* e = bounds + ((size_t)b * tilesPerSequence + tile) * 8;
-    const bool full = (k0 + BN <= e[3]) || (k0 >= e[4] && k0 + BN <= e[5]);
-    for (int x = threadIdx.x; x < QT; x += BWD_WARPS * 32) {
-      int a = 0, bb = 0, c = 0;
-      if (q0 + x < n) key_intervals(q0 + x, n, t, m, a, bb, c);
-      sInt[x] = a; sInt[QT + x] = bb; sInt[2 * QT + x] = c;
-#if SOFTMAX
-      sLse[x] = q0 + x < n ? lse[(size_t)(start + q0 + x) * heads + h] * LOG2E : 0.f;
-      sDelta[x] = q0 + x < n ? delta[(size_t)(start + q0 + x) * heads + h] : 0.f;
-#endif
-#if TIME_BIAS
-      sQT[x] = q0 + x < n ? time.queryTimes[start + q0 + x] : 0;
-#endif
-    }
+    const bool full = B.full(tile);
+    backward_tile_queries(s, B, q0, m, lse, delta, heads, time);
     cp_async_wait<1>();
     __syncthreads();
     const bf16_t* cQ = sQ + stage * QT * SQK;
@@ -627,55 +801,9 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
       }
     }
 
-    // Pᵀ and dSᵀ element-wise, packed into bf16 A fragments; dSᵀ also to shared memory for dQ.
-    // Element (nt, e2 + 2) of a thread (key1 = key0 + 8) lies on the diagonal i − j of its
-    // (nt − 1, e2): the two share one rab^p entry and one dPos partial sum.
     u32 pf[QT / 16][4], df[QT / 16][4];
-    WarpDiagonals diagonals(sDiag + warp * WARP_DIAGONALS, lane);
-    const int d0 = q0 + 2 * tq - key0;   // i − j of (nt = 0, e2 = 0)
-    float carry0 = 0.f, carry1 = 0.f;    // ds of (nt − 1, e2 = 0, 1)
-    float posLo[2] = {0.f, 0.f}, posHi[2] = {0.f, 0.f};   // rab^p of (nt, e2 < 2) and (nt, e2 ≥ 2)
-    if (pos) { posHi[0] = pos_at(pos, d0 - 8, posLength); posHi[1] = pos_at(pos, d0 - 7, posLength); }
-    #pragma unroll
-    for (int nt = 0; nt < QT / 8; ++nt) {
-      float p[4], ds[4];
-      if (pos) { posLo[0] = pos_at(pos, d0 + nt * 8, posLength); posLo[1] = pos_at(pos, d0 + nt * 8 + 1, posLength); }
-      #pragma unroll
-      for (int e2 = 0; e2 < 4; ++e2) {
-        const int j = e2 < 2 ? key0 : key1;
-        const int il = nt * 8 + 2 * tq + (e2 & 1);
-        const bool ok = full || allowed(j, sInt[il], sInt[QT + il], sInt[2 * QT + il]);
-        float x = st[nt][e2];
-        if (pos) x += e2 < 2 ? posLo[e2] : posHi[e2 - 2];
-#if TIME_BIAS
-        const int bucket = ok ? time_bucket(sQT[il] - (e2 < 2 ? kt0 : kt1), time.thresholds, time.buckets) : 0;
-        if (ok) x += time.table[bucket];
-#endif
-#if SOFTMAX
-        p[e2] = ok ? exp2_fast(x * scale2 - sLse[il]) : 0.f;
-        ds[e2] = p[e2] * (dpt[nt][e2] - sDelta[il]) * scoreScale;
-#else
-        const float sg = sigmoidf_fast(x);
-        p[e2] = ok ? x * sg * invN : 0.f;
-        ds[e2] = ok ? dpt[nt][e2] * sg * (1.f + x * (1.f - sg)) * invN : 0.f;
-#endif
-#if TIME_BIAS
-        if (ds[e2] != 0.f) atomicAdd(&sTime[bucket], ds[e2]);
-#endif
-      }
-      if (pos) {
-        diagonals.slot(nt, ds[2] + carry0, ds[3] + carry1, false);
-        carry0 = ds[0]; carry1 = ds[1];
-        posHi[0] = posLo[0]; posHi[1] = posLo[1];
-      }
-      pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
-      pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
-      df[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(ds[0], ds[1]);
-      df[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(ds[2], ds[3]);
-      *(u32*)(sDS + (warp * 16 + g) * SDS + nt * 8 + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 0];
-      *(u32*)(sDS + (warp * 16 + g + 8) * SDS + nt * 8 + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 1];
-    }
-    if (pos) diagonals.slot(QT / 8, carry0, carry1, true);
+    backward_scores(st, dpt, pf, df, s, B, q0, full, pos, posLength, scoreScale, time, kt0, kt1,
+                    [&](int row, int unit) { return sDS + row * SDS + unit * 8; });
 
     // dV += Pᵀ dO and dK += dSᵀ Q.
     #pragma unroll
@@ -698,7 +826,6 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
     __syncthreads();
 
     // dQ[q0 + warp*16 .. +16, :] += dS K over this block's 64 keys, in two halves of columns.
-    const int qr0 = q0 + warp * 16 + g, qr1 = qr0 + 8;
     #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float acc[DQK / 16][4];
@@ -717,50 +844,14 @@ hstu_attention_backward(const bf16_t* __restrict__ q, const bf16_t* __restrict__
           mma_bf16_16816(acc[2 * dp + 1], af, r2, r3);
         }
       }
-      float* dqBase = dq + (size_t)start * ldqk + h * DQK + half * (DQK / 2);
-      #pragma unroll
-      for (int nt = 0; nt < DQK / 16; ++nt) {
-        const int col = nt * 8 + 2 * tq;
-        if (qr0 < n) red_add_v2(dqBase + (size_t)qr0 * ldqk + col, acc[nt][0], acc[nt][1]);
-        if (qr1 < n) red_add_v2(dqBase + (size_t)qr1 * ldqk + col, acc[nt][2], acc[nt][3]);
-      }
+      add_query_gradient(acc, dq + (size_t)start * ldqk + h * DQK + half * (DQK / 2), q0 + warp * 16 + g, n, ldqk, tq);
     }
-    if (pos) {   // the block's diagonal x − (BN − 1) (query column − key row) is warp w's x − (BN − 1) + 16w
-      for (int x = threadIdx.x; x < QT + BN - 1; x += BWD_WARPS * 32) {
-        float sum = 0.f;
-        #pragma unroll
-        for (int w = 0; w < BWD_WARPS; ++w) {
-          const int own = x - (BN - 1) + 16 * w;
-          if (own >= -15 && own < QT) sum += sDiag[w * WARP_DIAGONALS + own + 15];
-        }
-        const int d = x + (q0 - k0) - (BN - 1);
-        if (d >= 0 && d < posLength && sum != 0.f) atomicAdd(dpos + d, sum);
-      }
-    }
+    if (pos) backward_position_gradient(s, B, q0, dpos, posLength);
     __syncthreads();
     tile = nextTile;
   }
   cp_async_wait<0>();
-#if TIME_BIAS
-  __syncthreads();
-  for (int x = threadIdx.x; x <= time.buckets; x += BWD_WARPS * 32)
-    if (sTime[x] != 0.f) atomicAdd(dtime + x, sTime[x]);
-#endif
-
-  float* dkBase = dk + (size_t)start * ldqk + h * DQK;
-  float* dvBase = dv + (size_t)start * ldv + h * DV;
-  #pragma unroll
-  for (int nt = 0; nt < DQK / 8; ++nt) {
-    const int col = nt * 8 + 2 * tq;
-    if (key0 < n) *(float2*)(dkBase + (size_t)key0 * ldqk + col) = make_float2(accK[nt][0], accK[nt][1]);
-    if (key1 < n) *(float2*)(dkBase + (size_t)key1 * ldqk + col) = make_float2(accK[nt][2], accK[nt][3]);
-  }
-  #pragma unroll
-  for (int nt = 0; nt < DV / 8; ++nt) {
-    const int col = nt * 8 + 2 * tq;
-    if (key0 < n) *(float2*)(dvBase + (size_t)key0 * ldv + col) = make_float2(accV[nt][0], accV[nt][1]);
-    if (key1 < n) *(float2*)(dvBase + (size_t)key1 * ldv + col) = make_float2(accV[nt][2], accV[nt][3]);
-  }
+  store_key_gradients(accK, accV, B, s, dk, dv, dtime, heads, timeBuckets);
 }
 
 /// Softmax backward pre-pass: Δ[token, h] = Σ_c dO[token, h, c] · out[token, h, c], one warp per

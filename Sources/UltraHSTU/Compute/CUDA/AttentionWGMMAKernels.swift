@@ -1,6 +1,6 @@
 /// The HSTU (SiLU) attention forward on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a),
 /// appended to `AttentionKernels.source` and compiled where it applies: SiLU scores and head dims
-/// that are multiples of 64 (the launcher takes it from 512 tokens on; `AttentionForwardKernel`).
+/// that are multiples of 64 (the launcher takes it from 512 tokens on; `AttentionKernel`).
 /// Same arguments, masks, biases, key-tile walk and split keys as `hstu_attention_forward`, whose
 /// mma.sync loop it replaces:
 ///
@@ -35,8 +35,26 @@ template <> __device__ __forceinline__ void wgmma_rs<\#(n), \#(transposeB)>(floa
     }.joined()
   }
 
+  /// `wgmma_ss<N, TA, TB>`: D[64×N] (+)= A[64×16] B[16×N] with both operands in shared memory;
+  /// A K-major (TA = 0) or M-major (TA = 1), B K-major (TB = 0) or N-major (TB = 1).
+  static func sharedInstructions(n: Int, transposes: [(Int, Int)]) -> String {
+    let count = n / 2
+    let d = (0..<count).map { "%\($0)" }.joined(separator: ", ")
+    let outputs = (0..<count).map { "\"+f\"(d[\($0 / 4)][\($0 % 4)])" }.joined(separator: ", ")
+    return transposes.map { (transposeA, transposeB) in
+      #"""
+template <> __device__ __forceinline__ void wgmma_ss<\#(n), \#(transposeA), \#(transposeB)>(float (&d)[\#(n / 8)][4], u64 a, u64 b, int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %\#(count + 2), 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n\#(n)k16.f32.bf16.bf16 {\#(d)}, %\#(count), %\#(count + 1), p, 1, 1, \#(transposeA), \#(transposeB);\n}\n"
+               : \#(outputs) : "l"(a), "l"(b), "r"(accumulate));
+}
+
+"""#
+    }.joined()
+  }
+
   static let source = #"""
-#if !SOFTMAX && DQK % 64 == 0 && DV % 64 == 0 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#if DQK % 64 == 0 && DV % 64 == 0 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define WG_ROWS 64                     // query rows per warpgroup (the wgmma M)
 #define WG_COUNT 2                     // warpgroups per CTA
 #define WBM (WG_ROWS * WG_COUNT)       // query rows per CTA (= BM, the bounds tables' block)
@@ -45,11 +63,15 @@ template <> __device__ __forceinline__ void wgmma_rs<\#(n), \#(transposeB)>(floa
 static_assert(WG_STAGES >= 3, "the wgmma forward's K/V ring needs at least 3 slots");
 
 template <int N, int TRANSPOSE_B> __device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const u32 (&a)[4], u64 b, int accumulate);
+template <int N, int TRANSPOSE_A, int TRANSPOSE_B> __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], u64 a, u64 b, int accumulate);
 
-"""# + instructions(n: 64) + instructions(n: 128) + #"""
+"""# + instructions(n: 64) + instructions(n: 128) + sharedInstructions(n: 64, transposes: [(0, 0), (1, 1)]) + #"""
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" :: "n"(N) : "memory"); }
+/// Orders this thread's earlier generic-proxy shared-memory writes (st.shared, cp.async) before
+/// later async-proxy reads of them (wgmma operands); a barrier then publishes them to the warpgroup.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 /// Pins registers an in-flight wgmma reads or writes: the compiler may neither move nor reuse them
 /// across this point (it cannot see the asynchronous access).
 template <int R> __device__ __forceinline__ void pin(float (&x)[R][4]) {
@@ -69,12 +91,12 @@ __device__ __forceinline__ u64 sw128_desc(u32 addr, u32 lbo, u32 sbo) {
 }
 
 /// Loads ROWS × D bf16 (row stride ld in global) into the swizzled layout: D/64 chunks of
-/// ROWS × 128 bytes, 16-byte unit c of row r at unit c ^ (r % 8). Rows at or past `valid` read as
-/// zeros. ROWS is compile-time, so each thread's units (and their shared offsets) are fixed and the
-/// loop unrolls.
-template <int D, int ROWS>
+/// ROWS × 128 bytes, 16-byte unit c of row r at unit c ^ (r % 8), by cp.async from THREADS
+/// threads. Rows at or past `valid` read as zeros. ROWS is compile-time, so each thread's units
+/// (and their shared offsets) are fixed and the loop unrolls.
+template <int D, int ROWS, int THREADS>
 __device__ __forceinline__ void load_tile_sw128(bf16_t* smem, const bf16_t* g, size_t ld, int valid) {
-  constexpr int UNITS = D / 8, THREADS = WG_COUNT * 128;
+  constexpr int UNITS = D / 8;
   static_assert(ROWS * UNITS % THREADS == 0, "every thread copies the same number of units");
   #pragma unroll
   for (int i = 0; i < ROWS * UNITS / THREADS; ++i) {
@@ -114,6 +136,8 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const TensorMap* map, int
 
 /// A compile-time flag passed to a generic lambda.
 template <bool B> struct WGFlag { static constexpr bool value = B; };
+
+#if !SOFTMAX
 
 extern "C" __global__ void __launch_bounds__(WG_COUNT * 128, 1)
 hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ TensorMap keyMap,
@@ -164,7 +188,7 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
   }
   __syncthreads();
   if (threadIdx.x == 0) for (int u = 0; u < min(count, WG_STAGES - 1); ++u) produce(u);
-  load_tile_sw128<DQK, WBM>(sQ, q + (size_t)(start + q0) * ldqk + h * DQK, ldqk, n - q0);
+  load_tile_sw128<DQK, WBM, WG_COUNT * 128>(sQ, q + (size_t)(start + q0) * ldqk + h * DQK, ldqk, n - q0);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
@@ -241,6 +265,128 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
   pin(o);
 
   store_rows<DV / 8>(o, out + (size_t)start * ldv + h * DV, ldv, r, n, tq, atomicOut);
+}
+#endif
+
+/// The attention backward on wgmma: the walk, masks, biases and outputs of
+/// `hstu_attention_backward`, whose mma.sync products it replaces. A CTA is one warpgroup and
+/// owns BN = 64 keys (warp w rows 16w … 16w + 15, the layout of the mma.sync kernel, so both share
+/// `backward_scores`). K, V and double-buffered Q, dO tiles sit in shared memory in the 128-byte
+/// swizzled layout (cp.async); per query tile:
+///   Sᵀ = K Qᵀ, dPᵀ = V dOᵀ      (wgmma, A and B from shared memory, both K-major);
+///   Pᵀ, dSᵀ element-wise         (`backward_scores`; dSᵀ also into shared memory, swizzled);
+///   dV += Pᵀ dO, dK += dSᵀ Q     (A from registers, B = dO, Q N-major);
+///   dQ = dS K                     (A = dSᵀ from shared memory M-major, B = K N-major; 64 columns
+///                                  at a time, added into dq with vector atomics).
+extern "C" __global__ void __launch_bounds__(BWD_WARPS * 32, BWD_MIN_BLOCKS)
+hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
+  static_assert(BWD_WARPS == 4 && BN == 64 && QT == 64, "one warpgroup of 64 keys, 64-query tiles");
+  grid_dependency_wait();
+  extern __shared__ __align__(16) unsigned char shared[];
+  bf16_t* sK = (bf16_t*)(shared + ((1024 - (smem_u32(shared) & 1023)) & 1023));   // [DQK/64][BN][64], swizzle atoms 1024-byte aligned
+  bf16_t* sV = sK + BN * DQK;                // [DV/64][BN][64]
+  bf16_t* sQ = sV + BN * DV;                 // [2][DQK/64][QT][64]
+  bf16_t* sO = sQ + 2 * QT * DQK;            // [2][DV/64][QT][64]  (dO)
+  bf16_t* sDS = sO + 2 * QT * DV;            // [BN][QT]            dSᵀ (one 64-column chunk)
+  const BackwardScratch s(sDS + BN * QT);
+  const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
+  const MaskArgs m = {window, tail, prefix, contextual};
+#if SOFTMAX
+  pos = nullptr;
+#endif
+
+  BackwardBlock B;
+  if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst)) return;
+  const int start = B.start, n = B.n, k0 = B.k0, h = B.h;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
+  const bf16_t* qBase = q + (size_t)start * ldqk + h * DQK;
+  const bf16_t* oBase = dout + (size_t)start * ldv + h * DV;
+
+  load_tile_sw128<DQK, BN, BWD_WARPS * 32>(sK, k + (size_t)(start + k0) * ldqk + h * DQK, ldqk, n - k0);
+  load_tile_sw128<DV, BN, BWD_WARPS * 32>(sV, v + (size_t)(start + k0) * ldv + h * DV, ldv, n - k0);
+  int tile = B.next_tile(0);
+  if (tile < B.nTiles) {
+    load_tile_sw128<DQK, QT, BWD_WARPS * 32>(sQ, qBase + (size_t)tile * QT * ldqk, ldqk, n - tile * QT);
+    load_tile_sw128<DV, QT, BWD_WARPS * 32>(sO, oBase + (size_t)tile * QT * ldv, ldv, n - tile * QT);
+  }
+  cp_async_commit();
+
+  float accK[DQK / 8][4], accV[DV / 8][4];
+  long long kt0, kt1;
+  backward_begin(accK, accV, B, s, time, kt0, kt1);
+  const u32 kAddr = smem_u32(sK), vAddr = smem_u32(sV), dsAddr = smem_u32(sDS);
+
+  for (int stage = 0; tile < B.nTiles; stage ^= 1) {
+    const int q0 = tile * QT;
+    const int nextTile = B.next_tile(tile + 1);
+    if (nextTile < B.nTiles) {
+      load_tile_sw128<DQK, QT, BWD_WARPS * 32>(sQ + (stage ^ 1) * QT * DQK, qBase + (size_t)nextTile * QT * ldqk, ldqk, n - nextTile * QT);
+      load_tile_sw128<DV, QT, BWD_WARPS * 32>(sO + (stage ^ 1) * QT * DV, oBase + (size_t)nextTile * QT * ldv, ldv, n - nextTile * QT);
+    }
+    cp_async_commit();
+    const bool full = B.full(tile);
+    backward_tile_queries(s, B, q0, m, lse, delta, heads, time);
+    cp_async_wait<1>();
+    fence_proxy_async();   // the cp.async tiles, visible to the tensor cores' reads
+    __syncthreads();
+    const u32 qAddr = smem_u32(sQ + stage * QT * DQK), oAddr = smem_u32(sO + stage * QT * DV);
+
+    // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ: k-step kk reads chunk kk/4, 32 bytes into each 128-byte row.
+    float st[QT / 8][4], dpt[QT / 8][4];
+    wgmma_fence();
+    #pragma unroll
+    for (int kk = 0; kk < DQK / 16; ++kk)
+      wgmma_ss<QT, 0, 0>(st, sw128_desc(kAddr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024),
+                         sw128_desc(qAddr + (kk >> 2) * QT * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+    #pragma unroll
+    for (int kk = 0; kk < DV / 16; ++kk)
+      wgmma_ss<QT, 0, 0>(dpt, sw128_desc(vAddr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024),
+                         sw128_desc(oAddr + (kk >> 2) * QT * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    pin(st);
+    pin(dpt);
+
+    u32 pf[QT / 16][4], df[QT / 16][4];
+    backward_scores(st, dpt, pf, df, s, B, q0, full, pos, posLength, scoreScale, time, kt0, kt1,
+                    [&](int row, int unit) { return sDS + row * QT + ((unit ^ (row & 7)) << 3); });
+
+    // dV += Pᵀ dO and dK += dSᵀ Q: k-step kk is 16 query rows; dO and Q are N-major (64-column chunks QT·128 bytes apart).
+    wgmma_fence();
+    #pragma unroll
+    for (int kk = 0; kk < QT / 16; ++kk) wgmma_rs<DV, 1>(accV, pf[kk], sw128_desc(oAddr + kk * 16 * 128, QT * 128, 1024), 1);
+    #pragma unroll
+    for (int kk = 0; kk < QT / 16; ++kk) wgmma_rs<DQK, 1>(accK, df[kk], sw128_desc(qAddr + kk * 16 * 128, QT * 128, 1024), 1);
+    wgmma_commit();
+    fence_proxy_async();   // this thread's dSᵀ stores, visible to the tensor cores
+    __syncthreads();       // every warp's dSᵀ rows
+
+    // dQ[q0 .. q0 + 64, :] += dS K, 64 columns at a time: A = dSᵀ read transposed (M-major), k-step kk
+    // is 16 key rows; B = K, N-major.
+    #pragma unroll
+    for (int half = 0; half < DQK / 64; ++half) {
+      float acc[8][4];
+      wgmma_fence();
+      #pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk)
+        wgmma_ss<64, 1, 1>(acc, sw128_desc(dsAddr + kk * 16 * 128, BN * 128, 1024),
+                           sw128_desc(kAddr + half * BN * 128 + kk * 16 * 128, BN * 128, 1024), kk > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      pin(acc);
+      add_query_gradient(acc, dq + (size_t)start * ldqk + h * DQK + half * 64, q0 + warp * 16 + g, n, ldqk, tq);
+    }
+    pin(pf);
+    pin(df);
+    pin(accK);
+    pin(accV);
+    if (pos) backward_position_gradient(s, B, q0, dpos, posLength);
+    __syncthreads();
+    tile = nextTile;
+  }
+  cp_async_wait<0>();
+  store_key_gradients(accK, accV, B, s, dk, dv, dtime, heads, timeBuckets);
 }
 #endif
 """#

@@ -18,7 +18,9 @@ public final class CUDADevice {
   public var arena: DeviceArena
   /// The HSTU attention forward that `hstuAttentionForward` runs unless told otherwise (benchmarks
   /// set `.mmaSync` to compare kernels on the same model).
-  public var attentionForwardKernel: AttentionForwardKernel = .automatic
+  public var attentionForwardKernel: AttentionKernel = .automatic
+  /// The attention backward that `hstuAttentionBackward` and `softmaxAttentionBackward` run unless told otherwise.
+  public var attentionBackwardKernel: AttentionKernel = .automatic
   /// Whether the driver (cuLaunchKernelEx) and the GPU (sm_90+) support programmatic dependent launch.
   public let supportsProgrammaticDependentLaunch: Bool
   /// Launch every kernel with programmatic dependent launch: a kernel may start while the previous
