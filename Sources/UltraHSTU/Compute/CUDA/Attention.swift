@@ -277,12 +277,12 @@ extension CUDADevice {
     try fill(dq)
     let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile
     // K, V, two Q and dO tiles, dSᵀ (bf16; mma.sync: padded rows, wgmma: swizzled, 1 KB to align
-    // the swizzle atoms); the query tile's key intervals; each warp's dPos sums over the QT + 15
-    // diagonals of its 16 keys.
+    // the swizzle atoms); the query tile's key intervals; the list of query tiles; each warp's dPos
+    // sums over the QT + 15 diagonals of its 16 keys.
     let pad = wgmma ? 0 : 8
     var shared = (wgmma ? 1024 : 0)
       + 2 * (bn * (shape.dqk + pad) + bn * (shape.dv + pad) + 2 * qt * (shape.dqk + pad) + 2 * qt * (shape.dv + pad) + bn * (qt + pad))
-      + 4 * 3 * qt + 4 * Self.attentionBackwardWarps * (qt + 15)
+      + 4 * 3 * qt + 4 * (1 + tiles) + 4 * Self.attentionBackwardWarps * (qt + 15)
     if timeBuckets > 0 { shared = (shared + 7) / 8 * 8 + 8 * qt + 4 * timeBuckets }   // query times, dTime partial sums
     try launch(module.function(wgmma ? "hstu_attention_backward_wgmma" : "hstu_attention_backward"),
                grid: ((shape.maxLength + bn - 1) / bn, shape.heads, shape.batch), block: (32 * Self.attentionBackwardWarps, 1, 1), sharedBytes: shared,

@@ -481,12 +481,6 @@ struct WarpDiagonals {
   }
 };
 
-/// dst[0..1] += (x, y): one 8-byte vector reduction (sm_90; dst 8-byte aligned). No memory clobber:
-/// the kernel never reads dq.
-__device__ __forceinline__ void red_add_v2(float* dst, float x, float y) {
-  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(dst), "f"(x), "f"(y));
-}
-
 /// The parameters of both attention backwards, in the order `CUDADevice.attentionBackward` passes them.
 #define ATTENTION_BACKWARD_PARAMS \
     const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, \
@@ -499,8 +493,8 @@ __device__ __forceinline__ void red_add_v2(float* dst, float x, float y) {
     int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual
 
 /// What a backward CTA works on: sequence b (tokens start..<start + n, t of them targets), head h,
-/// the BN keys from k0 (this thread's two, key0 and key1 = key0 + 8, rows g and g + 8 of its warp's
-/// 16) and the walk over the query tiles that see them.
+/// and the BN keys from k0 (this thread's two, key0 and key1 = key0 + 8, rows g and g + 8 of its
+/// warp's 16).
 struct BackwardBlock {
   int b, h, start, n, t, k0, nTiles, key0, key1;
   float invN;
@@ -509,26 +503,6 @@ struct BackwardBlock {
 
   /// The bound-table entry {max a, min b, max c, min a, max b, min c} of query tile `tile`.
   __device__ __forceinline__ const int* entry(int tile) const { return bounds + ((size_t)b * tilesPerSequence + tile) * 8; }
-  __device__ __forceinline__ bool sees(int tile) const {
-    const int* e = entry(tile);
-    return k0 < e[0] || (k0 + BN > e[1] && k0 < e[2]);
-  }
-  /// Whether every query of `tile` sees every key of the block (no element-wise mask).
-  __device__ __forceinline__ bool full(int tile) const {
-    const int* e = entry(tile);
-    return (k0 + BN <= e[3]) || (k0 >= e[4] && k0 + BN <= e[5]);
-  }
-  /// The first query tile from `from` on that sees this block (nTiles if none): each warp tests 32
-  /// tiles at once (a serial scan of the bounds table made time per token grow with L for
-  /// semi-local masks).
-  __device__ __forceinline__ int next_tile(int from) const {
-    const int lane = threadIdx.x & 31;
-    for (int base = from; base < nTiles; base += 32) {
-      const unsigned hit = __ballot_sync(0xffffffffu, base + lane < nTiles && sees(base + lane));
-      if (hit) return base + __ffs(hit) - 1;
-    }
-    return nTiles;
-  }
 };
 
 /// The block of this CTA (grid: key blocks × heads × sequences); false past its sequence's end.
@@ -547,26 +521,53 @@ __device__ __forceinline__ bool backward_block(BackwardBlock& B, const int* __re
   return true;
 }
 
-/// A backward CTA's per-query-tile scratch in shared memory (after its operand tiles): each query's
-/// key intervals a, b, c; each warp's dPos sums by diagonal; SOFTMAX: lse · log2 e and Δ (in the
-/// dPos space: softmax has no rab^p); TIME_BIAS: query times and the block's dTime sums.
+/// A backward CTA's scratch in shared memory (after its operand tiles): the query tiles it walks;
+/// per query tile, each query's key intervals a, b, c and each warp's dPos sums by diagonal;
+/// SOFTMAX: lse · log2 e and Δ (in the dPos space: softmax has no rab^p); TIME_BIAS: query times
+/// and the block's dTime sums.
 struct BackwardScratch {
   int* interval;          // [3][QT]
+  int* tiles;             // [1 + tilesPerSequence]: the count, then the tiles (`backward_tile_list`)
   float* diag;            // [BWD_WARPS][WARP_DIAGONALS]
   float* lse;             // [QT]
   float* delta;           // [QT]
   long long* queryTime;   // [QT]
   float* dTime;           // [buckets + 1]
 
-  __device__ __forceinline__ explicit BackwardScratch(void* base) {
+  __device__ __forceinline__ BackwardScratch(void* base, int tilesPerSequence) {
     interval = (int*)base;
-    diag = (float*)(interval + 3 * QT);
+    tiles = interval + 3 * QT;
+    diag = (float*)(tiles + 1 + tilesPerSequence);
     lse = diag;
     delta = diag + QT;
     queryTime = (long long*)(((size_t)(diag + BWD_WARPS * WARP_DIAGONALS) + 7) & ~(size_t)7);
     dTime = (float*)(queryTime + QT);
   }
 };
+
+/// The query tiles that see the block's keys, in order, into `s.tiles` (after the count), with bit
+/// 31 set where every query of the tile sees every key of the block (no element-wise mask). Warp 0
+/// tests 32 tiles of the bounds table at once; readers wait for a barrier. The loop then finds its
+/// next tile in shared memory: a walk through the bounds table in global memory put a load's
+/// latency in every step.
+__device__ __forceinline__ void backward_tile_list(const BackwardScratch& s, const BackwardBlock& B) {
+  if (threadIdx.x >= 32) return;
+  const int lane = threadIdx.x;
+  int count = 0;
+  for (int base = 0; base < B.nTiles; base += 32) {
+    const int tile = base + lane;
+    bool sees = false, full = false;
+    if (tile < B.nTiles) {
+      const int* e = B.entry(tile);
+      sees = B.k0 < e[0] || (B.k0 + BN > e[1] && B.k0 < e[2]);
+      full = (B.k0 + BN <= e[3]) || (B.k0 >= e[4] && B.k0 + BN <= e[5]);
+    }
+    const unsigned hit = __ballot_sync(0xffffffffu, sees);
+    if (sees) s.tiles[1 + count + __popc(hit & ((1u << lane) - 1))] = tile | (full ? (int)0x80000000 : 0);
+    count += __popc(hit);
+  }
+  if (lane == 0) s.tiles[0] = count;
+}
 
 /// The scratch of query tile q0: key intervals, lse and Δ (SOFTMAX), query times (TIME_BIAS).
 __device__ __forceinline__ void backward_tile_queries(const BackwardScratch& s, const BackwardBlock& B, int q0, MaskArgs m,
@@ -664,14 +665,26 @@ __device__ __forceinline__ void backward_position_gradient(const BackwardScratch
   }
 }
 
-/// dQ rows qr0 and qr0 + 8 (columns 8·nt + 2tq, +1 of the NT accumulator tiles from `dqBase`) += acc.
+/// dst[0..3] += (x, y, z, w): one 16-byte vector reduction (sm_90; dst 16-byte aligned).
+__device__ __forceinline__ void red_add_v4(float* dst, float x, float y, float z, float w) {
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" :: "l"(dst), "f"(x), "f"(y), "f"(z), "f"(w));
+}
+
+/// dQ rows qr0 and qr0 + 8 += acc (NT accumulator tiles of 8 columns from `dqBase`; the thread holds
+/// columns 8·nt + 2tq, +1 of both rows). Lanes tq and tq ^ 1 swap halves so that each adds four
+/// consecutive columns of one row in one vector reduction: even tq row qr0, odd tq row qr0 + 8.
 template <int NT>
 __device__ __forceinline__ void add_query_gradient(const float (&acc)[NT][4], float* dqBase, int qr0, int n, size_t ld, int tq) {
+  const bool odd = tq & 1;
+  const int row = odd ? qr0 + 8 : qr0;
   #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
-    const int col = nt * 8 + 2 * tq;
-    if (qr0 < n) red_add_v2(dqBase + (size_t)qr0 * ld + col, acc[nt][0], acc[nt][1]);
-    if (qr0 + 8 < n) red_add_v2(dqBase + (size_t)(qr0 + 8) * ld + col, acc[nt][2], acc[nt][3]);
+    // Even lanes send their row qr0 + 8 pair, odd lanes their row qr0 pair.
+    const float send0 = odd ? acc[nt][0] : acc[nt][2], send1 = odd ? acc[nt][1] : acc[nt][3];
+    const float got0 = __shfl_xor_sync(0xffffffffu, send0, 1), got1 = __shfl_xor_sync(0xffffffffu, send1, 1);
+    const float x0 = odd ? got0 : acc[nt][0], x1 = odd ? got1 : acc[nt][1];       // columns 4(tq/2), +1
+    const float x2 = odd ? acc[nt][2] : got0, x3 = odd ? acc[nt][3] : got1;       // columns 4(tq/2) + 2, +3
+    if (row < n) red_add_v4(dqBase + (size_t)row * ld + nt * 8 + 4 * (tq >> 1), x0, x1, x2, x3);
   }
 }
 
@@ -726,7 +739,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
   bf16_t* sQ = sV + BN * SV;                // [2][QT][SQK]
   bf16_t* sO = sQ + 2 * QT * SQK;           // [2][QT][SV]  (dO)
   bf16_t* sDS = sO + 2 * QT * SV;           // [BN][SDS]    dSᵀ
-  const BackwardScratch s(sDS + BN * SDS);
+  const BackwardScratch s(sDS + BN * SDS, tilesPerSequence);
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
   const MaskArgs m = {window, tail, prefix, contextual};
 #if SOFTMAX
@@ -743,8 +756,11 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
 
   load_tile<DQK, SQK, BWD_WARPS * 32>(sK, k + (size_t)(start + k0) * ldqk + h * DQK, ldqk, BN, n - k0);
   load_tile<DV, SV, BWD_WARPS * 32>(sV, v + (size_t)(start + k0) * ldv + h * DV, ldv, BN, n - k0);
-  int tile = B.next_tile(0);
-  if (tile < B.nTiles) {
+  backward_tile_list(s, B);
+  __syncthreads();
+  const int count = s.tiles[0];
+  int tile = count > 0 ? s.tiles[1] & 0x7fffffff : 0;
+  if (count > 0) {
     load_tile<DQK, SQK, BWD_WARPS * 32>(sQ, qBase + (size_t)tile * QT * ldqk, ldqk, QT, n - tile * QT);
     load_tile<DV, SV, BWD_WARPS * 32>(sO, oBase + (size_t)tile * QT * ldv, ldv, QT, n - tile * QT);
   }
@@ -754,15 +770,15 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
   long long kt0, kt1;
   backward_begin(accK, accV, B, s, time, kt0, kt1);
 
-  for (int stage = 0; tile < B.nTiles; stage ^= 1) {
+  for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
     const int q0 = tile * QT;
-    const int nextTile = B.next_tile(tile + 1);
-    if (nextTile < B.nTiles) {
+    const bool full = s.tiles[1 + i] < 0;
+    const int nextTile = i + 1 < count ? s.tiles[2 + i] & 0x7fffffff : 0;
+    if (i + 1 < count) {
       load_tile<DQK, SQK, BWD_WARPS * 32>(sQ + (stage ^ 1) * QT * SQK, qBase + (size_t)nextTile * QT * ldqk, ldqk, QT, n - nextTile * QT);
       load_tile<DV, SV, BWD_WARPS * 32>(sO + (stage ^ 1) * QT * SV, oBase + (size_t)nextTile * QT * ldv, ldv, QT, n - nextTile * QT);
     }
     cp_async_commit();
-    const bool full = B.full(tile);
     backward_tile_queries(s, B, q0, m, lse, delta, heads, time);
     cp_async_wait<1>();
     __syncthreads();

@@ -288,7 +288,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
   bf16_t* sQ = sV + BN * DV;                 // [2][DQK/64][QT][64]
   bf16_t* sO = sQ + 2 * QT * DQK;            // [2][DV/64][QT][64]  (dO)
   bf16_t* sDS = sO + 2 * QT * DV;            // [BN][QT]            dSᵀ (one 64-column chunk)
-  const BackwardScratch s(sDS + BN * QT);
+  const BackwardScratch s(sDS + BN * QT, tilesPerSequence);
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
   const MaskArgs m = {window, tail, prefix, contextual};
 #if SOFTMAX
@@ -305,8 +305,11 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
 
   load_tile_sw128<DQK, BN, BWD_WARPS * 32>(sK, k + (size_t)(start + k0) * ldqk + h * DQK, ldqk, n - k0);
   load_tile_sw128<DV, BN, BWD_WARPS * 32>(sV, v + (size_t)(start + k0) * ldv + h * DV, ldv, n - k0);
-  int tile = B.next_tile(0);
-  if (tile < B.nTiles) {
+  backward_tile_list(s, B);
+  __syncthreads();
+  const int count = s.tiles[0];
+  int tile = count > 0 ? s.tiles[1] & 0x7fffffff : 0;
+  if (count > 0) {
     load_tile_sw128<DQK, QT, BWD_WARPS * 32>(sQ, qBase + (size_t)tile * QT * ldqk, ldqk, n - tile * QT);
     load_tile_sw128<DV, QT, BWD_WARPS * 32>(sO, oBase + (size_t)tile * QT * ldv, ldv, n - tile * QT);
   }
@@ -317,15 +320,15 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
   backward_begin(accK, accV, B, s, time, kt0, kt1);
   const u32 kAddr = smem_u32(sK), vAddr = smem_u32(sV), dsAddr = smem_u32(sDS);
 
-  for (int stage = 0; tile < B.nTiles; stage ^= 1) {
+  for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
     const int q0 = tile * QT;
-    const int nextTile = B.next_tile(tile + 1);
-    if (nextTile < B.nTiles) {
+    const bool full = s.tiles[1 + i] < 0;
+    const int nextTile = i + 1 < count ? s.tiles[2 + i] & 0x7fffffff : 0;
+    if (i + 1 < count) {
       load_tile_sw128<DQK, QT, BWD_WARPS * 32>(sQ + (stage ^ 1) * QT * DQK, qBase + (size_t)nextTile * QT * ldqk, ldqk, n - nextTile * QT);
       load_tile_sw128<DV, QT, BWD_WARPS * 32>(sO + (stage ^ 1) * QT * DV, oBase + (size_t)nextTile * QT * ldv, ldv, n - nextTile * QT);
     }
     cp_async_commit();
-    const bool full = B.full(tile);
     backward_tile_queries(s, B, q0, m, lse, delta, heads, time);
     cp_async_wait<1>();
     fence_proxy_async();   // the cp.async tiles, visible to the tensor cores' reads
