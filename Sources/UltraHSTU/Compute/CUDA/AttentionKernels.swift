@@ -17,7 +17,8 @@
 /// and saves lse (natural log, [T, H]) for the backward, which recomputes P from it.
 ///
 /// The L×L matrices are never stored: the forward walks key tiles of each query tile, the backward
-/// walks query tiles of each key tile (dQ by fp32 atomics).
+/// walks query tiles of each key tile (dQ by fp32 atomics). These are the mma.sync kernels, for
+/// every head dim and GPU; `AttentionWGMMAKernels` holds the Hopper forward and backward.
 /// The mask is `AttentionMask`: each query sees at most the key intervals [0,a) and [b,c); a small
 /// pre-pass stores their extremes per 64-query tile, and both kernels visit only the key tiles those
 /// intervals touch (O((K1+K2)·L) work for semi-local masks) and mask element-wise only on tiles that
@@ -665,20 +666,31 @@ __device__ __forceinline__ void backward_position_gradient(const BackwardScratch
   }
 }
 
-/// dst[0..3] += (x, y, z, w): one 16-byte vector reduction (sm_90; dst 16-byte aligned).
+/// dst[0..1] += (x, y) and dst[0..3] += (x, y, z, w): 8- and 16-byte vector reductions (sm_90;
+/// dst aligned to their size). No memory clobber: the kernels never read dq.
+__device__ __forceinline__ void red_add_v2(float* dst, float x, float y) {
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(dst), "f"(x), "f"(y));
+}
 __device__ __forceinline__ void red_add_v4(float* dst, float x, float y, float z, float w) {
   asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" :: "l"(dst), "f"(x), "f"(y), "f"(z), "f"(w));
 }
 
 /// dQ rows qr0 and qr0 + 8 += acc (NT accumulator tiles of 8 columns from `dqBase`; the thread holds
-/// columns 8·nt + 2tq, +1 of both rows). Lanes tq and tq ^ 1 swap halves so that each adds four
-/// consecutive columns of one row in one vector reduction: even tq row qr0, odd tq row qr0 + 8.
-template <int NT>
+/// columns 8·nt + 2tq, +1 of both rows). With VECTOR4, lanes tq and tq ^ 1 swap halves so that
+/// each adds four consecutive columns of one row in one reduction (even tq row qr0, odd tq row
+/// qr0 + 8): half the reductions for two shuffles, which the register-bound mma.sync kernel does
+/// not afford (it spilled, and its backward lost 17–20 %).
+template <bool VECTOR4, int NT>
 __device__ __forceinline__ void add_query_gradient(const float (&acc)[NT][4], float* dqBase, int qr0, int n, size_t ld, int tq) {
   const bool odd = tq & 1;
   const int row = odd ? qr0 + 8 : qr0;
   #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
+    if (!VECTOR4) {
+      if (qr0 < n) red_add_v2(dqBase + (size_t)qr0 * ld + nt * 8 + 2 * tq, acc[nt][0], acc[nt][1]);
+      if (qr0 + 8 < n) red_add_v2(dqBase + (size_t)(qr0 + 8) * ld + nt * 8 + 2 * tq, acc[nt][2], acc[nt][3]);
+      continue;
+    }
     // Even lanes send their row qr0 + 8 pair, odd lanes their row qr0 pair.
     const float send0 = odd ? acc[nt][0] : acc[nt][2], send1 = odd ? acc[nt][1] : acc[nt][3];
     const float got0 = __shfl_xor_sync(0xffffffffu, send0, 1), got1 = __shfl_xor_sync(0xffffffffu, send1, 1);
@@ -772,9 +784,8 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
 
   for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
     const int q0 = tile * QT;
-    const bool full = s.tiles[1 + i] < 0;
-    const int nextTile = i + 1 < count ? s.tiles[2 + i] & 0x7fffffff : 0;
-    if (i + 1 < count) {
+    if (i + 1 < count) {   // the next tile's Q and dO, while this one computes
+      const int nextTile = s.tiles[2 + i] & 0x7fffffff;
       load_tile<DQK, SQK, BWD_WARPS * 32>(sQ + (stage ^ 1) * QT * SQK, qBase + (size_t)nextTile * QT * ldqk, ldqk, QT, n - nextTile * QT);
       load_tile<DV, SV, BWD_WARPS * 32>(sO + (stage ^ 1) * QT * SV, oBase + (size_t)nextTile * QT * ldv, ldv, QT, n - nextTile * QT);
     }
@@ -818,7 +829,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
     }
 
     u32 pf[QT / 16][4], df[QT / 16][4];
-    backward_scores(st, dpt, pf, df, s, B, q0, full, pos, posLength, scoreScale, time, kt0, kt1,
+    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, pos, posLength, scoreScale, time, kt0, kt1,
                     [&](int row, int unit) { return sDS + row * SDS + unit * 8; });
 
     // dV += Pᵀ dO and dK += dSᵀ Q.
@@ -860,11 +871,11 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
           mma_bf16_16816(acc[2 * dp + 1], af, r2, r3);
         }
       }
-      add_query_gradient(acc, dq + (size_t)start * ldqk + h * DQK + half * (DQK / 2), q0 + warp * 16 + g, n, ldqk, tq);
+      add_query_gradient<false>(acc, dq + (size_t)start * ldqk + h * DQK + half * (DQK / 2), q0 + warp * 16 + g, n, ldqk, tq);
     }
     if (pos) backward_position_gradient(s, B, q0, dpos, posLength);
     __syncthreads();
-    tile = nextTile;
+    tile = s.tiles[2 + i] & 0x7fffffff;   // read again here: fewer registers live through the step
   }
   cp_async_wait<0>();
   store_key_gradients(accK, accV, B, s, dk, dv, dtime, heads, timeBuckets);

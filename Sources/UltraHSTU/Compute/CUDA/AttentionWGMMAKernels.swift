@@ -1,7 +1,8 @@
-/// The HSTU (SiLU) attention forward on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a),
-/// appended to `AttentionKernels.source` and compiled where it applies: SiLU scores and head dims
-/// that are multiples of 64 (the launcher takes it from 512 tokens on; `AttentionKernel`).
-/// Same arguments, masks, biases, key-tile walk and split keys as `hstu_attention_forward`, whose
+/// The attention kernels on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a), appended
+/// to `AttentionKernels.source` and compiled where they apply: head dims that are multiples of 64
+/// (`AttentionKernel` picks them). `hstu_attention_backward_wgmma` (SiLU and softmax scores) is
+/// described at the kernel. The forward (SiLU scores; the launcher takes it from 512 tokens on) has
+/// the arguments, masks, biases, key-tile walk and split keys of `hstu_attention_forward`, whose
 /// mma.sync loop it replaces:
 ///
 /// - a CTA is two warpgroups, each owning 64 of the block's 128 query rows; Q passes through shared
@@ -322,9 +323,8 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
 
   for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
     const int q0 = tile * QT;
-    const bool full = s.tiles[1 + i] < 0;
-    const int nextTile = i + 1 < count ? s.tiles[2 + i] & 0x7fffffff : 0;
-    if (i + 1 < count) {
+    if (i + 1 < count) {   // the next tile's Q and dO, while this one computes
+      const int nextTile = s.tiles[2 + i] & 0x7fffffff;
       load_tile_sw128<DQK, QT, BWD_WARPS * 32>(sQ + (stage ^ 1) * QT * DQK, qBase + (size_t)nextTile * QT * ldqk, ldqk, n - nextTile * QT);
       load_tile_sw128<DV, QT, BWD_WARPS * 32>(sO + (stage ^ 1) * QT * DV, oBase + (size_t)nextTile * QT * ldv, ldv, n - nextTile * QT);
     }
@@ -352,7 +352,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
     pin(dpt);
 
     u32 pf[QT / 16][4], df[QT / 16][4];
-    backward_scores(st, dpt, pf, df, s, B, q0, full, pos, posLength, scoreScale, time, kt0, kt1,
+    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, pos, posLength, scoreScale, time, kt0, kt1,
                     [&](int row, int unit) { return sDS + row * QT + ((unit ^ (row & 7)) << 3); });
 
     // dV += Pᵀ dO and dK += dSᵀ Q: k-step kk is 16 query rows; dO and Q are N-major (64-column chunks QT·128 bytes apart).
@@ -378,7 +378,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
       wgmma_commit();
       wgmma_wait<0>();
       pin(acc);
-      add_query_gradient(acc, dq + (size_t)start * ldqk + h * DQK + half * 64, q0 + warp * 16 + g, n, ldqk, tq);
+      add_query_gradient<true>(acc, dq + (size_t)start * ldqk + h * DQK + half * 64, q0 + warp * 16 + g, n, ldqk, tq);
     }
     pin(pf);
     pin(df);
@@ -386,7 +386,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
     pin(accV);
     if (pos) backward_position_gradient(s, B, q0, dpos, posLength);
     __syncthreads();
-    tile = nextTile;
+    tile = s.tiles[2 + i] & 0x7fffffff;   // read again here: fewer registers live through the step
   }
   cp_async_wait<0>();
   store_key_gradients(accK, accV, B, s, dk, dv, dtime, heads, timeBuckets);
