@@ -678,8 +678,8 @@ __device__ __forceinline__ void red_add_v4(float* dst, float x, float y, float z
 /// dQ rows qr0 and qr0 + 8 += acc (NT accumulator tiles of 8 columns from `dqBase`; the thread holds
 /// columns 8·nt + 2tq, +1 of both rows). With VECTOR4, lanes tq and tq ^ 1 swap halves so that
 /// each adds four consecutive columns of one row in one reduction (even tq row qr0, odd tq row
-/// qr0 + 8): half the reductions for two shuffles, which the register-bound mma.sync kernel does
-/// not afford (it spilled, and its backward lost 17–20 %).
+/// qr0 + 8): half the reductions for two shuffles and their registers, which the mma.sync kernel,
+/// already at its register limit, does without.
 template <bool VECTOR4, int NT>
 __device__ __forceinline__ void add_query_gradient(const float (&acc)[NT][4], float* dqBase, int qr0, int n, size_t ld, int tq) {
   const bool odd = tq & 1;
