@@ -75,7 +75,7 @@ struct GPUBench: ParsableCommand {
         let dv = try device.allocate(Float.self, count: total * heads * d)
         let pos = positionBias ? try device.array((0..<L).map { Float(random.unit(stream: 14, counter: UInt64($0)) - 0.5) * 0.1 }) : nil
         let dPos = positionBias ? try device.allocate(Float.self, count: L) : nil
-        let kernel: AttentionKernel = device.attentionHasWGMMA(shape) ? .wgmma : .mmaSync
+        let kernel = device.attentionKernels(shape)[0]
         let fwd = median(try device.time(repeats: repeats) { try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, pos: pos, out: o, kernel: kernel) })
         let fwdMma = median(try device.time(repeats: repeats) {
           try device.hstuAttentionForward(shape, q: q, k: k, v: v, offsets: offsets, pos: pos, out: o, kernel: .mmaSync)
@@ -87,11 +87,11 @@ struct GPUBench: ParsableCommand {
           })
         }
         let bwd = try backward(kernel), bwdMma = try backward(.mmaSync)
+        // TFLOP/s of `ms` at 2 · `macsPerPair` FLOPs per kept pair: forward 2·d, backward 5·d.
         let kept = Double(AttentionShape.keptPairs(lengths: [L], mask: mask)) * Double(batch * heads)
-        let fwdTF = 2 * kept * Double(2 * d) / (fwd * 1e-3) / 1e12
-        let fwdMmaTF = 2 * kept * Double(2 * d) / (fwdMma * 1e-3) / 1e12
-        let bwdTF = 2 * kept * Double(5 * d) / (bwd * 1e-3) / 1e12
-        let bwdMmaTF = 2 * kept * Double(5 * d) / (bwdMma * 1e-3) / 1e12
+        func tflops(_ ms: Double, macsPerPair: Int) -> Double { 2 * kept * Double(macsPerPair) / (ms * 1e-3) / 1e12 }
+        let fwdTF = tflops(fwd, macsPerPair: 2 * d), fwdMmaTF = tflops(fwdMma, macsPerPair: 2 * d)
+        let bwdTF = tflops(bwd, macsPerPair: 5 * d), bwdMmaTF = tflops(bwdMma, macsPerPair: 5 * d)
         let row = Row(mask: maskName, L: L, batch: batch, forwardMs: fwd, backwardMs: bwd, forwardTFLOPs: fwdTF, backwardTFLOPs: bwdTF,
                       forwardOfGEMM: fwdTF / gemmTF, nsPerTokenForward: fwd * 1e6 / Double(total), nsPerTokenBackward: bwd * 1e6 / Double(total),
                       forwardKernel: kernel.rawValue, forwardMmaSyncMs: fwdMma, forwardMmaSyncTFLOPs: fwdMmaTF,

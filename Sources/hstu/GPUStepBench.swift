@@ -112,9 +112,10 @@ struct GPUStepBench: ParsableCommand {
     let attention = pairs * 2 * Double(2 * headDim) + pairs * 2 * Double(5 * headDim)
     let tflops = (gemm + attention) / (ms * 1e-3) / 1e12
     let gemmRate = gemmSize > 0 ? try measuredGEMMRate(device) : .nan
-    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d, \"attention_forward\": \"%@\"}",
+    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d, \"attention_forward\": \"%@\", \"attention_backward\": \"%@\"}",
                  ms, tokens / (ms * 1e-3), (gemm + attention) / 1e12, gemm / 1e12, tflops, gemmRate, tflops / gemmRate, tflops / 989,
-                 dim, layers, heads, headDim, length, batch, semiLocal, attentionForward.rawValue as NSString))
+                 dim, layers, heads, headDim, length, batch, semiLocal, attentionForward.rawValue as NSString,
+                 attentionBackward.rawValue as NSString))
   }
 
   /// TF/s of a `gemmSize`³ cuBLASLt bf16 GEMM (fp32 accumulation, bf16 out) on random data, median of 10.

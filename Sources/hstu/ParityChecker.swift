@@ -238,7 +238,7 @@ struct ParityChecker {
     let gtime = withTime ? try device.allocate(Float.self, count: buckets + 1) : nil
     // Every kernel that can run this shape: wgmma (where it applies) and mma.sync; dk and dv are
     // NaN-poisoned before each backward, so every element must be written.
-    let kernels: [AttentionKernel] = device.attentionHasWGMMA(shape) ? [.wgmma, .mmaSync] : [.mmaSync]
+    let kernels = device.attentionKernels(shape)
     for kernel in kernels {
       try device.fill(out, word: 0x7FC0_0000)
       try device.hstuAttentionForward(shape, q: dQ, k: dK, v: dV, offsets: dOff, targets: dT, pos: dPosTable, time: time, out: out, kernel: kernel)
@@ -327,7 +327,7 @@ struct ParityChecker {
     let label = "softmax attention [\(name)] d=\(d)"
     record("\(label) out", try unpad(gout), out, tolerance: 2e-2)
     record("\(label) lse", try device.download(glse), lse, tolerance: 1e-3)
-    let kernels: [AttentionKernel] = device.attentionHasWGMMA(shape) ? [.wgmma, .mmaSync] : [.mmaSync]
+    let kernels = device.attentionKernels(shape)
     for kernel in kernels {
       for buffer in [gdk, gdv] { try device.fill(buffer, word: 0x7FC0_0000) }
       try device.softmaxAttentionBackward(shape, q: gq, k: gk, v: gv, out: gout, dOut: gdo, logSumExp: glse, offsets: goff, scale: scale,

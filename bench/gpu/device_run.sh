@@ -38,6 +38,13 @@ capped() {
   echo "$name rc=$rc $((SECONDS - t0))s: $(grep -v '^\s*$' $LOG/$name.txt | tail -1 | cut -c1-400)" >> $LOG/summary.txt
   return $rc
 }
+# steps TAG [ARGS...]: `gpu-bench step` of the three comparison configs with ARGS, logs $bin-TAG-cfgN.
+steps() {
+  local tag=$1; shift
+  capped $bin-$tag-cfg1 45 $exe gpu-bench step $CFG1 "$@"
+  capped $bin-$tag-cfg2 45 $exe gpu-bench step $CFG2 "$@"
+  capped $bin-$tag-cfg3 60 $exe gpu-bench step $CFG3 "$@"
+}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv > $LOG/nvidia-smi.txt 2>&1
 for spec in "$@"; do
   bin=${spec%%:*} stage=${spec#*:}
@@ -99,14 +106,8 @@ for path in sys.argv[1:]:
     print('==', path.split('/')[-1], sum(ops.values()), 'instructions:', ', '.join('%s %d' % kv for kv in ops.most_common(30)))
 PY
       ;;
-    swift-mma)   # the same steps with the mma.sync attention forward (A/B against wgmma in one call)
-      capped $bin-swift-mma-cfg1 45 $exe gpu-bench step $CFG1 --attention-forward mmaSync
-      capped $bin-swift-mma-cfg2 45 $exe gpu-bench step $CFG2 --attention-forward mmaSync
-      capped $bin-swift-mma-cfg3 60 $exe gpu-bench step $CFG3 --attention-forward mmaSync ;;
-    swift-bwd-mma)   # the same steps with the mma.sync attention backward (A/B against wgmma in one call)
-      capped $bin-swift-bwd-mma-cfg1 45 $exe gpu-bench step $CFG1 --attention-backward mmaSync
-      capped $bin-swift-bwd-mma-cfg2 45 $exe gpu-bench step $CFG2 --attention-backward mmaSync
-      capped $bin-swift-bwd-mma-cfg3 60 $exe gpu-bench step $CFG3 --attention-backward mmaSync ;;
+    swift-mma) steps swift-mma --attention-forward mmaSync ;;           # A/B against the wgmma forward in one call
+    swift-bwd-mma) steps swift-bwd-mma --attention-backward mmaSync ;;  # A/B against the wgmma backward in one call
     torch-check) capped $bin-torch-check 60 $TORCH check --dump /tmp/dump-$bin ;;
     torch-eager)
       capped torch-eager-cfg1 45 $TORCH time --mode eager $CFG1

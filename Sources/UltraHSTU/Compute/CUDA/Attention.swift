@@ -85,8 +85,13 @@ extension CUDADevice {
     architecture == "sm_90a" && shape.dqk % 64 == 0 && shape.dv % 64 == 0
   }
 
-  /// Whether `kernel` (nil: `fallback`) runs on wgmma for `shape`; `.automatic` when it applies and
-  /// sequences reach `minLength`. Throws when `.wgmma` is asked for where it cannot run.
+  /// The kernels that can run `shape` here, wgmma first where it applies (checks and benchmarks run each).
+  public func attentionKernels(_ shape: AttentionShape) -> [AttentionKernel] {
+    attentionHasWGMMA(shape) ? [.wgmma, .mmaSync] : [.mmaSync]
+  }
+
+  /// Whether `kernel` runs on wgmma for `shape`: `.automatic` when it applies and sequences reach
+  /// `minLength`. Throws when `.wgmma` is asked for where it cannot run.
   private func usesWGMMA(_ kernel: AttentionKernel, _ shape: AttentionShape, minLength: Int) throws -> Bool {
     switch kernel {
     case .automatic: return attentionHasWGMMA(shape) && shape.maxLength >= minLength
