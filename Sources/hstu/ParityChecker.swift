@@ -342,21 +342,26 @@ struct ParityChecker {
 
   // MARK: LayerNorm, LayerNorm·U
 
+  /// LayerNorm (plain, affine, or gated as in HSTU: y = SiLU(pre_u) ⊙ LayerNorm(x), with pre_u the
+  /// first `dim` columns of a wider bf16 `pre`, and dL/dpre_u written into those columns of dPre).
   mutating func checkLayerNorm(affine: Bool, gated: Bool, dim: Int) throws {
     let mark = device.arena.mark()
     defer { device.arena.release(to: mark) }
-    let rows = 333, eps: Float = 1e-6, count = rows * dim
+    let rows = 333, eps: Float = 1e-6, count = rows * dim, stride = dim + 4
     let x = randoms(count, scale: 2), dy = randoms(count)
     let gamma = affine ? randoms(dim) : [], beta = affine ? randoms(dim) : []
-    let u = gated ? randoms(count) : []
-    // CPU: LayerNorm, then (gated) the product with u.
+    let pre = gated ? randoms(rows * stride, scale: 2).map { BFloat16($0).float } : []
+    let preU = gated ? (0..<count).map { pre[($0 / dim) * stride + $0 % dim] } : []
+    // CPU: LayerNorm, then (gated) the product with u = SiLU(pre_u), and dpre_u through SiLU.
     var n = [Float](repeating: 0, count: count), mean = [Float](repeating: 0, count: rows), rstd = mean
-    var y = n, dx = n, du = n, dn = dy
+    var y = n, dx = n, du = n, dn = dy, u = n, dPreU = n
     var dg = [Float](repeating: 0, count: dim), db = dg
     CPUOps.layerNormForward(x, &n, mean: &mean, rstd: &rstd, gamma: affine ? gamma : nil, beta: affine ? beta : nil, rows: rows, dim: dim, eps: eps)
     if gated {
+      CPUOps.siluForward(preU, &u, count: count)
       CPUOps.mulForward(u, n, &y, count: count)
       CPUOps.mulBackward(dy, u, n, &du, &dn, count: count)
+      CPUOps.siluBackward(du, preU, &dPreU, count: count)
     } else {
       y = n
     }
@@ -365,26 +370,34 @@ struct ParityChecker {
     } else {
       CPUOps.layerNormBackward(dn, x, mean: mean, rstd: rstd, gamma: nil, &dx, dgamma: nil, dbeta: nil, rows: rows, dim: dim)
     }
-    // GPU
+    // GPU; dPre is NaN-poisoned, so its columns past the gate must stay untouched.
     let gx = try device.array(x), gdy = try device.array(dy)
     let gg = affine ? try device.array(gamma) : nil, gb = affine ? try device.array(beta) : nil
-    let gu = gated ? try device.array(u) : nil
     let gy = try device.allocate(Float.self, count: count), gdx = try device.allocate(Float.self, count: count)
     let gmean = try device.allocate(Float.self, count: rows), grstd = try device.allocate(Float.self, count: rows)
     let gdg = try device.array([Float](repeating: 0, count: dim)), gdb = try device.array([Float](repeating: 0, count: dim))
-    let gdu = gated ? try device.allocate(Float.self, count: count) : nil
-    try device.layerNormForward(x: gx, gamma: gg, beta: gb, gate: gu, y: gy, mean: gmean, rstd: grstd, rows: rows, dim: dim, eps: eps)
-    try device.layerNormBackward(dy: gdy, x: gx, gamma: gg, beta: gb, gate: gu, mean: gmean, rstd: grstd, dx: gdx,
-                                 dGamma: affine ? gdg : nil, dBeta: affine ? gdb : nil, dGate: gdu, rows: rows, dim: dim)
+    var gate: SiLUGate?
+    if gated {
+      gate = SiLUGate(pre: try device.array(pre.map(BFloat16.init)), stride: stride, dPre: try device.allocate(BFloat16.self, count: rows * stride))
+      try device.fill(gate!.dPre!, word: 0x7FC0_7FC0)
+    }
+    try device.layerNormForward(x: gx, gamma: gg, beta: gb, gate: gate, y: gy, mean: gmean, rstd: grstd, rows: rows, dim: dim, eps: eps)
+    try device.layerNormBackward(dy: gdy, x: gx, gamma: gg, beta: gb, gate: gate, mean: gmean, rstd: grstd, dx: gdx,
+                                 dGamma: affine ? gdg : nil, dBeta: affine ? gdb : nil, rows: rows, dim: dim)
     try device.synchronize()
-    let label = (gated ? "LayerNorm(o)·u" : (affine ? "LayerNorm affine" : "LayerNorm")) + " dim \(dim)"
+    let label = (gated ? "LayerNorm(o)·SiLU(pre_u)" : (affine ? "LayerNorm affine" : "LayerNorm")) + " dim \(dim)"
     record("\(label) forward", try device.download(gy), y, tolerance: 1e-5)
     record("\(label) dx", try device.download(gdx), dx, tolerance: 1e-4)
     if affine {
       record("\(label) dgamma", try device.download(gdg), dg, tolerance: 1e-4)
       record("\(label) dbeta", try device.download(gdb), db, tolerance: 1e-4)
     }
-    if let gdu { record("\(label) du", try device.download(gdu), du, tolerance: 1e-5) }
+    if let dPre = gate?.dPre {
+      let g = try device.download(dPre).map(\.float)
+      record("\(label) dpre_u (bf16)", (0..<count).map { g[($0 / dim) * stride + $0 % dim] }, dPreU, tolerance: 4e-3)
+      let written = (0..<rows * stride).filter { $0 % stride >= dim && !g[$0].isNaN }.count
+      record("\(label) dPre past the gate untouched", [Float(written)], [0], tolerance: 0)
+    }
   }
 
   // MARK: SiLU, dropout

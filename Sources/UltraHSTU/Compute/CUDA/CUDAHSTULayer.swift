@@ -3,14 +3,16 @@
 ///     n = LN(x) (bf16);  pre = n·W_uvqk;  u, v, q, k = SiLU(pre)   (v, q, k bf16, padded heads)
 ///     o = Σ_j SiLU(q_i·k_j + rab^p_{i−j} + rab^t_{bucket}) / N · v_j  (fused attention, any AttentionMask)
 ///     g = Dropout(u ⊙ LN(o)) (bf16, one kernel);  x' = x + g·W_o + b_o   (cuBLASLt, bias + residual fused)
+/// u is never stored: the gated LayerNorm takes SiLU of pre's u columns, and its backward writes
+/// dL/dpre_u into dPre (`SiLUGate`).
 ///
-/// Precision: x, the LayerNorm statistics, u and every gradient are fp32; the four GEMMs (and
-/// their backward) run on tensor cores with bf16 operands and fp32 accumulation against the bf16
-/// weight copy; pre, n, g, q, k, v are stored in bf16, as under PyTorch's autocast.
+/// Precision: x, the LayerNorm statistics and every gradient are fp32 (dPre bf16); the four GEMMs
+/// (and their backward) run on tensor cores with bf16 operands and fp32 accumulation against the
+/// bf16 weight copy; pre, n, g, q, k, v are stored in bf16, as under PyTorch's autocast.
 final class CUDAHSTULayer: CUDAEncoderLayer {
   /// Backward scratch shared by the HSTU layers of a stack (one backward runs at a time).
   final class Scratch {
-    let dGated, dU, dAttention, dq, dk, dv, dNormed, attentionPadded: DeviceArray<Float>
+    let dGated, dAttention, dq, dk, dv, dNormed, attentionPadded: DeviceArray<Float>
     let dAttentionBF16, dPre: DeviceArray<BFloat16>
 
     init(config c: ModelConfig, device: CUDADevice, maxTokens t: Int) throws {
@@ -19,7 +21,7 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
       let padded = vp != hv   // head dims that are not multiples of 16 go through pad/unpad copies
       func floats(_ count: Int) throws -> DeviceArray<Float> { try device.allocate(Float.self, count: count) }
       attentionPadded = try floats(padded ? t * vp : 1)
-      dGated = try floats(t * hv); dU = try floats(t * hv); dAttention = try floats(padded ? t * hv : 1)
+      dGated = try floats(t * hv); dAttention = try floats(padded ? t * hv : 1)
       dq = try floats(t * qp); dk = try floats(t * qp); dv = try floats(t * vp); dNormed = try floats(t * d)
       dAttentionBF16 = try device.allocate(BFloat16.self, count: t * vp)
       dPre = try device.allocate(BFloat16.self, count: t * w)
@@ -33,7 +35,7 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
   let uvqk, outputWeight, outputBias: ParameterEntry
   let positionBias, timeBias: ParameterEntry?
   // Saved activations.
-  let mean1, rstd1, u, attention, mean2, rstd2: DeviceArray<Float>
+  let mean1, rstd1, attention, mean2, rstd2: DeviceArray<Float>
   let normed, pre, gated, q, k, v: DeviceArray<BFloat16>
 
   var device: CUDADevice { parameters.device }
@@ -55,7 +57,7 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
     let vp = c.heads * CUDADevice.paddedHeadDim(c.linearDim), qp = c.heads * CUDADevice.paddedHeadDim(c.attentionDim)
     func floats(_ count: Int) throws -> DeviceArray<Float> { try device.allocate(Float.self, count: count) }
     func halves(_ count: Int) throws -> DeviceArray<BFloat16> { try device.allocate(BFloat16.self, count: count) }
-    mean1 = try floats(t); rstd1 = try floats(t); u = try floats(t * hv)
+    mean1 = try floats(t); rstd1 = try floats(t)
     attention = try floats(t * hv); mean2 = try floats(t); rstd2 = try floats(t)
     normed = try halves(t * d); pre = try halves(t * w); gated = try halves(t * hv)
     q = try halves(t * qp); k = try halves(t * qp); v = try halves(t * vp)
@@ -78,7 +80,7 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
     let values = parameters.values, valuesBF16 = parameters.valuesBF16
     try device.layerNormForward(x: x, yBF16: normed, mean: mean1, rstd: rstd1, rows: rows, dim: d, eps: 1e-6)
     try device.gemm(m: rows, n: width, k: d, a: normed, b: valuesBF16.slice(uvqk), d: pre)
-    try device.uvqkSplitSiLU(pre: pre, u: u, v: v, q: q, k: k, tokens: rows, heads: config.heads,
+    try device.uvqkSplitSiLU(pre: pre, v: v, q: q, k: k, tokens: rows, heads: config.heads,
                              dv: config.linearDim, dqk: config.attentionDim)
     try device.hstuAttentionForward(attentionShape(s), q: q, k: k, v: v, offsets: s.offsets,
                                     pos: positionBias.map { values.slice($0) }, time: timeBias(s),
@@ -87,7 +89,7 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
     if padded {
       try device.unpadHeads(scratch.attentionPadded, into: attention, tokens: rows, heads: config.heads, dim: config.linearDim)
     }
-    try device.layerNormForward(x: attention.prefix(rows * hv), gate: u, yBF16: gated,
+    try device.layerNormForward(x: attention.prefix(rows * hv), gate: SiLUGate(pre: pre, stride: width), yBF16: gated,
                                 dropout: pass.dropout(rate: config.linearDropout, layer: index, site: 1),
                                 mean: mean2, rstd: rstd2, rows: rows, dim: hv, eps: 1e-6)
     try device.gemm(m: rows, n: d, k: hv, a: gated, b: valuesBF16.slice(outputWeight), d: out,
@@ -101,10 +103,10 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
     try device.gemm(m: rows, n: hv, k: d, a: gradientBF16, b: valuesBF16.slice(outputWeight), transB: true, d: sc.dGated)
     try device.gemm(m: hv, n: d, k: rows, a: gated.prefix(rows * hv), transA: true, b: gradientBF16, d: gradients.slice(outputWeight))
     try device.biasGradient(gradient, into: gradients.slice(outputBias), rows: rows, cols: d)
-    try device.layerNormBackward(dy: sc.dGated, x: attention, gate: u,
+    try device.layerNormBackward(dy: sc.dGated, x: attention, gate: SiLUGate(pre: pre, stride: w, dPre: sc.dPre),
                                  dropout: pass.dropout(rate: config.linearDropout, layer: index, site: 1),
                                  mean: mean2, rstd: rstd2, dx: padded ? sc.dAttention : nil,
-                                 dxBF16: padded ? nil : sc.dAttentionBF16, dGate: sc.dU, rows: rows, dim: hv)
+                                 dxBF16: padded ? nil : sc.dAttentionBF16, rows: rows, dim: hv)
     if padded {
       try device.padHeadsBFloat16(sc.dAttention, into: sc.dAttentionBF16, tokens: rows, heads: config.heads, dim: config.linearDim)
     }
@@ -114,7 +116,7 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
                                      dq: sc.dq.prefix(rows * config.heads * paddedQuery), dk: sc.dk, dv: sc.dv,
                                      dPos: positionBias.map { gradients.slice($0) },
                                      dTime: time == nil ? nil : timeBias.map { gradients.slice($0) }, bounds: s.bounds)
-    try device.uvqkMergeSiLUBackward(pre: pre, du: sc.dU, dv: sc.dv, dq: sc.dq, dk: sc.dk, dPre: sc.dPre, tokens: rows, heads: config.heads,
+    try device.uvqkMergeSiLUBackward(pre: pre, dv: sc.dv, dq: sc.dq, dk: sc.dk, dPre: sc.dPre, tokens: rows, heads: config.heads,
                                      dvDim: config.linearDim, dqkDim: config.attentionDim)
     try device.gemm(m: rows, n: d, k: w, a: sc.dPre, b: valuesBF16.slice(uvqk), transB: true, d: sc.dNormed)
     try device.gemm(m: d, n: w, k: rows, a: normed.prefix(rows * d), transA: true, b: sc.dPre, d: gradients.slice(uvqk))

@@ -22,6 +22,9 @@ __device__ __forceinline__ float sigmoidf_fast(float x) {
 }
 /// The exact-rounding sigmoid for fp32 ops checked to 1e-5 against the CPU.
 __device__ __forceinline__ float sigmoidf_exact(float x) { return 1.0f / (1.0f + __expf(-x)); }
+/// SiLU and its derivative σ(x)(1 + x(1 − σ(x))) with the exact sigmoid.
+__device__ __forceinline__ float silu_exact(float x) { return x * sigmoidf_exact(x); }
+__device__ __forceinline__ float silu_grad(float x) { const float s = sigmoidf_exact(x); return s * (1.f + x * (1.f - s)); }
 
 /// N consecutive floats at p (N = 1, 2 or 4; p aligned to 4·N bytes) to and from registers, in
 /// one access.
@@ -32,6 +35,16 @@ template <int N> __device__ __forceinline__ void load_vec(const float* p, float 
     const float2 t = *(const float2*)p; o[0] = t.x; o[1] = t.y;
   } else {
     o[0] = *p;
+  }
+}
+/// N consecutive bf16 at p as floats (N = 1 or 4; p aligned to 2·N bytes), in one access.
+template <int N> __device__ __forceinline__ void load_bf16_vec(const bf16_t* p, float (&o)[N]) {
+  if constexpr (N == 4) {
+    const uint2 t = *(const uint2*)p;
+    o[0] = __uint_as_float(t.x << 16); o[1] = __uint_as_float(t.x & 0xffff0000u);
+    o[2] = __uint_as_float(t.y << 16); o[3] = __uint_as_float(t.y & 0xffff0000u);
+  } else {
+    o[0] = bf16_to_float(*p);
   }
 }
 template <int N> __device__ __forceinline__ void store_vec(float* p, const float (&o)[N]) {

@@ -1,10 +1,12 @@
 /// The glue between the GEMMs and the fused attention inside one HSTU block, forward and backward:
 ///
 ///   split:  pre[T, 2·H·dv + 2·H·dqk] = [u | v | q | k] (bf16, the GEMM's output; head-major inside each part)
-///           u = SiLU(pre_u) (fp32, [T, H·dv]);  v, q, k = bf16(SiLU(pre_·)) in the attention's padded
-///           layout [T, H, DP] (DP = head dim rounded up to 16, pad columns zero, so q·k and P·v are unchanged)
-///   merge:  dpre = [du | dv | dq | dk] ⊙ SiLU'(pre)   (the inverse layout change, through SiLU; bf16, the
+///           v, q, k = bf16(SiLU(pre_·)) in the attention's padded layout [T, H, DP] (DP = head dim
+///           rounded up to 16, pad columns zero, so q·k and P·v are unchanged)
+///   merge:  dpre_{v,q,k} = [dv | dq | dk] ⊙ SiLU'(pre)   (the inverse layout change, through SiLU; bf16, the
 ///           operand of the two backward GEMMs of W_uvqk)
+/// The gate u = SiLU(pre_u) is not stored: the gated LayerNorm (`SiLUGate`) reads pre_u and writes
+/// dpre_u itself.
 /// (`HeadLayoutKernels` pads and unpads the attention's input and output when a head dim is not a
 /// multiple of 16.)
 /// When both head dims are multiples of 16 there is no padding: u, v, q, k are the four column
@@ -12,20 +14,16 @@
 /// (16-byte loads and stores) instead of one block per token with a scalar column loop.
 enum HSTUBlockKernels {
   static let source = CUDAPrelude.source + #"""
-__device__ __forceinline__ float silu_exact(float x) { return x * sigmoidf_exact(x); }
-__device__ __forceinline__ float silu_grad(float x) { const float s = sigmoidf_exact(x); return s * (1.f + x * (1.f - s)); }
-
-/// One block per token; threads stride the padded output columns [u (H·dv) | v (H·dvp) | q (H·dqkp) | k (H·dqkp)].
-extern "C" __global__ void uvqk_split_silu(const bf16_t* __restrict__ pre, float* __restrict__ u, bf16_t* __restrict__ v,
+/// One block per token; threads stride the padded output columns [v (H·dvp) | q (H·dqkp) | k (H·dqkp)].
+extern "C" __global__ void uvqk_split_silu(const bf16_t* __restrict__ pre, bf16_t* __restrict__ v,
     bf16_t* __restrict__ q, bf16_t* __restrict__ k, int heads, int dv, int dqk, int dvp, int dqkp) {
   grid_dependency_wait();
   const size_t t = blockIdx.x;
   const int hv = heads * dv, hq = heads * dqk, width = 2 * hv + 2 * hq;
-  const int columns = hv + heads * (dvp + 2 * dqkp);
+  const int columns = heads * (dvp + 2 * dqkp);
   const bf16_t* row = pre + t * width;
   for (int c = threadIdx.x; c < columns; c += blockDim.x) {
-    if (c < hv) { u[t * hv + c] = silu_exact(bf16_to_float(row[c])); continue; }
-    int x = c - hv;
+    int x = c;
     if (x < heads * dvp) {
       const int h = x / dvp, j = x % dvp;
       v[t * heads * dvp + x] = float_to_bf16(j < dv ? silu_exact(bf16_to_float(row[hv + h * dv + j])) : 0.f);
@@ -49,24 +47,21 @@ __device__ __forceinline__ uint4 pack8(const float (&x)[8]) {
   return make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]), pack_bf16x2(x[6], x[7]));
 }
 
-/// Unpadded split (dv, dqk multiples of 16): one thread per 8-column chunk of pre (a chunk never
-/// straddles two of the parts u | v | q | k, whose widths hv and hq are multiples of 16).
-extern "C" __global__ void uvqk_split_silu_dense(const bf16_t* __restrict__ pre, float* __restrict__ u, bf16_t* __restrict__ v,
+/// Unpadded split (dv, dqk multiples of 16): one thread per 8-column chunk of pre's v | q | k (a
+/// chunk never straddles two parts, whose widths hv and hq are multiples of 16).
+extern "C" __global__ void uvqk_split_silu_dense(const bf16_t* __restrict__ pre, bf16_t* __restrict__ v,
     bf16_t* __restrict__ q, bf16_t* __restrict__ k, int tokens, int hv, int hq) {
   grid_dependency_wait();
-  const int width = 2 * hv + 2 * hq, chunks = width / 8;
+  const int width = 2 * hv + 2 * hq, chunks = (hv + 2 * hq) / 8;
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= (size_t)tokens * chunks) return;
   const size_t t = i / chunks;
-  const int c = (int)(i % chunks) * 8;
+  const int c = hv + (int)(i % chunks) * 8;
   float x[8];
   unpack8(*(const uint4*)(pre + t * width + c), x);
   #pragma unroll
   for (int e = 0; e < 8; ++e) x[e] = silu_exact(x[e]);
-  if (c < hv) {
-    float4* o = (float4*)(u + t * hv + c);
-    o[0] = make_float4(x[0], x[1], x[2], x[3]); o[1] = make_float4(x[4], x[5], x[6], x[7]);
-  } else if (c < 2 * hv) {
+  if (c < 2 * hv) {
     *(uint4*)(v + t * hv + (c - hv)) = pack8(x);
   } else if (c < 2 * hv + hq) {
     *(uint4*)(q + t * hq + (c - 2 * hv)) = pack8(x);
@@ -75,17 +70,16 @@ extern "C" __global__ void uvqk_split_silu_dense(const bf16_t* __restrict__ pre,
   }
 }
 
-/// Unpadded merge: one thread per 8-column chunk of dpre.
-extern "C" __global__ void uvqk_merge_silu_backward_dense(const bf16_t* __restrict__ pre, const float* __restrict__ du,
-    const float* __restrict__ dv, const float* __restrict__ dq, const float* __restrict__ dk, bf16_t* __restrict__ dpre,
-    int tokens, int hv, int hq) {
+/// Unpadded merge: one thread per 8-column chunk of dpre's v | q | k.
+extern "C" __global__ void uvqk_merge_silu_backward_dense(const bf16_t* __restrict__ pre, const float* __restrict__ dv,
+    const float* __restrict__ dq, const float* __restrict__ dk, bf16_t* __restrict__ dpre, int tokens, int hv, int hq) {
   grid_dependency_wait();
-  const int width = 2 * hv + 2 * hq, chunks = width / 8;
+  const int width = 2 * hv + 2 * hq, chunks = (hv + 2 * hq) / 8;
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= (size_t)tokens * chunks) return;
   const size_t t = i / chunks;
-  const int c = (int)(i % chunks) * 8;
-  const float* g = c < hv ? du + t * hv + c : c < 2 * hv ? dv + t * hv + (c - hv)
+  const int c = hv + (int)(i % chunks) * 8;
+  const float* g = c < 2 * hv ? dv + t * hv + (c - hv)
                  : c < 2 * hv + hq ? dq + t * hq + (c - 2 * hv) : dk + t * hq + (c - 2 * hv - hq);
   const float4 g0 = ((const float4*)g)[0], g1 = ((const float4*)g)[1];
   const float gs[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
@@ -96,17 +90,16 @@ extern "C" __global__ void uvqk_merge_silu_backward_dense(const bf16_t* __restri
   *(uint4*)(dpre + t * width + c) = pack8(x);
 }
 
-/// One block per token; threads stride the unpadded columns of dpre.
-extern "C" __global__ void uvqk_merge_silu_backward(const bf16_t* __restrict__ pre, const float* __restrict__ du,
-    const float* __restrict__ dv, const float* __restrict__ dq, const float* __restrict__ dk, bf16_t* __restrict__ dpre,
+/// One block per token; threads stride the unpadded v | q | k columns of dpre.
+extern "C" __global__ void uvqk_merge_silu_backward(const bf16_t* __restrict__ pre, const float* __restrict__ dv,
+    const float* __restrict__ dq, const float* __restrict__ dk, bf16_t* __restrict__ dpre,
     int heads, int dvDim, int dqkDim, int dvp, int dqkp) {
   grid_dependency_wait();
   const size_t t = blockIdx.x;
   const int hv = heads * dvDim, hq = heads * dqkDim, width = 2 * hv + 2 * hq;
-  for (int c = threadIdx.x; c < width; c += blockDim.x) {
+  for (int c = hv + threadIdx.x; c < width; c += blockDim.x) {
     float g;
-    if (c < hv) g = du[t * hv + c];
-    else if (c < 2 * hv) { const int x = c - hv; g = dv[(t * heads + x / dvDim) * dvp + x % dvDim]; }
+    if (c < 2 * hv) { const int x = c - hv; g = dv[(t * heads + x / dvDim) * dvp + x % dvDim]; }
     else if (c < 2 * hv + hq) { const int x = c - 2 * hv; g = dq[(t * heads + x / dqkDim) * dqkp + x % dqkDim]; }
     else { const int x = c - 2 * hv - hq; g = dk[(t * heads + x / dqkDim) * dqkp + x % dqkDim]; }
     dpre[t * width + c] = float_to_bf16(g * silu_grad(bf16_to_float(pre[t * width + c])));
@@ -126,33 +119,35 @@ extension CUDADevice {
     dv % 16 == 0 && dqk % 16 == 0 && addresses.allSatisfy { $0 % 16 == 0 }
   }
 
-  /// `u = SiLU(pre_u)` (fp32) and bf16 `v`, `q`, `k` = SiLU of their parts in the padded head layout.
-  public func uvqkSplitSiLU(pre: DeviceArray<BFloat16>, u: DeviceArray<Float>, v: DeviceArray<BFloat16>, q: DeviceArray<BFloat16>,
+  /// bf16 `v`, `q`, `k` = SiLU of their parts of `pre`, in the padded head layout (u stays in pre:
+  /// `SiLUGate`).
+  public func uvqkSplitSiLU(pre: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>, q: DeviceArray<BFloat16>,
                             k: DeviceArray<BFloat16>, tokens: Int, heads: Int, dv: Int, dqk: Int) throws {
-    if Self.denseHeads(dv: dv, dqk: dqk, [pre.address, u.address, v.address, q.address, k.address]) {
-      let chunks = tokens * (2 * heads * (dv + dqk)) / 8
+    if Self.denseHeads(dv: dv, dqk: dqk, [pre.address, v.address, q.address, k.address]) {
+      let chunks = tokens * (heads * (dv + 2 * dqk)) / 8
       try launch(blockKernel("uvqk_split_silu_dense"), grid: ((chunks + 255) / 256, 1, 1), block: (256, 1, 1),
-                 [.pointer(pre.address), .pointer(u.address), .pointer(v.address), .pointer(q.address), .pointer(k.address),
+                 [.pointer(pre.address), .pointer(v.address), .pointer(q.address), .pointer(k.address),
                   .int(Int32(tokens)), .int(Int32(heads * dv)), .int(Int32(heads * dqk))])
       return
     }
     try launch(blockKernel("uvqk_split_silu"), grid: (tokens, 1, 1), block: (128, 1, 1),
-               [.pointer(pre.address), .pointer(u.address), .pointer(v.address), .pointer(q.address), .pointer(k.address),
+               [.pointer(pre.address), .pointer(v.address), .pointer(q.address), .pointer(k.address),
                 .int(Int32(heads)), .int(Int32(dv)), .int(Int32(dqk)), .int(Int32(Self.paddedHeadDim(dv))), .int(Int32(Self.paddedHeadDim(dqk)))])
   }
 
-  /// bf16 `dPre = [du | dv | dq | dk] ⊙ SiLU'(pre)`, reading dv, dq, dk in the padded head layout.
-  public func uvqkMergeSiLUBackward(pre: DeviceArray<BFloat16>, du: DeviceArray<Float>, dv: DeviceArray<Float>, dq: DeviceArray<Float>,
+  /// bf16 `dPre_{v,q,k} = [dv | dq | dk] ⊙ SiLU'(pre)`, reading dv, dq, dk in the padded head layout
+  /// (the gated LayerNorm's backward writes dPre's u columns: `SiLUGate`).
+  public func uvqkMergeSiLUBackward(pre: DeviceArray<BFloat16>, dv: DeviceArray<Float>, dq: DeviceArray<Float>,
                                     dk: DeviceArray<Float>, dPre: DeviceArray<BFloat16>, tokens: Int, heads: Int, dvDim: Int, dqkDim: Int) throws {
-    if Self.denseHeads(dv: dvDim, dqk: dqkDim, [pre.address, du.address, dv.address, dq.address, dk.address, dPre.address]) {
-      let chunks = tokens * (2 * heads * (dvDim + dqkDim)) / 8
+    if Self.denseHeads(dv: dvDim, dqk: dqkDim, [pre.address, dv.address, dq.address, dk.address, dPre.address]) {
+      let chunks = tokens * (heads * (dvDim + 2 * dqkDim)) / 8
       try launch(blockKernel("uvqk_merge_silu_backward_dense"), grid: ((chunks + 255) / 256, 1, 1), block: (256, 1, 1),
-                 [.pointer(pre.address), .pointer(du.address), .pointer(dv.address), .pointer(dq.address), .pointer(dk.address),
+                 [.pointer(pre.address), .pointer(dv.address), .pointer(dq.address), .pointer(dk.address),
                   .pointer(dPre.address), .int(Int32(tokens)), .int(Int32(heads * dvDim)), .int(Int32(heads * dqkDim))])
       return
     }
     try launch(blockKernel("uvqk_merge_silu_backward"), grid: (tokens, 1, 1), block: (128, 1, 1),
-               [.pointer(pre.address), .pointer(du.address), .pointer(dv.address), .pointer(dq.address), .pointer(dk.address),
+               [.pointer(pre.address), .pointer(dv.address), .pointer(dq.address), .pointer(dk.address),
                 .pointer(dPre.address), .int(Int32(heads)), .int(Int32(dvDim)), .int(Int32(dqkDim)),
                 .int(Int32(Self.paddedHeadDim(dvDim))), .int(Int32(Self.paddedHeadDim(dqkDim)))])
   }

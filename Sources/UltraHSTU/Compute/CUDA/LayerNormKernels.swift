@@ -3,7 +3,10 @@
 ///
 ///   x̂ = (x − mean) · rstd,  rstd = 1/sqrt(var + eps),  y = x̂ ⊙ γ + β  (γ = 1, β = 0 without affine)
 ///   dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂)),  g = dy ⊙ γ;  dγ = Σ_rows dy ⊙ x̂, dβ = Σ_rows dy
-/// For the gate, the LayerNorm's upstream gradient is dy ⊙ u, and du = dy ⊙ LayerNorm(o).
+/// For the gate, the LayerNorm's upstream gradient is dy ⊙ u, and du = dy ⊙ LayerNorm(o). The gate
+/// is u = SiLU(pre_u), read from the bf16 GEMM output `pre` (its first `dim` columns, row stride
+/// `gateStride`) rather than from a stored u, and the backward writes dpre_u = du ⊙ SiLU'(pre_u)
+/// (bf16) straight into those columns of dpre: u and du never pass through memory.
 ///
 /// Fusions that save the model whole passes over its activations:
 /// - the output may be written fp32, bf16 (the next GEMM's operand) or both;
@@ -28,11 +31,12 @@ template <int V> __device__ __forceinline__ void store_bf16_vec(bf16_t* p, const
   else *p = float_to_bf16(o[0]);
 }
 
-/// Forward. gamma/beta may be null (no affine); u may be null (plain LayerNorm) or the gate;
-/// y (fp32) and yh (bf16) may each be null. Lane l holds the V-column chunks l + 32·j (j < J).
+/// Forward. gamma/beta may be null (no affine); gate may be null (plain LayerNorm) or pre (the gate
+/// is SiLU of its columns); y (fp32) and yh (bf16) may each be null. Lane l holds the V-column
+/// chunks l + 32·j (j < J).
 template <int J, int V>
 __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__ x, const float* __restrict__ gamma,
-    const float* __restrict__ beta, const float* __restrict__ u, float* __restrict__ y, bf16_t* __restrict__ yh,
+    const float* __restrict__ beta, const bf16_t* __restrict__ gate, int gateStride, float* __restrict__ y, bf16_t* __restrict__ yh,
     float* __restrict__ mean, float* __restrict__ rstd, int rows, int dim, float eps, float rate, u64 seed, u64 stream) {
   const int row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= rows) return;
@@ -64,12 +68,12 @@ __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__
     if (c >= dim) break;
     float g[V], b[V], uv[V], out[V];
     if (gamma) { load_vec(gamma + c, g); load_vec(beta + c, b); }
-    if (u) load_vec(u + base + c, uv);
+    if (gate) load_bf16_vec(gate + (size_t)row * gateStride + c, uv);
     #pragma unroll
     for (int i = 0; i < V; ++i) {
       float n = (xv[j][i] - mu) * r;
       if (gamma) n = n * g[i] + b[i];
-      out[i] = dropout_keep(u ? uv[i] * n : n, rate, seed, stream, base + c + i);
+      out[i] = dropout_keep(gate ? silu_exact(uv[i]) * n : n, rate, seed, stream, base + c + i);
     }
     if (y) store_vec(y + base + c, out);
     if (yh) store_bf16_vec(yh + base + c, out);
@@ -78,13 +82,14 @@ __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__
 }
 
 /// Backward: dx overwritten (or, with accumulate, added to) and/or written as bf16 (dxh);
-/// dgamma/dbeta (if affine) accumulated; du (if gated) overwritten. dy is taken through the
-/// forward's dropout mask first.
+/// dgamma/dbeta (if affine) accumulated; with a gate, dgate (bf16, the gate's columns of dpre, row
+/// stride gateStride) overwritten with du ⊙ SiLU'(pre). dy is taken through the forward's dropout
+/// mask first.
 template <int J, int V>
 __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict__ dy, const float* __restrict__ x,
-    const float* __restrict__ gamma, const float* __restrict__ beta, const float* __restrict__ u,
+    const float* __restrict__ gamma, const float* __restrict__ beta, const bf16_t* __restrict__ gate, int gateStride,
     const float* __restrict__ mean, const float* __restrict__ rstd, float* __restrict__ dx, bf16_t* __restrict__ dxh,
-    int accumulate, float* __restrict__ dgamma, float* __restrict__ dbeta, float* __restrict__ du, int rows, int dim,
+    int accumulate, float* __restrict__ dgamma, float* __restrict__ dbeta, bf16_t* __restrict__ dgate, int rows, int dim,
     float rate, u64 seed, u64 stream) {
   extern __shared__ float acc[];   // [2 * dim] block partial dgamma, dbeta
   if (gamma) for (int c = threadIdx.x; c < 2 * dim; c += blockDim.x) acc[c] = 0.f;
@@ -100,22 +105,22 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
       #pragma unroll
       for (int i = 0; i < V; ++i) { xh[j][i] = 0.f; gg[j][i] = 0.f; }
       if (c >= dim) continue;
-      float xv[V], dyv[V], uv[V], g[V], b[V], duv[V];
+      float xv[V], dyv[V], pv[V], g[V], b[V], duv[V];
       load_vec(x + base + c, xv);
       load_vec(dy + base + c, dyv);
-      if (u) load_vec(u + base + c, uv);
+      if (gate) load_bf16_vec(gate + (size_t)row * gateStride + c, pv);
       if (gamma) { load_vec(gamma + c, g); load_vec(beta + c, b); }
       #pragma unroll
       for (int i = 0; i < V; ++i) {
         xh[j][i] = (xv[i] - mu) * r;
         const float d = dropout_keep(dyv[i], rate, seed, stream, base + c + i);
-        const float up = u ? d * uv[i] : d;
+        const float up = gate ? d * silu_exact(pv[i]) : d;
         if (gamma) { atomicAdd(&acc[c + i], up * xh[j][i]); atomicAdd(&acc[dim + c + i], up); }
-        if (u) duv[i] = d * (gamma ? xh[j][i] * g[i] + b[i] : xh[j][i]);
+        if (gate) duv[i] = d * (gamma ? xh[j][i] * g[i] + b[i] : xh[j][i]) * silu_grad(pv[i]);
         gg[j][i] = gamma ? up * g[i] : up;
         sg += gg[j][i]; sgx += gg[j][i] * xh[j][i];
       }
-      if (u) store_vec(du + base + c, duv);
+      if (gate) store_bf16_vec(dgate + (size_t)row * gateStride + c, duv);
     }
     sg = warp_sum(sg) / dim; sgx = warp_sum(sgx) / dim;
     #pragma unroll
@@ -139,16 +144,17 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
 /// The instances: layernorm_{forward,backward}_J_V for rows of at most 32·J·V columns, V columns
 /// per access (V = 4 needs dim % 4 == 0 and 16-byte aligned fp32 rows).
 #define LAYERNORM_INSTANCE(J, V) \
-extern "C" __global__ void layernorm_forward_##J##_##V(const float* x, const float* gamma, const float* beta, const float* u, \
-    float* y, bf16_t* yh, float* mean, float* rstd, int rows, int dim, float eps, float rate, u64 seed, u64 stream) { \
+extern "C" __global__ void layernorm_forward_##J##_##V(const float* x, const float* gamma, const float* beta, const bf16_t* gate, \
+    int gateStride, float* y, bf16_t* yh, float* mean, float* rstd, int rows, int dim, float eps, float rate, u64 seed, u64 stream) { \
   grid_dependency_wait(); \
-  layernorm_forward_rows<J, V>(x, gamma, beta, u, y, yh, mean, rstd, rows, dim, eps, rate, seed, stream); \
+  layernorm_forward_rows<J, V>(x, gamma, beta, gate, gateStride, y, yh, mean, rstd, rows, dim, eps, rate, seed, stream); \
 } \
 extern "C" __global__ void layernorm_backward_##J##_##V(const float* dy, const float* x, const float* gamma, const float* beta, \
-    const float* u, const float* mean, const float* rstd, float* dx, bf16_t* dxh, int accumulate, float* dgamma, \
-    float* dbeta, float* du, int rows, int dim, float rate, u64 seed, u64 stream) { \
+    const bf16_t* gate, int gateStride, const float* mean, const float* rstd, float* dx, bf16_t* dxh, int accumulate, float* dgamma, \
+    float* dbeta, bf16_t* dgate, int rows, int dim, float rate, u64 seed, u64 stream) { \
   grid_dependency_wait(); \
-  layernorm_backward_rows<J, V>(dy, x, gamma, beta, u, mean, rstd, dx, dxh, accumulate, dgamma, dbeta, du, rows, dim, rate, seed, stream); \
+  layernorm_backward_rows<J, V>(dy, x, gamma, beta, gate, gateStride, mean, rstd, dx, dxh, accumulate, dgamma, dbeta, dgate, rows, dim, \
+                                rate, seed, stream); \
 }
 LAYERNORM_INSTANCE(2, 1)
 LAYERNORM_INSTANCE(4, 1)
@@ -164,12 +170,33 @@ LAYERNORM_INSTANCE(16, 4)
 """#
 }
 
+/// The HSTU output gate of `layerNormForward` and `layerNormBackward`: u = SiLU of the first `dim`
+/// columns of each row of `pre` (bf16, row stride `stride` elements); the backward writes
+/// dL/dpre = du ⊙ SiLU'(pre) into the same columns of `dPre`.
+public struct SiLUGate {
+  public var pre: DeviceArray<BFloat16>
+  public var stride: Int
+  public var dPre: DeviceArray<BFloat16>?
+
+  public init(pre: DeviceArray<BFloat16>, stride: Int, dPre: DeviceArray<BFloat16>? = nil) {
+    self.pre = pre
+    self.stride = stride
+    self.dPre = dPre
+  }
+
+  /// Whether four consecutive gate columns can be read (and written) as one 8-byte access.
+  var allowsVectors: Bool { stride % 4 == 0 && pre.address % 8 == 0 && (dPre?.address ?? 0) % 8 == 0 }
+  var arguments: [KernelArgument] { [.pointer(pre.address), .int(Int32(stride))] }
+  static let absent: [KernelArgument] = [.pointer(0), .int(0)]
+}
+
 extension CUDADevice {
   /// The instance of `name` (layernorm_forward or layernorm_backward) whose lanes hold `dim`
-  /// columns: 16-byte accesses when `dim` is a multiple of 4, every fp32 array is 16-byte aligned
-  /// and the bf16 output 8-byte aligned.
-  private func layerNormKernel(_ name: String, dim: Int, _ arrays: [DeviceArray<Float>?], bf16 output: DeviceArray<BFloat16>?) throws -> CUDAFunction {
-    let aligned = arrays.allSatisfy { ($0?.address ?? 0) % 16 == 0 } && (output?.address ?? 0) % 8 == 0
+  /// columns: 16-byte accesses when `dim` is a multiple of 4, every fp32 array is 16-byte aligned,
+  /// the bf16 output 8-byte aligned and the gate allows 8-byte accesses.
+  private func layerNormKernel(_ name: String, dim: Int, _ arrays: [DeviceArray<Float>?], bf16 output: DeviceArray<BFloat16>?,
+                               gate: SiLUGate?) throws -> CUDAFunction {
+    let aligned = arrays.allSatisfy { ($0?.address ?? 0) % 16 == 0 } && (output?.address ?? 0) % 8 == 0 && (gate?.allowsVectors ?? true)
     let vector = dim % 4 == 0 && aligned ? 4 : 1
     let chunks = vector == 4 ? [1, 2, 4, 8, 16] : [2, 4, 8, 16, 32, 64]
     guard let j = chunks.first(where: { 32 * $0 * vector >= dim }) else {
@@ -178,33 +205,37 @@ extension CUDADevice {
     return try module("layernorm", source: LayerNormKernels.source).function("\(name)_\(j)_\(vector)")
   }
 
-  /// y = Dropout(LayerNorm(x) [⊙ γ + β] [⊙ u]) into `y` (fp32) and/or `yBF16`. `mean` and `rstd`
-  /// (one per row) are saved for backward.
+  /// y = Dropout(LayerNorm(x) [⊙ γ + β] [⊙ SiLU(gate)]) into `y` (fp32) and/or `yBF16`. `mean` and
+  /// `rstd` (one per row) are saved for backward.
   public func layerNormForward(x: DeviceArray<Float>, gamma: DeviceArray<Float>? = nil, beta: DeviceArray<Float>? = nil,
-                               gate u: DeviceArray<Float>? = nil, y: DeviceArray<Float>? = nil, yBF16: DeviceArray<BFloat16>? = nil,
+                               gate: SiLUGate? = nil, y: DeviceArray<Float>? = nil, yBF16: DeviceArray<BFloat16>? = nil,
                                dropout: DropoutMask? = nil, mean: DeviceArray<Float>, rstd: DeviceArray<Float>,
                                rows: Int, dim: Int, eps: Float) throws {
-    try launch(layerNormKernel("layernorm_forward", dim: dim, [x, gamma, beta, u, y], bf16: yBF16), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
-               [.pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0), .pointer(u?.address ?? 0),
-                .pointer(y?.address ?? 0), .pointer(yBF16?.address ?? 0), .pointer(mean.address), .pointer(rstd.address),
-                .int(Int32(rows)), .int(Int32(dim)), .float(eps)] + DropoutMask.arguments(dropout))
+    try launch(layerNormKernel("layernorm_forward", dim: dim, [x, gamma, beta, y], bf16: yBF16, gate: gate),
+               grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
+               [.pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0)] + (gate?.arguments ?? SiLUGate.absent)
+               + [.pointer(y?.address ?? 0), .pointer(yBF16?.address ?? 0), .pointer(mean.address), .pointer(rstd.address),
+                  .int(Int32(rows)), .int(Int32(dim)), .float(eps)] + DropoutMask.arguments(dropout))
   }
 
-  /// Backward of `layerNormForward` (with the same `dropout`): dx overwritten, or added to when
-  /// `accumulate`, and/or written as bf16 into `dxBF16`; dγ, dβ accumulated (+=); du overwritten.
+  /// Backward of `layerNormForward` (with the same `dropout` and gate): dx overwritten, or added to
+  /// when `accumulate`, and/or written as bf16 into `dxBF16`; dγ, dβ accumulated (+=); with a gate,
+  /// its `dPre` columns overwritten.
   public func layerNormBackward(dy: DeviceArray<Float>, x: DeviceArray<Float>, gamma: DeviceArray<Float>? = nil,
-                                beta: DeviceArray<Float>? = nil, gate u: DeviceArray<Float>? = nil, dropout: DropoutMask? = nil,
+                                beta: DeviceArray<Float>? = nil, gate: SiLUGate? = nil, dropout: DropoutMask? = nil,
                                 mean: DeviceArray<Float>, rstd: DeviceArray<Float>, dx: DeviceArray<Float>? = nil,
                                 dxBF16: DeviceArray<BFloat16>? = nil, accumulate: Bool = false,
-                                dGamma: DeviceArray<Float>? = nil, dBeta: DeviceArray<Float>? = nil, dGate: DeviceArray<Float>? = nil,
+                                dGamma: DeviceArray<Float>? = nil, dBeta: DeviceArray<Float>? = nil,
                                 rows: Int, dim: Int) throws {
     guard !accumulate || dx != nil else { throw CUDAError.unsupported("layerNormBackward: accumulate needs dx") }
-    try launch(layerNormKernel("layernorm_backward", dim: dim, [dy, x, gamma, beta, u, dx, dGate], bf16: dxBF16), grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
-               sharedBytes: gamma == nil ? 0 : 8 * dim,
-               [.pointer(dy.address), .pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0),
-                .pointer(u?.address ?? 0), .pointer(mean.address), .pointer(rstd.address), .pointer(dx?.address ?? 0),
-                .pointer(dxBF16?.address ?? 0), .int(accumulate ? 1 : 0),
-                .pointer(dGamma?.address ?? 0), .pointer(dBeta?.address ?? 0), .pointer(dGate?.address ?? 0),
-                .int(Int32(rows)), .int(Int32(dim))] + DropoutMask.arguments(dropout))
+    guard gate == nil || gate?.dPre != nil else { throw CUDAError.unsupported("layerNormBackward: a gate needs dPre") }
+    try launch(layerNormKernel("layernorm_backward", dim: dim, [dy, x, gamma, beta, dx], bf16: dxBF16, gate: gate),
+               grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1), sharedBytes: gamma == nil ? 0 : 8 * dim,
+               [.pointer(dy.address), .pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0)]
+               + (gate?.arguments ?? SiLUGate.absent)
+               + [.pointer(mean.address), .pointer(rstd.address), .pointer(dx?.address ?? 0),
+                  .pointer(dxBF16?.address ?? 0), .int(accumulate ? 1 : 0),
+                  .pointer(dGamma?.address ?? 0), .pointer(dBeta?.address ?? 0), .pointer(gate?.dPre?.address ?? 0),
+                  .int(Int32(rows)), .int(Int32(dim))] + DropoutMask.arguments(dropout))
   }
 }
