@@ -82,6 +82,8 @@ struct ParityChecker {
       try checkLayerNorm(affine: false, gated: false, dim: dim)
       try checkLayerNorm(affine: true, gated: false, dim: dim)
       try checkLayerNorm(affine: false, gated: true, dim: dim)
+      try checkLayerNorm(affine: false, gated: false, bf16Gradient: true, dim: dim)
+      try checkLayerNorm(affine: false, gated: true, bf16Gradient: true, dim: dim)
     }
     try checkElementwise()
     try checkEmbedding()
@@ -343,12 +345,13 @@ struct ParityChecker {
   // MARK: LayerNorm, LayerNorm·U
 
   /// LayerNorm (plain, affine, or gated as in HSTU: y = SiLU(pre_u) ⊙ LayerNorm(x), with pre_u the
-  /// first `dim` columns of a wider bf16 `pre`, and dL/dpre_u written into those columns of dPre).
-  mutating func checkLayerNorm(affine: Bool, gated: Bool, dim: Int) throws {
+  /// first `dim` columns of a wider bf16 `pre`, and dL/dpre_u written into those columns of dPre);
+  /// with `bf16Gradient` the backward takes dy in bf16 (the CPU the same bf16-exact values).
+  mutating func checkLayerNorm(affine: Bool, gated: Bool, bf16Gradient: Bool = false, dim: Int) throws {
     let mark = device.arena.mark()
     defer { device.arena.release(to: mark) }
     let rows = 333, eps: Float = 1e-6, count = rows * dim, stride = dim + 4
-    let x = randoms(count, scale: 2), dy = randoms(count)
+    let x = randoms(count, scale: 2), dy = randoms(count).map { bf16Gradient ? BFloat16($0).float : $0 }
     let gamma = affine ? randoms(dim) : [], beta = affine ? randoms(dim) : []
     let pre = gated ? randoms(rows * stride, scale: 2).map { BFloat16($0).float } : []
     let preU = gated ? (0..<count).map { pre[($0 / dim) * stride + $0 % dim] } : []
@@ -371,7 +374,7 @@ struct ParityChecker {
       CPUOps.layerNormBackward(dn, x, mean: mean, rstd: rstd, gamma: nil, &dx, dgamma: nil, dbeta: nil, rows: rows, dim: dim)
     }
     // GPU; dPre is NaN-poisoned, so its columns past the gate must stay untouched.
-    let gx = try device.array(x), gdy = try device.array(dy)
+    let gx = try device.array(x)
     let gg = affine ? try device.array(gamma) : nil, gb = affine ? try device.array(beta) : nil
     let gy = try device.allocate(Float.self, count: count), gdx = try device.allocate(Float.self, count: count)
     let gmean = try device.allocate(Float.self, count: rows), grstd = try device.allocate(Float.self, count: rows)
@@ -382,10 +385,14 @@ struct ParityChecker {
       try device.fill(gate!.dPre!, word: 0x7FC0_7FC0)
     }
     try device.layerNormForward(x: gx, gamma: gg, beta: gb, gate: gate, y: gy, mean: gmean, rstd: grstd, rows: rows, dim: dim, eps: eps)
-    try device.layerNormBackward(dy: gdy, x: gx, gamma: gg, beta: gb, gate: gate, mean: gmean, rstd: grstd, dx: gdx,
-                                 dGamma: affine ? gdg : nil, dBeta: affine ? gdb : nil, rows: rows, dim: dim)
+    func backward<DY>(_ gdy: DeviceArray<DY>) throws {
+      try device.layerNormBackward(dy: gdy, x: gx, gamma: gg, beta: gb, gate: gate, mean: gmean, rstd: grstd, dx: gdx,
+                                   dGamma: affine ? gdg : nil, dBeta: affine ? gdb : nil, rows: rows, dim: dim)
+    }
+    if bf16Gradient { try backward(try device.array(dy.map(BFloat16.init))) } else { try backward(try device.array(dy)) }
     try device.synchronize()
     let label = (gated ? "LayerNorm(o)·SiLU(pre_u)" : (affine ? "LayerNorm affine" : "LayerNorm")) + " dim \(dim)"
+      + (bf16Gradient ? ", bf16 dy" : "")
     record("\(label) forward", try device.download(gy), y, tolerance: 1e-5)
     record("\(label) dx", try device.download(gdx), dx, tolerance: 1e-4)
     if affine {
@@ -536,18 +543,24 @@ struct ParityChecker {
 
   // MARK: AdamW
 
+  /// AdamW at a count that takes the 4-wide kernel (with the bf16 shadow) and at one that does not.
   mutating func checkAdamW() throws {
-    let mark = device.arena.mark()
-    defer { device.arena.release(to: mark) }
-    let count = 70_001
-    var p = randoms(count), m = randoms(count, scale: 0.1), v = randoms(count, scale: 0.1).map { $0 * $0 }
-    let g = randoms(count)
-    let gp = try device.array(p), gg = try device.array(g), gm = try device.array(m), gv = try device.array(v)
-    CPUOps.adamW(parameters: &p, gradients: g, m: &m, v: &v, count: count, learningRate: 1e-3, beta1: 0.9, beta2: 0.98,
-                 epsilon: 1e-8, weightDecay: 0.01, step: 7)
-    try device.adamW(parameters: gp, gradients: gg, m: gm, v: gv, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01, step: 7)
-    try device.synchronize()
-    record("AdamW parameters", try device.download(gp), p, tolerance: 1e-5)
-    record("AdamW second moment", try device.download(gv), v, tolerance: 1e-5)
+    for count in [70_000, 70_001] {
+      let mark = device.arena.mark()
+      defer { device.arena.release(to: mark) }
+      var p = randoms(count), m = randoms(count, scale: 0.1), v = randoms(count, scale: 0.1).map { $0 * $0 }
+      let g = randoms(count)
+      let gp = try device.array(p), gg = try device.array(g), gm = try device.array(m), gv = try device.array(v)
+      let shadow = try device.allocate(BFloat16.self, count: count)
+      CPUOps.adamW(parameters: &p, gradients: g, m: &m, v: &v, count: count, learningRate: 1e-3, beta1: 0.9, beta2: 0.98,
+                   epsilon: 1e-8, weightDecay: 0.01, step: 7)
+      try device.adamW(parameters: gp, gradients: gg, m: gm, v: gv, shadow: shadow, lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8,
+                       weightDecay: 0.01, step: 7)
+      try device.synchronize()
+      record("AdamW \(count) parameters", try device.download(gp), p, tolerance: 1e-5)
+      record("AdamW \(count) first moment", try device.download(gm), m, tolerance: 1e-5)
+      record("AdamW \(count) second moment", try device.download(gv), v, tolerance: 1e-5)
+      record("AdamW \(count) bf16 shadow", try device.download(shadow).map(\.float), p.map { BFloat16($0).float }, tolerance: 4e-3)
+    }
   }
 }

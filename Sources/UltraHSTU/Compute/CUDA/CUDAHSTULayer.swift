@@ -6,14 +6,15 @@
 /// u is never stored: the gated LayerNorm takes SiLU of pre's u columns, and its backward writes
 /// dL/dpre_u into dPre (`SiLUGate`).
 ///
-/// Precision: x, the LayerNorm statistics and every gradient are fp32 (dPre bf16); the four GEMMs
-/// (and their backward) run on tensor cores with bf16 operands and fp32 accumulation against the
-/// bf16 weight copy; pre, n, g, q, k, v are stored in bf16, as under PyTorch's autocast.
+/// Precision: x, the LayerNorm statistics and the residual stream's gradient are fp32; the four
+/// GEMMs (and their backward) run on tensor cores with bf16 operands and fp32 accumulation against
+/// the bf16 weight copy; pre, n, g, q, k, v are stored in bf16, as under PyTorch's autocast, and so
+/// are the data-gradient GEMMs' outputs (dGated, dNormed, dPre) that feed the LayerNorm backwards.
 final class CUDAHSTULayer: CUDAEncoderLayer {
   /// Backward scratch shared by the HSTU layers of a stack (one backward runs at a time).
   final class Scratch {
-    let dGated, dAttention, dq, dk, dv, dNormed, attentionPadded: DeviceArray<Float>
-    let dAttentionBF16, dPre: DeviceArray<BFloat16>
+    let dAttention, dq, dk, dv, attentionPadded: DeviceArray<Float>
+    let dGated, dNormed, dAttentionBF16, dPre: DeviceArray<BFloat16>
 
     init(config c: ModelConfig, device: CUDADevice, maxTokens t: Int) throws {
       let d = c.embeddingDim, hv = c.heads * c.linearDim, w = 2 * c.heads * (c.linearDim + c.attentionDim)
@@ -21,8 +22,9 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
       let padded = vp != hv   // head dims that are not multiples of 16 go through pad/unpad copies
       func floats(_ count: Int) throws -> DeviceArray<Float> { try device.allocate(Float.self, count: count) }
       attentionPadded = try floats(padded ? t * vp : 1)
-      dGated = try floats(t * hv); dAttention = try floats(padded ? t * hv : 1)
-      dq = try floats(t * qp); dk = try floats(t * qp); dv = try floats(t * vp); dNormed = try floats(t * d)
+      dAttention = try floats(padded ? t * hv : 1)
+      dq = try floats(t * qp); dk = try floats(t * qp); dv = try floats(t * vp)
+      dGated = try device.allocate(BFloat16.self, count: t * hv); dNormed = try device.allocate(BFloat16.self, count: t * d)
       dAttentionBF16 = try device.allocate(BFloat16.self, count: t * vp)
       dPre = try device.allocate(BFloat16.self, count: t * w)
     }

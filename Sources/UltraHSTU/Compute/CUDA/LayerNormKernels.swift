@@ -13,7 +13,9 @@
 /// - dropout (counter-based, element index row·dim + c, as `dropout_apply`) is applied to the
 ///   forward output, and to dy before the backward uses it (the same mask);
 /// - the backward may add its dx into the existing dx (the residual branch) and also write a bf16
-///   copy of the sum.
+///   copy of the sum;
+/// - the backward's dy may be bf16 (`layernorm_backward_bf16_J_V`), as the data-gradient GEMMs
+///   before it can write it: half the bytes of the largest input.
 /// Each lane keeps its V-column chunks lane + 32·j (j < J, 32·J·V ≥ dim; J and V compile-time
 /// instances, V = 4 for 16-byte accesses) in registers, so the inputs are read once and the dropout
 /// mask is computed once per element.
@@ -24,6 +26,10 @@ enum LayerNormKernels {
 __device__ __forceinline__ float dropout_keep(float value, float rate, u64 seed, u64 stream, size_t index) {
   return rate > 0.f ? (counter_unit(seed, stream, (u64)index) >= rate ? value / (1.f - rate) : 0.f) : value;
 }
+
+/// V values of an fp32 or a bf16 row as floats (one access).
+template <int V> __device__ __forceinline__ void load_floats(const float* p, float (&o)[V]) { load_vec(p, o); }
+template <int V> __device__ __forceinline__ void load_floats(const bf16_t* p, float (&o)[V]) { load_bf16_vec(p, o); }
 
 /// V floats as bf16 (one 8-byte store for V = 4; p aligned to 2·V bytes).
 template <int V> __device__ __forceinline__ void store_bf16_vec(bf16_t* p, const float (&o)[V]) {
@@ -84,9 +90,9 @@ __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__
 /// Backward: dx overwritten (or, with accumulate, added to) and/or written as bf16 (dxh);
 /// dgamma/dbeta (if affine) accumulated; with a gate, dgate (bf16, the gate's columns of dpre, row
 /// stride gateStride) overwritten with du ⊙ SiLU'(pre). dy is taken through the forward's dropout
-/// mask first.
-template <int J, int V>
-__device__ __forceinline__ void layernorm_backward_rows(const float* __restrict__ dy, const float* __restrict__ x,
+/// mask first. DY is float or bf16_t.
+template <int J, int V, typename DY>
+__device__ __forceinline__ void layernorm_backward_rows(const DY* __restrict__ dy, const float* __restrict__ x,
     const float* __restrict__ gamma, const float* __restrict__ beta, const bf16_t* __restrict__ gate, int gateStride,
     const float* __restrict__ mean, const float* __restrict__ rstd, float* __restrict__ dx, bf16_t* __restrict__ dxh,
     int accumulate, float* __restrict__ dgamma, float* __restrict__ dbeta, bf16_t* __restrict__ dgate, int rows, int dim,
@@ -107,7 +113,7 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
       if (c >= dim) continue;
       float xv[V], dyv[V], pv[V], g[V], b[V], duv[V];
       load_vec(x + base + c, xv);
-      load_vec(dy + base + c, dyv);
+      load_floats(dy + base + c, dyv);
       if (gate) load_bf16_vec(gate + (size_t)row * gateStride + c, pv);
       if (gamma) { load_vec(gamma + c, g); load_vec(beta + c, b); }
       #pragma unroll
@@ -141,21 +147,25 @@ __device__ __forceinline__ void layernorm_backward_rows(const float* __restrict_
   }
 }
 
-/// The instances: layernorm_{forward,backward}_J_V for rows of at most 32·J·V columns, V columns
-/// per access (V = 4 needs dim % 4 == 0 and 16-byte aligned fp32 rows).
+/// The instances: layernorm_{forward,backward,backward_bf16}_J_V for rows of at most 32·J·V
+/// columns, V columns per access (V = 4 needs dim % 4 == 0, 16-byte aligned fp32 rows and 8-byte
+/// aligned bf16 rows).
+#define LAYERNORM_BACKWARD_INSTANCE(NAME, DY, J, V) \
+extern "C" __global__ void NAME##_##J##_##V(const DY* dy, const float* x, const float* gamma, const float* beta, \
+    const bf16_t* gate, int gateStride, const float* mean, const float* rstd, float* dx, bf16_t* dxh, int accumulate, float* dgamma, \
+    float* dbeta, bf16_t* dgate, int rows, int dim, float rate, u64 seed, u64 stream) { \
+  grid_dependency_wait(); \
+  layernorm_backward_rows<J, V, DY>(dy, x, gamma, beta, gate, gateStride, mean, rstd, dx, dxh, accumulate, dgamma, dbeta, dgate, \
+                                    rows, dim, rate, seed, stream); \
+}
 #define LAYERNORM_INSTANCE(J, V) \
 extern "C" __global__ void layernorm_forward_##J##_##V(const float* x, const float* gamma, const float* beta, const bf16_t* gate, \
     int gateStride, float* y, bf16_t* yh, float* mean, float* rstd, int rows, int dim, float eps, float rate, u64 seed, u64 stream) { \
   grid_dependency_wait(); \
   layernorm_forward_rows<J, V>(x, gamma, beta, gate, gateStride, y, yh, mean, rstd, rows, dim, eps, rate, seed, stream); \
 } \
-extern "C" __global__ void layernorm_backward_##J##_##V(const float* dy, const float* x, const float* gamma, const float* beta, \
-    const bf16_t* gate, int gateStride, const float* mean, const float* rstd, float* dx, bf16_t* dxh, int accumulate, float* dgamma, \
-    float* dbeta, bf16_t* dgate, int rows, int dim, float rate, u64 seed, u64 stream) { \
-  grid_dependency_wait(); \
-  layernorm_backward_rows<J, V>(dy, x, gamma, beta, gate, gateStride, mean, rstd, dx, dxh, accumulate, dgamma, dbeta, dgate, rows, dim, \
-                                rate, seed, stream); \
-}
+LAYERNORM_BACKWARD_INSTANCE(layernorm_backward, float, J, V) \
+LAYERNORM_BACKWARD_INSTANCE(layernorm_backward_bf16, bf16_t, J, V)
 LAYERNORM_INSTANCE(2, 1)
 LAYERNORM_INSTANCE(4, 1)
 LAYERNORM_INSTANCE(8, 1)
@@ -191,12 +201,13 @@ public struct SiLUGate {
 }
 
 extension CUDADevice {
-  /// The instance of `name` (layernorm_forward or layernorm_backward) whose lanes hold `dim`
-  /// columns: 16-byte accesses when `dim` is a multiple of 4, every fp32 array is 16-byte aligned,
-  /// the bf16 output 8-byte aligned and the gate allows 8-byte accesses.
-  private func layerNormKernel(_ name: String, dim: Int, _ arrays: [DeviceArray<Float>?], bf16 output: DeviceArray<BFloat16>?,
+  /// The instance of `name` (layernorm_forward, layernorm_backward or layernorm_backward_bf16) whose
+  /// lanes hold `dim` columns: 16-byte accesses when `dim` is a multiple of 4, every fp32 array is
+  /// 16-byte aligned, every bf16 array 8-byte aligned and the gate allows 8-byte accesses.
+  private func layerNormKernel(_ name: String, dim: Int, _ arrays: [DeviceArray<Float>?], bf16 halves: [DeviceArray<BFloat16>?],
                                gate: SiLUGate?) throws -> CUDAFunction {
-    let aligned = arrays.allSatisfy { ($0?.address ?? 0) % 16 == 0 } && (output?.address ?? 0) % 8 == 0 && (gate?.allowsVectors ?? true)
+    let aligned = arrays.allSatisfy { ($0?.address ?? 0) % 16 == 0 } && halves.allSatisfy { ($0?.address ?? 0) % 8 == 0 }
+      && (gate?.allowsVectors ?? true)
     let vector = dim % 4 == 0 && aligned ? 4 : 1
     let chunks = vector == 4 ? [1, 2, 4, 8, 16] : [2, 4, 8, 16, 32, 64]
     guard let j = chunks.first(where: { 32 * $0 * vector >= dim }) else {
@@ -211,7 +222,7 @@ extension CUDADevice {
                                gate: SiLUGate? = nil, y: DeviceArray<Float>? = nil, yBF16: DeviceArray<BFloat16>? = nil,
                                dropout: DropoutMask? = nil, mean: DeviceArray<Float>, rstd: DeviceArray<Float>,
                                rows: Int, dim: Int, eps: Float) throws {
-    try launch(layerNormKernel("layernorm_forward", dim: dim, [x, gamma, beta, y], bf16: yBF16, gate: gate),
+    try launch(layerNormKernel("layernorm_forward", dim: dim, [x, gamma, beta, y], bf16: [yBF16], gate: gate),
                grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
                [.pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0)] + (gate?.arguments ?? SiLUGate.absent)
                + [.pointer(y?.address ?? 0), .pointer(yBF16?.address ?? 0), .pointer(mean.address), .pointer(rstd.address),
@@ -220,8 +231,8 @@ extension CUDADevice {
 
   /// Backward of `layerNormForward` (with the same `dropout` and gate): dx overwritten, or added to
   /// when `accumulate`, and/or written as bf16 into `dxBF16`; dγ, dβ accumulated (+=); with a gate,
-  /// its `dPre` columns overwritten.
-  public func layerNormBackward(dy: DeviceArray<Float>, x: DeviceArray<Float>, gamma: DeviceArray<Float>? = nil,
+  /// its `dPre` columns overwritten. `dy` is fp32 or bf16.
+  public func layerNormBackward<DY>(dy: DeviceArray<DY>, x: DeviceArray<Float>, gamma: DeviceArray<Float>? = nil,
                                 beta: DeviceArray<Float>? = nil, gate: SiLUGate? = nil, dropout: DropoutMask? = nil,
                                 mean: DeviceArray<Float>, rstd: DeviceArray<Float>, dx: DeviceArray<Float>? = nil,
                                 dxBF16: DeviceArray<BFloat16>? = nil, accumulate: Bool = false,
@@ -229,7 +240,16 @@ extension CUDADevice {
                                 rows: Int, dim: Int) throws {
     guard !accumulate || dx != nil else { throw CUDAError.unsupported("layerNormBackward: accumulate needs dx") }
     guard gate == nil || gate?.dPre != nil else { throw CUDAError.unsupported("layerNormBackward: a gate needs dPre") }
-    try launch(layerNormKernel("layernorm_backward", dim: dim, [dy, x, gamma, beta, dx], bf16: dxBF16, gate: gate),
+    let kernel: CUDAFunction
+    switch dy {
+    case let dy as DeviceArray<Float>:
+      kernel = try layerNormKernel("layernorm_backward", dim: dim, [dy, x, gamma, beta, dx], bf16: [dxBF16], gate: gate)
+    case let dy as DeviceArray<BFloat16>:
+      kernel = try layerNormKernel("layernorm_backward_bf16", dim: dim, [x, gamma, beta, dx], bf16: [dy, dxBF16], gate: gate)
+    default:
+      throw CUDAError.unsupported("layerNormBackward: dy of type \(DY.self)")
+    }
+    try launch(kernel,
                grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1), sharedBytes: gamma == nil ? 0 : 8 * dim,
                [.pointer(dy.address), .pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0)]
                + (gate?.arguments ?? SiLUGate.absent)
