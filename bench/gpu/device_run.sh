@@ -11,7 +11,6 @@
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
-# ncu-mem, ncu-mem3 (DRAM bytes and throughput, occupancy, L2 hits of the step's non-GEMM kernels, cfg2 or cfg3),
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), bench (ML-1M
 # training tokens/s of hstu-large and ultra-hstu), sasrec (ML-1M SASRec, the preset's epochs and patience),
 # timebias (hstu with rab^t on the embedded ml-latest-small, which has timestamps).
@@ -78,26 +77,6 @@ for spec in "$@"; do
           --metrics $STALLS,smsp__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__t_set_accesses_pipe_lsu_mem_global_op_red.sum,lts__t_sectors_op_red.sum \
           $exe gpu-bench $shape --repeats 3 --out /tmp/ncu-out
       done ;;
-    ncu-mem|ncu-mem3)   # memory behaviour of the step's element-wise, loss and attention kernels (cfg2, or cfg3): time, DRAM bytes and throughput, occupancy, L2 hits
-      n=${stage#ncu-mem}; n=${n:-2}; cfg=CFG$n
-      capped $bin-ncu-mem-cfg$n 150 /usr/local/cuda/bin/ncu --clock-control none --csv --print-units base \
-        --kernel-name regex:'layernorm|adamw|uvqk|loss_rows|loss_table|hstu_attention|bias_gradient' --launch-skip 60 --launch-count 40 \
-        --metrics gpu__time_duration.sum,dram__bytes.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,lts__t_sector_hit_rate.pct \
-        $exe gpu-bench step ${!cfg} --repeats 1 --gemm-size 0
-      python3 - $LOG/$bin-ncu-mem-cfg$n.txt <<'PY' | tee $LOG/$bin-ncu-mem-cfg$n-summary.md >> $LOG/summary.txt
-import collections, csv, sys
-rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
-head, rows = rows[0], rows[1:]
-k, name, value = head.index('Kernel Name'), head.index('Metric Name'), head.index('Metric Value')
-acc = collections.defaultdict(lambda: collections.defaultdict(list))
-for r in rows: acc[r[k].split('(')[0]][r[name]].append(float(r[value].replace(',', '')))
-print('| kernel | n | us | DRAM GB/s | DRAM % peak | warps active % | L2 hit % |')
-for kern, m in sorted(acc.items(), key=lambda kv: -sum(kv[1]['gpu__time_duration.sum'])):
-    t = m['gpu__time_duration.sum']; b = m['dram__bytes.sum']; avg = lambda x: sum(x) / len(x)
-    print('| %s | %d | %.1f | %.0f | %.1f | %.1f | %.1f |' % (kern, len(t), avg(t) / 1e3, sum(b) / sum(t), avg(m['dram__throughput.avg.pct_of_peak_sustained_elapsed']),
-          avg(m['sm__warps_active.avg.pct_of_peak_sustained_active']), avg(m['lts__t_sector_hit_rate.pct'])))
-PY
-      ;;
     attention-quick)   # the causal attention forward/backward at L = 4k and 16k only (a quick A/B of kernel changes)
       capped $bin-attention-quick 40 $exe gpu-bench --lengths 4096 16384 --masks causal --out /tmp/attention-quick
       grep -h "L=" $LOG/$bin-attention-quick.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
