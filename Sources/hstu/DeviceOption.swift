@@ -2,20 +2,30 @@ import ArgumentParser
 import Foundation
 import UltraHSTU
 
-/// `--device cpu|cuda`, shared by the commands that train or evaluate.
+/// `--device cpu|cuda` and `--gpu-memory`, shared by the commands that train or evaluate.
 struct DeviceOption: ParsableArguments {
   @Option(help: "Compute device: cpu, or cuda (the first NVIDIA GPU).")
   var device = "cpu"
 
+  @Option(help: ArgumentHelp("GiB of GPU memory reserved for the CUDA arena (--device cuda): parameters, optimizer state, "
+                             + "activations and scratch live in it.", valueName: "GiB"))
+  var gpuMemory = 8
+
   func validate() throws {
     guard ["cpu", "cuda"].contains(device) else { throw ValidationError("unknown --device \(device); expected cpu or cuda") }
+    guard gpuMemory >= 1 else { throw ValidationError("--gpu-memory must be at least 1 GiB, got \(gpuMemory)") }
   }
 
   /// The engine for `model`: nil (train in this process on the CPU) or the first GPU.
   func engine(model: RetrievalModel, train: TrainConfig) throws -> TrainingEngine? {
     guard device == "cuda" else { return nil }
-    let gpu = try CUDADevice(arenaBytes: 8 << 30)
+    let gpu = try CUDADevice(arenaBytes: gpuMemory << 30)
     FileHandle.standardError.write("device: \(gpu.name)\n".data(using: .utf8)!)
-    return try CUDAEngine(model: model, train: train, device: gpu)
+    do {
+      return try CUDAEngine(model: model, train: train, device: gpu)
+    } catch let error as CUDAError {
+      guard case .arenaExhausted = error else { throw error }
+      throw ValidationError("\(error.description): the model and its batches need more than --gpu-memory \(gpuMemory) GiB")
+    }
   }
 }
