@@ -21,11 +21,6 @@ struct DeviceOption: ParsableArguments {
     guard device == "cuda" else { return nil }
     let gpu = try CUDADevice(arenaBytes: gpuMemory << 30)
     FileHandle.standardError.write("device: \(gpu.name)\n".data(using: .utf8)!)
-    do {
-      return try CUDAEngine(model: model, train: train, device: gpu)
-    } catch let error as CUDAError {
-      guard case .arenaExhausted = error else { throw error }
-      throw ValidationError("\(error.description): the model and its batches need more than --gpu-memory \(gpuMemory) GiB")
-    }
+    return try CUDAEngine(model: model, train: train, device: gpu)
   }
 }

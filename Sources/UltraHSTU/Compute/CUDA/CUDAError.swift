@@ -36,7 +36,8 @@ public enum CUDAError: Error, CustomStringConvertible {
     case let .cublas(call, code):
       return "cuBLASLt: \(call) failed with status \(code)"
     case let .arenaExhausted(requested, used, capacity):
-      return "CUDA arena: cannot allocate \(requested) bytes (\(used) of \(capacity) in use)"
+      return "CUDA arena: cannot allocate \(requested) bytes (\(used) of \(capacity) in use); the arena is sized when the device "
+        + "is opened (hstu: --gpu-memory GiB)"
     case let .unsupported(what):
       return "CUDA: unsupported: \(what)"
     }
