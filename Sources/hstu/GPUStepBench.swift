@@ -36,6 +36,13 @@ struct GPUStepBench: ParsableCommand {
   var attentionForward: AttentionKernel = .automatic
   @Option(help: "Attention backward kernel: \(AttentionKernel.allCases.map(\.rawValue).joined(separator: ", ")).")
   var attentionBackward: AttentionKernel = .automatic
+  @Option(help: ArgumentHelp("GiB reserved for the CUDA arena (large for large --items; a profiler that replays kernels "
+                             + "saves and restores all of it on every pass).", valueName: "GiB"))
+  var gpuMemory = 100
+
+  func validate() throws {
+    guard gpuMemory >= 1 else { throw ValidationError("--gpu-memory must be at least 1 GiB, got \(gpuMemory)") }
+  }
 
   func run() throws {
     var config = ModelConfig(kind: .hstu, embeddingDim: dim, layers: layers, heads: heads, attentionDim: headDim, linearDim: headDim,
@@ -45,7 +52,7 @@ struct GPUStepBench: ParsableCommand {
     config.mask = mask
     var train = TrainConfig()
     train.negatives = negatives
-    let device = try CUDADevice(arenaBytes: 100 << 30)
+    let device = try CUDADevice(arenaBytes: gpuMemory << 30)
     device.attentionForwardKernel = attentionForward
     device.attentionBackwardKernel = attentionBackward
     let model = SequentialModel(config: config, itemCount: items, seed: 3)
