@@ -11,6 +11,7 @@
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
+# ncu-elementwise (ncu sections of the LayerNorm, split/merge and loss kernels of cfg2; added after the seventh session's calls, not yet run),
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), bench (ML-1M
 # training tokens/s of hstu-large and ultra-hstu), sasrec (ML-1M SASRec, the preset's epochs and patience),
 # timebias (hstu with rab^t on the embedded ml-latest-small, which has timestamps).
@@ -77,6 +78,11 @@ for spec in "$@"; do
           --metrics $STALLS,smsp__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__t_set_accesses_pipe_lsu_mem_global_op_red.sum,lts__t_sectors_op_red.sum \
           $exe gpu-bench $shape --repeats 3 --out /tmp/ncu-out
       done ;;
+    ncu-elementwise)   # LayerNorm, split/merge and loss kernels of the 16-layer step under ncu (throughput, memory, warp-stall reasons); a 16 GiB arena keeps kernel replay cheap
+      capped $bin-ncu-elementwise 200 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:'layernorm|uvqk|loss_rows|loss_table' \
+        --launch-skip 40 --launch-count 8 --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+        --metrics $STALLS,dram__bytes.sum,lts__t_sector_hit_rate.pct,smsp__inst_executed.sum \
+        $exe gpu-bench step $CFG2 --repeats 1 --gemm-size 0 --gpu-memory 16 ;;
     attention-quick)   # the causal attention forward/backward at L = 4k and 16k only (a quick A/B of kernel changes)
       capped $bin-attention-quick 40 $exe gpu-bench --lengths 4096 16384 --masks causal --out /tmp/attention-quick
       grep -h "L=" $LOG/$bin-attention-quick.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
