@@ -13,7 +13,7 @@ struct DeviceOption: ParsableArguments {
 
   func validate() throws {
     guard ["cpu", "cuda"].contains(device) else { throw ValidationError("unknown --device \(device); expected cpu or cuda") }
-    guard gpuMemory >= 1 else { throw ValidationError("--gpu-memory must be at least 1 GiB, got \(gpuMemory)") }
+    try validateGPUMemory(gpuMemory)
   }
 
   /// The engine for `model`: nil (train in this process on the CPU) or the first GPU.
@@ -23,4 +23,9 @@ struct DeviceOption: ParsableArguments {
     FileHandle.standardError.write("device: \(gpu.name)\n".data(using: .utf8)!)
     return try CUDAEngine(model: model, train: train, device: gpu)
   }
+}
+
+/// The check of every `--gpu-memory GiB` option (the arena size in GiB).
+func validateGPUMemory(_ gib: Int) throws {
+  guard gib >= 1 else { throw ValidationError("--gpu-memory must be at least 1 GiB, got \(gib)") }
 }

@@ -41,7 +41,7 @@ struct GPUStepBench: ParsableCommand {
   var gpuMemory = 100
 
   func validate() throws {
-    guard gpuMemory >= 1 else { throw ValidationError("--gpu-memory must be at least 1 GiB, got \(gpuMemory)") }
+    try validateGPUMemory(gpuMemory)
   }
 
   func run() throws {

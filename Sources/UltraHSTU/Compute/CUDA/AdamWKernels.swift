@@ -13,11 +13,10 @@ enum AdamWKernels {
   static let source = CUDAPrelude.source + #"""
 struct AdamWArgs { float lr, beta1, beta2, eps, weightDecay, bias1, bias2; };
 
-__device__ __forceinline__ float adamw_update(float& p, float g, float& m, float& v, const AdamWArgs& a) {
+__device__ __forceinline__ void adamw_update(float& p, float g, float& m, float& v, const AdamWArgs& a) {
   m = a.beta1 * m + (1.f - a.beta1) * g;
   v = a.beta2 * v + (1.f - a.beta2) * g * g;
   p = p * (1.f - a.lr * a.weightDecay) - a.lr * (m / a.bias1) / (sqrtf(v / a.bias2) + a.eps);
-  return p;
 }
 
 /// Values [V·i, V·i + V) for i in a grid-stride loop; count is a multiple of V.
