@@ -538,7 +538,9 @@ struct ParityChecker {
     let gpuLoss = try device.download(gl).reduce(0, +) / Float(rows)
     record("sampled softmax loss (L2-norm, T=0.05, hits masked)", [gpuLoss], [loss], tolerance: 1e-4)
     record("sampled softmax d user", try device.download(gdu), du, tolerance: 1e-3)
-    record("sampled softmax d items", try device.download(gdi), di, tolerance: 1e-3)
+    // The table gradient sums bf16 copies of the user rows (fp32 accumulation): 2e-3 at worst in 20
+    // random draws of this shape (numpy), so the bf16 tolerance of the other checks.
+    record("sampled softmax d items (bf16 user rows)", try device.download(gdi), di, tolerance: 4e-3)
   }
 
   // MARK: AdamW
