@@ -510,7 +510,8 @@ struct ParityChecker {
     let mark = device.arena.mark()
     defer { device.arena.release(to: mark) }
     let rows = 257, dim = 64, itemCount = 50, negatives = 40, temperature: Float = 0.05
-    let user = randoms(rows * dim), items = randoms((itemCount + 1) * dim)
+    // The kernel reads the table in bf16: the CPU gets the same bf16-exact values.
+    let user = randoms(rows * dim), items = randoms((itemCount + 1) * dim).map { BFloat16($0).float }
     stream += 1
     let s = stream
     let positives = (0..<rows).map { Int32(1 + random.below(itemCount, stream: s, counter: UInt64($0))) }
@@ -529,7 +530,7 @@ struct ParityChecker {
     CPUOps.l2NormalizeBackward(duh, uh, norms: un, &du, rows: rows, dim: dim)
     CPUOps.l2NormalizeBackward(dih, ih, norms: inorm, &di, rows: itemCount + 1, dim: dim)
     // GPU: the fused kernel.
-    let gu = try device.array(user), gi = try device.array(items), gp = try device.array(positives), gn = try device.array(negativeIds)
+    let gu = try device.array(user), gi = try device.array(items.map(BFloat16.init)), gp = try device.array(positives), gn = try device.array(negativeIds)
     let gw = try device.array([Float](repeating: 1, count: rows)), gl = try device.allocate(Float.self, count: rows)
     let gdu = try device.allocate(Float.self, count: rows * dim), gdi = try device.array([Float](repeating: 0, count: (itemCount + 1) * dim))
     try device.sampledSoftmaxLoss(user: gu, table: gi, positives: gp, negatives: gn, weights: gw, weightSum: Float(rows), loss: gl,

@@ -161,7 +161,7 @@ public final class CUDAModel {
     if !allRowsSupervised {
       try device.embeddingGather(table: output, ids: supervisedRows, rows: s, out: user, dim: d)
     }
-    try device.sampledSoftmaxLoss(user: user, table: parameters.values.slice(itemEmbedding), positives: labels, negatives: negs,
+    try device.sampledSoftmaxLoss(user: user, table: parameters.valuesBF16.slice(itemEmbedding), positives: labels, negatives: negs,
                                   weights: ones.prefix(s), weightSum: Float(s), loss: rowLoss.prefix(s),
                                   dUser: allRowsSupervised ? dOutput : dSupervised,
                                   dTable: parameters.gradients.slice(itemEmbedding), rows: s, dim: d, numNegatives: r,

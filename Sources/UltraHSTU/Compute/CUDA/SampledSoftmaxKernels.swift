@@ -1,7 +1,8 @@
 /// Sampled-softmax retrieval loss with L2-normalised embeddings, forward and backward.
 ///
 /// Row r with weight w_r (0 = not supervised): û = u_r/‖u_r‖, ê_c = E[c]/‖E[c]‖ (norms clamped to
-/// at least eps), logits z_0 = û·ê_pos / T and z_k = û·ê_neg_k / T, where a negative equal to the
+/// at least eps; E is the bf16 copy of the item table that AdamW rewrites each step, as autocast
+/// would feed these products, so a candidate row costs 2·dim bytes), logits z_0 = û·ê_pos / T and z_k = û·ê_neg_k / T, where a negative equal to the
 /// positive gets z_k = −5·10⁴ (accidental hit); loss_r = logsumexp(z) − z_0.
 /// Loss = Σ w_r loss_r / Σ w_r. Gradients with g_rk = (softmax(z_r)_k − [k = 0]) · w_r / (T Σ w)
 /// (0 for accidental hits):
@@ -97,7 +98,7 @@ constexpr int ROW_MIN_BLOCKS = J * V <= 8 ? 7 : 1;
 /// userh[r] = u_r in bf16 (every row, supervised or not).
 /// Shared: z [R + 1], the warps' a [ROW_WARPS·D], û [D], ê_0 [D], m and s [ROW_WARPS each], 32 scratch.
 extern "C" __global__ void __launch_bounds__(ROW_WARPS * 32, ROW_MIN_BLOCKS)
-loss_rows(const float* __restrict__ user, const float* __restrict__ table,
+loss_rows(const float* __restrict__ user, const bf16_t* __restrict__ table,
     const int* __restrict__ positives, const int* __restrict__ negatives, const float* __restrict__ weights,
     float* __restrict__ loss, float* __restrict__ duser, float* __restrict__ coef, int* __restrict__ counts,
     bf16_t* __restrict__ userh, int R, float temperature, float eps, float gradScale) {
@@ -292,7 +293,7 @@ extern "C" __global__ void loss_scatter(const int* __restrict__ positives, const
 /// One warp per item c with candidates: S_c = Σ_bucket coef · u_r (fp32 user rows, G in flight),
 /// then dtable[c] += (S_c − ê_c (ê_c·S_c)) / ‖E[c]‖. 8 warps per block.
 extern "C" __global__ void __launch_bounds__(256, 2)
-loss_table_gradient(const bf16_t* __restrict__ user, const float* __restrict__ table,
+loss_table_gradient(const bf16_t* __restrict__ user, const bf16_t* __restrict__ table,
     const int* __restrict__ start, const int2* __restrict__ bucket, float* __restrict__ dtable, int n, float eps) {
   grid_dependency_wait();
   constexpr int G = ITEM_G;
@@ -346,18 +347,22 @@ loss_table_gradient(const bf16_t* __restrict__ user, const float* __restrict__ t
 }
 
 extension CUDADevice {
-  /// The widest float vector (4, 2 or 1 columns) that divides `dim` and to which every address is aligned.
-  static func lossVectorWidth(dim: Int, _ addresses: [CUdeviceptr]) -> Int {
+  /// The widest vector (4, 2 or 1 columns) that divides `dim` and to which every address is aligned
+  /// (`floats` at 4 bytes a column, `bf16s` at 2).
+  static func lossVectorWidth(dim: Int, floats: [CUdeviceptr], bf16s: [CUdeviceptr]) -> Int {
     var v = 4
-    while v > 1 && (dim % v != 0 || addresses.contains { $0 % CUdeviceptr(4 * v) != 0 }) { v /= 2 }
+    while v > 1 && (dim % v != 0 || floats.contains { $0 % CUdeviceptr(4 * v) != 0 } || bf16s.contains { $0 % CUdeviceptr(2 * v) != 0 }) {
+      v /= 2
+    }
     return v
   }
 
-  /// Per-row losses (`loss[r]`, 0 where weight is 0), dUser (overwritten) and dTable (accumulated).
-  /// The returned gradients are those of Σ w_r loss_r / Σ w_r; pass that `weightSum`.
+  /// Per-row losses (`loss[r]`, 0 where weight is 0), dUser (overwritten) and dTable (accumulated, fp32).
+  /// `table` is the bf16 copy of the item embeddings. The returned gradients are those of
+  /// Σ w_r loss_r / Σ w_r; pass that `weightSum`.
   /// Scratch (coefficients, buckets, counts, the bf16 user rows: about 12·rows·(1 + R) + 2·rows·dim +
   /// 8·items bytes) comes from the arena and is released before returning.
-  public func sampledSoftmaxLoss(user: DeviceArray<Float>, table: DeviceArray<Float>, positives: DeviceArray<Int32>,
+  public func sampledSoftmaxLoss(user: DeviceArray<Float>, table: DeviceArray<BFloat16>, positives: DeviceArray<Int32>,
                                  negatives: DeviceArray<Int32>, weights: DeviceArray<Float>, weightSum: Float,
                                  loss: DeviceArray<Float>, dUser: DeviceArray<Float>, dTable: DeviceArray<Float>,
                                  rows: Int, dim: Int, numNegatives: Int, temperature: Float, eps: Float = 1e-6) throws {
@@ -371,7 +376,7 @@ extension CUDADevice {
     let tileSums = try allocate(Int32.self, count: tiles), start = try allocate(Int32.self, count: items + 1)
     let bucket = try allocate(Int32.self, count: 2 * entries), userBF16 = try allocate(BFloat16.self, count: rows * dim)
 
-    let vector = Self.lossVectorWidth(dim: dim, [user.address, table.address, dTable.address])
+    let vector = Self.lossVectorWidth(dim: dim, floats: [user.address, dTable.address], bf16s: [table.address])
     let m = try module("sampled_softmax", source: SampledSoftmaxKernels.source, defines: ["LOSS_DIM": dim, "LOSS_VEC": vector])
     try fill(counts)
     let rowShared = 4 * (6 * dim + 8 + 32 + (1 + numNegatives))
