@@ -11,6 +11,7 @@
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
+# ncu-loss (the loss kernels of cfg2 and cfg3 under ncu),
 # ncu-elementwise (ncu sections of the LayerNorm, split/merge and loss kernels of cfg2; added after the seventh session's calls, not yet run),
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), bench (ML-1M
 # training tokens/s of hstu-large and ultra-hstu), sasrec (ML-1M SASRec, the preset's epochs and patience),
@@ -83,6 +84,16 @@ for spec in "$@"; do
         --launch-skip 40 --launch-count 8 --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
         --metrics $STALLS,dram__bytes.sum,lts__t_sector_hit_rate.pct,smsp__inst_executed.sum \
         $exe gpu-bench step $CFG2 --repeats 1 --gemm-size 0 --gpu-memory 16 ;;
+    ncu-loss)   # the sampled-softmax loss kernels of one cfg2 and one cfg3 step under ncu (time, DRAM bytes, L2 hit rate, occupancy, warp-stall reasons)
+      for n in 2 3; do
+        cfg=CFG$n
+        capped $bin-ncu-loss-cfg$n 90 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:'loss_(rows|table|scatter)' \
+          --launch-skip 6 --launch-count 3 --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+          --metrics $STALLS,gpu__time_duration.sum,dram__bytes.sum,lts__t_sector_hit_rate.pct,smsp__inst_executed.sum \
+          $exe gpu-bench step ${!cfg} --repeats 1 --gemm-size 0 --gpu-memory 16
+        grep -E '^  [a-z_]+.*\(|Duration|dram__bytes.sum|lts__t_sector_hit_rate|Registers Per|Achieved Occupancy|Theoretical Occupancy|long_scoreboard|DRAM Throughput' \
+          $LOG/$bin-ncu-loss-cfg$n.txt | sed "s/^/$bin cfg$n: /" >> $LOG/summary.txt
+      done ;;
     attention-quick)   # the causal attention forward/backward at L = 4k and 16k only (a quick A/B of kernel changes)
       capped $bin-attention-quick 40 $exe gpu-bench --lengths 4096 16384 --masks causal --out /tmp/attention-quick
       grep -h "L=" $LOG/$bin-attention-quick.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
