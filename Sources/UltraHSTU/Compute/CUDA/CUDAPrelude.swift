@@ -26,11 +26,14 @@ __device__ __forceinline__ float sigmoidf_exact(float x) { return 1.0f / (1.0f +
 __device__ __forceinline__ float silu_exact(float x) { return x * sigmoidf_exact(x); }
 __device__ __forceinline__ float silu_grad(float x) { const float s = sigmoidf_exact(x); return s * (1.f + x * (1.f - s)); }
 
-/// N consecutive floats at p (N = 1, 2 or 4; p aligned to 4·N bytes) to and from registers, in
-/// one access.
+/// N consecutive floats at p (N = 1, 2, 4 or 8; p aligned to 4·min(N, 4) bytes) to and from
+/// registers, in one access (two for N = 8).
 template <int N> __device__ __forceinline__ void load_vec(const float* p, float (&o)[N]) {
-  if constexpr (N == 4) {
-    const float4 t = *(const float4*)p; o[0] = t.x; o[1] = t.y; o[2] = t.z; o[3] = t.w;
+  if constexpr (N % 4 == 0) {
+    #pragma unroll
+    for (int q = 0; q < N / 4; ++q) {
+      const float4 t = ((const float4*)p)[q]; o[4 * q] = t.x; o[4 * q + 1] = t.y; o[4 * q + 2] = t.z; o[4 * q + 3] = t.w;
+    }
   } else if constexpr (N == 2) {
     const float2 t = *(const float2*)p; o[0] = t.x; o[1] = t.y;
   } else {
@@ -48,8 +51,10 @@ template <int N> __device__ __forceinline__ void load_bf16_vec(const bf16_t* p, 
   }
 }
 template <int N> __device__ __forceinline__ void store_vec(float* p, const float (&o)[N]) {
-  if constexpr (N == 4) *(float4*)p = make_float4(o[0], o[1], o[2], o[3]);
-  else if constexpr (N == 2) *(float2*)p = make_float2(o[0], o[1]);
+  if constexpr (N % 4 == 0) {
+    #pragma unroll
+    for (int q = 0; q < N / 4; ++q) ((float4*)p)[q] = make_float4(o[4 * q], o[4 * q + 1], o[4 * q + 2], o[4 * q + 3]);
+  } else if constexpr (N == 2) *(float2*)p = make_float2(o[0], o[1]);
   else *p = o[0];
 }
 
