@@ -84,6 +84,8 @@ struct ParityChecker {
       try checkLayerNorm(affine: false, gated: true, dim: dim)
       try checkLayerNorm(affine: false, gated: false, bf16Gradient: true, dim: dim)
       try checkLayerNorm(affine: false, gated: true, bf16Gradient: true, dim: dim)
+      try checkLayerNorm(affine: false, gated: true, bf16Gradient: true, dropout: true, dim: dim)
+      try checkLayerNorm(affine: true, gated: false, dropout: true, dim: dim)
     }
     try checkElementwise()
     try checkEmbedding()
@@ -347,28 +349,39 @@ struct ParityChecker {
 
   /// LayerNorm (plain, affine, or gated as in HSTU: y = SiLU(pre_u) ⊙ LayerNorm(x), with pre_u the
   /// first `dim` columns of a wider bf16 `pre`, and dL/dpre_u written into those columns of dPre);
-  /// with `bf16Gradient` the backward takes dy in bf16 (the CPU the same bf16-exact values).
-  mutating func checkLayerNorm(affine: Bool, gated: Bool, bf16Gradient: Bool = false, dim: Int) throws {
+  /// with `bf16Gradient` the backward takes dy in bf16 (the CPU the same bf16-exact values); with
+  /// `dropout` the output goes through dropout (rate 0.2) and dy through the same mask.
+  mutating func checkLayerNorm(affine: Bool, gated: Bool, bf16Gradient: Bool = false, dropout: Bool = false, dim: Int) throws {
     let mark = device.arena.mark()
     defer { device.arena.release(to: mark) }
     let rows = 333, eps: Float = 1e-6, count = rows * dim, stride = dim + 4
     let x = randoms(count, scale: 2), dy = randoms(count).map { bf16Gradient ? BFloat16($0).float : $0 }
+    let mask = dropout ? DropoutMask(rate: 0.2, seed: 77, stream: 7) : nil
+    /// The CPU's dropout with `mask` (the identity without).
+    func dropped(_ v: [Float]) -> [Float] {
+      guard let mask else { return v }
+      var out = v
+      CPUOps.dropoutForward(v, &out, count: v.count, p: mask.rate, random: CounterRandom(seed: mask.seed), stream: mask.stream)
+      return out
+    }
+    let dyKept = dropped(dy)
     let gamma = affine ? randoms(dim) : [], beta = affine ? randoms(dim) : []
     let pre = gated ? randoms(rows * stride, scale: 2).map { BFloat16($0).float } : []
     let preU = gated ? (0..<count).map { pre[($0 / dim) * stride + $0 % dim] } : []
     // CPU: LayerNorm, then (gated) the product with u = SiLU(pre_u), and dpre_u through SiLU.
     var n = [Float](repeating: 0, count: count), mean = [Float](repeating: 0, count: rows), rstd = mean
-    var y = n, dx = n, du = n, dn = dy, u = n, dPreU = n
+    var y = n, dx = n, du = n, dn = dyKept, u = n, dPreU = n
     var dg = [Float](repeating: 0, count: dim), db = dg
     CPUOps.layerNormForward(x, &n, mean: &mean, rstd: &rstd, gamma: affine ? gamma : nil, beta: affine ? beta : nil, rows: rows, dim: dim, eps: eps)
     if gated {
       CPUOps.siluForward(preU, &u, count: count)
       CPUOps.mulForward(u, n, &y, count: count)
-      CPUOps.mulBackward(dy, u, n, &du, &dn, count: count)
+      CPUOps.mulBackward(dyKept, u, n, &du, &dn, count: count)
       CPUOps.siluBackward(du, preU, &dPreU, count: count)
     } else {
       y = n
     }
+    y = dropped(y)
     if affine {
       CPUOps.layerNormBackward(dn, x, mean: mean, rstd: rstd, gamma: gamma, &dx, dgamma: &dg, dbeta: &db, rows: rows, dim: dim)
     } else {
@@ -385,15 +398,16 @@ struct ParityChecker {
       gate = SiLUGate(pre: try device.array(pre.map(BFloat16.init)), stride: stride, dPre: try device.allocate(BFloat16.self, count: rows * stride))
       try device.fill(gate!.dPre!, word: 0x7FC0_7FC0)
     }
-    try device.layerNormForward(x: gx, gamma: gg, beta: gb, gate: gate, y: gy, mean: gmean, rstd: grstd, rows: rows, dim: dim, eps: eps)
+    try device.layerNormForward(x: gx, gamma: gg, beta: gb, gate: gate, y: gy, dropout: mask, mean: gmean, rstd: grstd,
+                                rows: rows, dim: dim, eps: eps)
     func backward<DY>(_ gdy: DeviceArray<DY>) throws {
-      try device.layerNormBackward(dy: gdy, x: gx, gamma: gg, beta: gb, gate: gate, mean: gmean, rstd: grstd, dx: gdx,
+      try device.layerNormBackward(dy: gdy, x: gx, gamma: gg, beta: gb, gate: gate, dropout: mask, mean: gmean, rstd: grstd, dx: gdx,
                                    dGamma: affine ? gdg : nil, dBeta: affine ? gdb : nil, rows: rows, dim: dim)
     }
     if bf16Gradient { try backward(try device.array(dy.map(BFloat16.init))) } else { try backward(try device.array(dy)) }
     try device.synchronize()
     let label = (gated ? "LayerNorm(o)·SiLU(pre_u)" : (affine ? "LayerNorm affine" : "LayerNorm")) + " dim \(dim)"
-      + (bf16Gradient ? ", bf16 dy" : "")
+      + (bf16Gradient ? ", bf16 dy" : "") + (dropout ? ", dropout 0.2" : "")
     record("\(label) forward", try device.download(gy), y, tolerance: 1e-5)
     record("\(label) dx", try device.download(gdx), dx, tolerance: 1e-4)
     if affine {

@@ -12,7 +12,7 @@
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
 # ncu-loss (the loss kernels of cfg2 and cfg3 under ncu),
-# ncu-elementwise (ncu sections of the LayerNorm, split/merge and loss kernels of cfg2; added after the seventh session's calls, not yet run),
+# ncu-elementwise (ncu sections of the LayerNorm and split/merge kernels of cfg2, forward and backward),
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), bench (ML-1M
 # training tokens/s of hstu-large and ultra-hstu), sasrec (ML-1M SASRec, the preset's epochs and patience),
 # timebias (hstu with rab^t on the embedded ml-latest-small, which has timestamps).
@@ -79,11 +79,15 @@ for spec in "$@"; do
           --metrics $STALLS,smsp__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__t_set_accesses_pipe_lsu_mem_global_op_red.sum,lts__t_sectors_op_red.sum \
           $exe gpu-bench $shape --repeats 3 --out /tmp/ncu-out
       done ;;
-    ncu-elementwise)   # LayerNorm, split/merge and loss kernels of the 16-layer step under ncu (throughput, memory, warp-stall reasons); a 16 GiB arena keeps kernel replay cheap
-      capped $bin-ncu-elementwise 200 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:'layernorm|uvqk|loss_rows|loss_table' \
-        --launch-skip 40 --launch-count 8 --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
-        --metrics $STALLS,dram__bytes.sum,lts__t_sector_hit_rate.pct,smsp__inst_executed.sum \
-        $exe gpu-bench step $CFG2 --repeats 1 --gemm-size 0 --gpu-memory 16 ;;
+    ncu-elementwise)   # LayerNorm and split/merge kernels of the 16-layer step under ncu, forward and backward (time, instructions, DRAM, warp-stall reasons); a 16 GiB arena keeps kernel replay cheap
+      for part in forward:'layernorm_forward|uvqk_split' backward:'layernorm_backward|uvqk_merge'; do
+        capped $bin-ncu-elementwise-${part%%:*} 100 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:"${part#*:}" \
+          --launch-skip 40 --launch-count 6 --section SpeedOfLight --section Occupancy --section WarpStateStats \
+          --metrics $STALLS,dram__bytes.sum,smsp__inst_executed.sum \
+          $exe gpu-bench step $CFG2 --repeats 1 --gemm-size 0 --gpu-memory 16
+        grep -E '^  [a-z_0-9]+.*\(|Duration|smsp__inst_executed.sum|DRAM Throughput|Compute \(SM\) Throughput' \
+          $LOG/$bin-ncu-elementwise-${part%%:*}.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
+      done ;;
     ncu-loss)   # the sampled-softmax loss kernels of one cfg2 and one cfg3 step under ncu (time, DRAM bytes, L2 hit rate, occupancy, warp-stall reasons)
       for n in 2 3; do
         cfg=CFG$n

@@ -1,6 +1,6 @@
 /// CUDA C shared by every kernel family: bf16 conversions, the wait for the previous kernel
 /// (programmatic dependent launch), tensor-core fragments (ldmatrix, mma.sync), asynchronous copies
-/// and the counter-based random generator. Written against no header at all, so NVRTC needs
+/// and the counter-based random generator with the dropout built on it. Written against no header at all, so NVRTC needs
 /// nothing from the toolkit's include folder.
 enum CUDAPrelude {
   static let source = #"""
@@ -20,8 +20,9 @@ __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
 __device__ __forceinline__ float sigmoidf_fast(float x) {
   float t; asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(0.5f * x)); return fmaf(0.5f, t, 0.5f);
 }
-/// The exact-rounding sigmoid for fp32 ops checked to 1e-5 against the CPU.
-__device__ __forceinline__ float sigmoidf_exact(float x) { return 1.0f / (1.0f + __expf(-x)); }
+/// The accurate sigmoid (ex2.approx and rcp.approx, a few ulp) for fp32 ops checked to 1e-5 against
+/// the CPU; __fdividef skips the IEEE division's refinement and slow path (1/inf is still 0).
+__device__ __forceinline__ float sigmoidf_exact(float x) { return __fdividef(1.0f, 1.0f + __expf(-x)); }
 /// SiLU and its derivative σ(x)(1 + x(1 − σ(x))) with the exact sigmoid.
 __device__ __forceinline__ float silu_exact(float x) { return x * sigmoidf_exact(x); }
 __device__ __forceinline__ float silu_grad(float x) { const float s = sigmoidf_exact(x); return s * (1.f + x * (1.f - s)); }
@@ -99,10 +100,22 @@ __device__ __forceinline__ u64 mix64(u64 z) {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
-__device__ __forceinline__ float counter_unit(u64 seed, u64 stream, u64 counter) {
-  u64 bits = mix64(mix64(seed ^ mix64(stream)) + counter);
-  return (float)(bits >> 40) * (1.0f / 16777216.0f);
-}
+/// Dropout with the package's counter-based mask (CPUOps.dropoutForward): element `index` is kept
+/// when CounterRandom.unit(stream, index) ≥ rate, that is when the top 24 bits of its draw reach
+/// ⌈rate·2²⁴⌉ (an exact integer test), and then scaled by 1/(1 − rate). The per-(seed, stream) key
+/// is mixed once, so an element costs one mix64.
+struct Dropout {
+  u64 key;
+  u32 threshold;
+  float scale;
+  bool active;
+  __device__ __forceinline__ Dropout(float rate, u64 seed, u64 stream)
+      : key(mix64(seed ^ mix64(stream))), threshold((u32)ceilf(rate * 16777216.0f)), scale(1.0f / (1.0f - rate)),
+        active(rate > 0.f) {}
+  __device__ __forceinline__ float operator()(float value, u64 index) const {
+    return !active ? value : (u32)(mix64(key + index) >> 40) >= threshold ? value * scale : 0.f;
+  }
+};
 
 /// Sum over the warp (float or int); every lane gets it.
 template <typename T> __device__ __forceinline__ T warp_sum(T x) {

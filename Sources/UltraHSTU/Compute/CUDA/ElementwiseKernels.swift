@@ -25,9 +25,9 @@ extern "C" __global__ void silu_backward(const float* __restrict__ x, const floa
 extern "C" __global__ void dropout_apply(const float* __restrict__ x, const float* __restrict__ residual, float* __restrict__ y,
     bf16_t* __restrict__ yBF16, long long count, float rate, u64 seed, u64 stream) {
   grid_dependency_wait();
-  const float scale = 1.f / (1.f - rate);
+  const Dropout drop(rate, seed, stream);
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
-    float value = counter_unit(seed, stream, (u64)i) >= rate ? x[i] * scale : 0.f;
+    float value = drop(x[i], (u64)i);
     if (residual) value += residual[i];
     if (y) y[i] = value;
     if (yBF16) yBF16[i] = float_to_bf16(value);
@@ -37,20 +37,20 @@ extern "C" __global__ void dropout_apply(const float* __restrict__ x, const floa
 extern "C" __global__ void relu_dropout_forward(float* __restrict__ x, bf16_t* __restrict__ z, long long count,
     float rate, u64 seed, u64 stream) {
   grid_dependency_wait();
-  const float scale = 1.f / (1.f - rate);
+  const Dropout drop(rate, seed, stream);
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
     const float y = fmaxf(x[i], 0.f);
     x[i] = y;
-    z[i] = float_to_bf16(counter_unit(seed, stream, (u64)i) >= rate ? y * scale : 0.f);
+    z[i] = float_to_bf16(drop(y, (u64)i));
   }
 }
 /// dx = [y > 0] · Dropout(dz), in fp32 (in place on dz allowed) and bf16.
 extern "C" __global__ void relu_dropout_backward(const float* dz, const float* __restrict__ y, float* dx,
     bf16_t* __restrict__ dxBF16, long long count, float rate, u64 seed, u64 stream) {
   grid_dependency_wait();
-  const float scale = 1.f / (1.f - rate);
+  const Dropout drop(rate, seed, stream);
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < count; i += (long long)gridDim.x * blockDim.x) {
-    const float g = y[i] > 0.f && counter_unit(seed, stream, (u64)i) >= rate ? dz[i] * scale : 0.f;
+    const float g = y[i] > 0.f ? drop(dz[i], (u64)i) : 0.f;
     dx[i] = g;
     dxBF16[i] = float_to_bf16(g);
   }

@@ -23,10 +23,6 @@ enum LayerNormKernels {
   static let source = CUDAPrelude.source + #"""
 #define ROWS_PER_BLOCK 8
 
-__device__ __forceinline__ float dropout_keep(float value, float rate, u64 seed, u64 stream, size_t index) {
-  return rate > 0.f ? (counter_unit(seed, stream, (u64)index) >= rate ? value / (1.f - rate) : 0.f) : value;
-}
-
 /// V values of an fp32 or a bf16 row as floats (one access).
 template <int V> __device__ __forceinline__ void load_floats(const float* p, float (&o)[V]) { load_vec(p, o); }
 template <int V> __device__ __forceinline__ void load_floats(const bf16_t* p, float (&o)[V]) { load_bf16_vec(p, o); }
@@ -47,6 +43,7 @@ __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__
   const int row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (row >= rows) return;
   const size_t base = (size_t)row * dim;
+  const Dropout drop(rate, seed, stream);
   float xv[J][V], s = 0.f;
   #pragma unroll
   for (int j = 0; j < J; ++j) {
@@ -79,7 +76,7 @@ __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__
     for (int i = 0; i < V; ++i) {
       float n = (xv[j][i] - mu) * r;
       if (gamma) n = n * g[i] + b[i];
-      out[i] = dropout_keep(gate ? silu_exact(uv[i]) * n : n, rate, seed, stream, base + c + i);
+      out[i] = drop(gate ? silu_exact(uv[i]) * n : n, base + c + i);
     }
     if (y) store_vec(y + base + c, out);
     if (yh) store_bf16_vec(yh + base + c, out);
@@ -104,6 +101,7 @@ __device__ __forceinline__ void layernorm_backward_rows(const DY* __restrict__ d
   if (row < rows) {
     const size_t base = (size_t)row * dim;
     const float mu = mean[row], r = rstd[row];
+    const Dropout drop(rate, seed, stream);
     float xh[J][V], gg[J][V], sg = 0.f, sgx = 0.f;
     #pragma unroll
     for (int j = 0; j < J; ++j) {
@@ -119,7 +117,7 @@ __device__ __forceinline__ void layernorm_backward_rows(const DY* __restrict__ d
       #pragma unroll
       for (int i = 0; i < V; ++i) {
         xh[j][i] = (xv[i] - mu) * r;
-        const float d = dropout_keep(dyv[i], rate, seed, stream, base + c + i);
+        const float d = drop(dyv[i], base + c + i);
         const float up = gate ? d * silu_exact(pv[i]) : d;
         if (gamma) { atomicAdd(&acc[c + i], up * xh[j][i]); atomicAdd(&acc[dim + c + i], up); }
         if (gate) duv[i] = d * (gamma ? xh[j][i] * g[i] + b[i] : xh[j][i]) * silu_grad(pv[i]);
