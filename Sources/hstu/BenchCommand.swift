@@ -4,8 +4,8 @@ import UltraHSTU
 
 struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Measure training throughput and attention scaling; results go to bench/results/.",
-    subcommands: [BenchTrain.self, BenchAttention.self], defaultSubcommand: BenchTrain.self)
+    abstract: "Measure training throughput, attention scaling and (on a GPU) the training step's MFU; results go to bench/results/.",
+    subcommands: [BenchTrain.self, BenchAttention.self, GPUStepBench.self], defaultSubcommand: BenchTrain.self)
 }
 
 /// Times `body` `repeats` times after one warm-up; returns the median seconds.
