@@ -118,9 +118,10 @@ __device__ __forceinline__ void layernorm_backward_rows(const DY* __restrict__ d
       for (int i = 0; i < V; ++i) {
         xh[j][i] = (xv[i] - mu) * r;
         const float d = drop(dyv[i], base + c + i);
-        const float up = gate ? d * silu_exact(pv[i]) : d;
+        const float sig = gate ? sigmoidf_exact(pv[i]) : 0.f;   // u = pv·σ, u' = σ(1 + pv(1 − σ))
+        const float up = gate ? d * (pv[i] * sig) : d;
         if (gamma) { atomicAdd(&acc[c + i], up * xh[j][i]); atomicAdd(&acc[dim + c + i], up); }
-        if (gate) duv[i] = d * (gamma ? xh[j][i] * g[i] + b[i] : xh[j][i]) * silu_grad(pv[i]);
+        if (gate) duv[i] = d * (gamma ? xh[j][i] * g[i] + b[i] : xh[j][i]) * (sig * (1.f + pv[i] * (1.f - sig)));
         gg[j][i] = gamma ? up * g[i] : up;
         sg += gg[j][i]; sgx += gg[j][i] * xh[j][i];
       }
