@@ -2,16 +2,17 @@ import ArgumentParser
 import Foundation
 import UltraHSTU
 
-/// `hstu bench step` (also `hstu gpu-bench step`): time whole training steps (forward, loss, backward, AdamW) of a synthetic
-/// HSTU on random full-length sequences; optionally dump weights, batch, negatives, loss and
-/// gradients of one dropout-free step for `bench/gpu/torch_reference.py`. MFU is reported against
-/// the cuBLASLt bf16 GEMM rate measured in the same process (8192³, random data) and against the
-/// H200's 989 TF/s dense bf16 datasheet peak.
+/// `hstu bench step` (also `hstu gpu-bench step`): time whole training steps (forward, loss,
+/// backward, AdamW) of a synthetic HSTU on random full-length sequences; optionally dump weights,
+/// batch, negatives, loss and gradients of one dropout-free step for `bench/gpu/torch_reference.py`.
+/// MFU is reported against the cuBLASLt bf16 GEMM rate measured in the same process (8192³, random
+/// data) and against the H200's 989 TF/s dense bf16 datasheet peak.
 extension AttentionKernel: ExpressibleByArgument {}
 
 struct GPUStepBench: ParsableCommand {
   static let configuration = CommandConfiguration(
-    commandName: "step", abstract: "Time HSTU training steps on the GPU: tokens/s, TFLOP/s and MFU against the bf16 GEMM rate measured in the same process.")
+    commandName: "step",
+    abstract: "Time HSTU training steps on the GPU: tokens/s, TFLOP/s and MFU against the bf16 GEMM rate measured in the same process.")
 
   @Option var dim = 256
   @Option var layers = 4

@@ -1,7 +1,7 @@
 /// CUDA C shared by every kernel family: bf16 conversions, the wait for the previous kernel
 /// (programmatic dependent launch), tensor-core fragments (ldmatrix, mma.sync), asynchronous copies
-/// and the counter-based random generator with the dropout built on it. Written against no header at all, so NVRTC needs
-/// nothing from the toolkit's include folder.
+/// and the counter-based random generator with the dropout built on it. Written against no header
+/// at all, so NVRTC needs nothing from the toolkit's include folder.
 enum CUDAPrelude {
   static let source = #"""
 typedef unsigned short bf16_t;
