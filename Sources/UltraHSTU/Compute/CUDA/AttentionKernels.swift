@@ -591,12 +591,16 @@ __device__ __forceinline__ void backward_tile_queries(const BackwardScratch& s, 
 /// Pᵀ and dSᵀ of a backward tile from this warp's Sᵀ = K Qᵀ and dPᵀ = V dOᵀ (its 16 keys × the
 /// tile's QT queries, in the mma accumulator layout), packed into bf16 A fragments (`pf`, `df`);
 /// dSᵀ also goes to shared memory for dQ through `ds_at(row, unit)` (the element at key row `row`
-/// of the block, query column 8 · unit), and rab^p's and rab^t's gradients are summed.
-/// Element (nt, e2 + 2) of a thread (key1 = key0 + 8) lies on the diagonal i − j of its
-/// (nt − 1, e2): the two share one rab^p entry and one dPos partial sum.
-template <typename DSAt>
-__device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
-    u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0, bool full,
+/// of the block, query column 8 · unit), and rab^p's and rab^t's gradients are summed. SiLU's P
+/// leaves out 1/N, which `store_key_gradients` applies to dV once: P = SiLU(x) = h + h·t with
+/// h = x/2 and t = tanh(h), dS = dP · σ(x)(1 + x(1 − σ(x))) / N = dP · (σ + P(1 − σ)) / N with
+/// σ = (1 + t)/2, seven FP32 ops and one MUFU op per element. MASK (the tile is not entirely
+/// visible to the block's keys) and POS (rab^p) are compile-time, so a full tile without biases
+/// costs only that. Element (nt, e2 + 2) of a thread (key1 = key0 + 8) lies on the diagonal
+/// i − j of its (nt − 1, e2): the two share one rab^p entry and one dPos partial sum.
+template <bool MASK, bool POS, typename DSAt>
+__device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
+    u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0,
     const float* __restrict__ pos, int posLength, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const int* sInt = s.interval;
@@ -607,18 +611,18 @@ __device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], co
   const int d0 = q0 + 2 * tq - B.key0;   // i − j of (nt = 0, e2 = 0)
   float carry0 = 0.f, carry1 = 0.f;      // ds of (nt − 1, e2 = 0, 1)
   float posLo[2] = {0.f, 0.f}, posHi[2] = {0.f, 0.f};   // rab^p of (nt, e2 < 2) and (nt, e2 ≥ 2)
-  if (pos) { posHi[0] = pos_at(pos, d0 - 8, posLength); posHi[1] = pos_at(pos, d0 - 7, posLength); }
+  if (POS) { posHi[0] = pos_at(pos, d0 - 8, posLength); posHi[1] = pos_at(pos, d0 - 7, posLength); }
   #pragma unroll
   for (int nt = 0; nt < QT / 8; ++nt) {
     float p[4], ds[4];
-    if (pos) { posLo[0] = pos_at(pos, d0 + nt * 8, posLength); posLo[1] = pos_at(pos, d0 + nt * 8 + 1, posLength); }
+    if (POS) { posLo[0] = pos_at(pos, d0 + nt * 8, posLength); posLo[1] = pos_at(pos, d0 + nt * 8 + 1, posLength); }
     #pragma unroll
     for (int e2 = 0; e2 < 4; ++e2) {
       const int j = e2 < 2 ? B.key0 : B.key1;
       const int il = nt * 8 + 2 * tq + (e2 & 1);
-      const bool ok = full || allowed(j, sInt[il], sInt[QT + il], sInt[2 * QT + il]);
+      const bool ok = !MASK || allowed(j, sInt[il], sInt[QT + il], sInt[2 * QT + il]);
       float x = st[nt][e2];
-      if (pos) x += e2 < 2 ? posLo[e2] : posHi[e2 - 2];
+      if (POS) x += e2 < 2 ? posLo[e2] : posHi[e2 - 2];
 #if TIME_BIAS
       const int bucket = ok ? time_bucket(s.queryTime[il] - (e2 < 2 ? kt0 : kt1), time.thresholds, time.buckets) : 0;
       if (ok) x += time.table[bucket];
@@ -627,15 +631,17 @@ __device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], co
       p[e2] = ok ? exp2_fast(x * scale2 - s.lse[il]) : 0.f;
       ds[e2] = p[e2] * (dpt[nt][e2] - s.delta[il]) * scoreScale;
 #else
-      const float sg = sigmoidf_fast(x);
-      p[e2] = ok ? x * sg * B.invN : 0.f;
-      ds[e2] = ok ? dpt[nt][e2] * sg * (1.f + x * (1.f - sg)) * B.invN : 0.f;
+      const float h = 0.5f * x;
+      float t; asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(h));
+      const float silu = fmaf(h, t, h), sg = fmaf(0.5f, t, 0.5f);
+      p[e2] = ok ? silu : 0.f;
+      ds[e2] = ok ? dpt[nt][e2] * B.invN * fmaf(-silu, sg, silu + sg) : 0.f;
 #endif
 #if TIME_BIAS
       if (ds[e2] != 0.f) atomicAdd(&s.dTime[bucket], ds[e2]);
 #endif
     }
-    if (pos) {
+    if (POS) {
       diagonals.slot(nt, ds[2] + carry0, ds[3] + carry1, false);
       carry0 = ds[0]; carry1 = ds[1];
       posHi[0] = posLo[0]; posHi[1] = posLo[1];
@@ -647,7 +653,22 @@ __device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], co
     *(u32*)(ds_at(warp * 16 + g, nt) + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 0];
     *(u32*)(ds_at(warp * 16 + g + 8, nt) + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 1];
   }
-  if (pos) diagonals.slot(QT / 8, carry0, carry1, true);
+  if (POS) diagonals.slot(QT / 8, carry0, carry1, true);
+}
+
+/// `backward_scores_tile` for a tile that is `full` (every query sees every key of the block) or
+/// not, with or without rab^p.
+template <typename DSAt>
+__device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
+    u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0, bool full,
+    const float* __restrict__ pos, int posLength, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
+  if (full) {
+    if (pos) backward_scores_tile<false, true>(st, dpt, pf, df, s, B, q0, pos, posLength, scoreScale, time, kt0, kt1, ds_at);
+    else backward_scores_tile<false, false>(st, dpt, pf, df, s, B, q0, pos, posLength, scoreScale, time, kt0, kt1, ds_at);
+  } else {
+    if (pos) backward_scores_tile<true, true>(st, dpt, pf, df, s, B, q0, pos, posLength, scoreScale, time, kt0, kt1, ds_at);
+    else backward_scores_tile<true, false>(st, dpt, pf, df, s, B, q0, pos, posLength, scoreScale, time, kt0, kt1, ds_at);
+  }
 }
 
 /// dPos of query tile q0 (after a barrier past `backward_scores`): the block's diagonal x − (BN − 1)
@@ -700,7 +721,7 @@ __device__ __forceinline__ void add_query_gradient(const float (&acc)[NT][4], fl
   }
 }
 
-/// The block's dK and dV rows (this thread's key0 and key1), and its dTime sums.
+/// The block's dK and dV rows (this thread's key0 and key1; dV takes SiLU's 1/N here), and its dTime sums.
 __device__ __forceinline__ void store_key_gradients(const float (&accK)[DQK / 8][4], const float (&accV)[DV / 8][4],
     const BackwardBlock& B, const BackwardScratch& s, float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dtime,
     int heads, int timeBuckets) {
@@ -713,6 +734,11 @@ __device__ __forceinline__ void store_key_gradients(const float (&accK)[DQK / 8]
 #endif
   float* dkBase = dk + (size_t)B.start * ldqk + B.h * DQK;
   float* dvBase = dv + (size_t)B.start * ldv + B.h * DV;
+#if SOFTMAX
+  const float pScale = 1.f;
+#else
+  const float pScale = B.invN;   // `backward_scores_tile`'s P leaves out 1/N
+#endif
   #pragma unroll
   for (int nt = 0; nt < DQK / 8; ++nt) {
     const int col = nt * 8 + 2 * tq;
@@ -722,8 +748,8 @@ __device__ __forceinline__ void store_key_gradients(const float (&accK)[DQK / 8]
   #pragma unroll
   for (int nt = 0; nt < DV / 8; ++nt) {
     const int col = nt * 8 + 2 * tq;
-    if (B.key0 < B.n) *(float2*)(dvBase + (size_t)B.key0 * ldv + col) = make_float2(accV[nt][0], accV[nt][1]);
-    if (B.key1 < B.n) *(float2*)(dvBase + (size_t)B.key1 * ldv + col) = make_float2(accV[nt][2], accV[nt][3]);
+    if (B.key0 < B.n) *(float2*)(dvBase + (size_t)B.key0 * ldv + col) = make_float2(accV[nt][0] * pScale, accV[nt][1] * pScale);
+    if (B.key1 < B.n) *(float2*)(dvBase + (size_t)B.key1 * ldv + col) = make_float2(accV[nt][2] * pScale, accV[nt][3] * pScale);
   }
 }
 
