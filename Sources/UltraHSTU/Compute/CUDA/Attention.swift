@@ -207,7 +207,7 @@ extension CUDADevice {
                + [.pointer(out.address), .pointer(logSumExp?.address ?? 0), .float(scale),
                   .int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape)),
                   .int(Int32(splitTiles)), .int(Int32(queryTiles)), .int(Int32(splitQueryTiles))] + maskArguments(shape.mask)
-               + (wgmma ? try keyValueMaps(shape, k: k, v: v, tokens: out.count / (shape.heads * shape.dv)) : []))
+               + (wgmma ? try attentionMaps(shape, tokens: out.count / (shape.heads * shape.dv), queryKey: [k], value: [v]) : []))
   }
 
   /// How many query tiles of `rows`, counted from each sequence's end, may hold rows that see more
@@ -222,11 +222,14 @@ extension CUDADevice {
     return min(queryTiles, (mask.globalTailRows + rows - 1) / rows + 1)
   }
 
-  /// The tensor maps of the wgmma forward's K and V over the batch's `tokens` (boxes of a key tile ×
-  /// 64 columns). Key rows past the batch read as zeros, never as stale rows of a larger buffer.
-  private func keyValueMaps(_ shape: AttentionShape, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>, tokens: Int) throws -> [KernelArgument] {
-    return [.tensorMap(try bf16TensorMap(k, rows: tokens, columns: shape.heads * shape.dqk, boxRows: Self.attentionKeyTile)),
-            .tensorMap(try bf16TensorMap(v, rows: tokens, columns: shape.heads * shape.dv, boxRows: Self.attentionKeyTile))]
+  /// The tensor maps the wgmma kernels read their operands through: one per array, each `[tokens,
+  /// heads × dqk]` (`queryKey`) or `[tokens, heads × dv]` (`value`), in boxes of 64 rows (a key tile,
+  /// and a backward query tile) × 64 columns. Rows past the batch read as zeros, never as stale
+  /// rows of a larger buffer.
+  private func attentionMaps(_ shape: AttentionShape, tokens: Int, queryKey: [DeviceArray<BFloat16>] = [],
+                             value: [DeviceArray<BFloat16>] = []) throws -> [KernelArgument] {
+    try queryKey.map { .tensorMap(try bf16TensorMap($0, rows: tokens, columns: shape.heads * shape.dqk, boxRows: Self.attentionKeyTile)) }
+      + value.map { .tensorMap(try bf16TensorMap($0, rows: tokens, columns: shape.heads * shape.dv, boxRows: Self.attentionKeyTile)) }
   }
 
   /// Gradients of `hstuAttentionForward`: dq, dk, dv (fp32, overwritten) and, when `pos` is
@@ -282,10 +285,10 @@ extension CUDADevice {
     try fill(dq)
     let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile
     // K, V, two Q and dO tiles, dSᵀ (bf16; mma.sync: padded rows, wgmma: swizzled, 1 KB to align
-    // the swizzle atoms); the query tile's key intervals; the list of query tiles; each warp's dPos
-    // sums over the QT + 15 diagonals of its 16 keys.
+    // the swizzle atoms, three mbarriers); the query tile's key intervals; the list of query tiles;
+    // each warp's dPos sums over the QT + 15 diagonals of its 16 keys.
     let pad = wgmma ? 0 : 8
-    var shared = (wgmma ? 1024 : 0)
+    var shared = (wgmma ? 1024 + 3 * 8 : 0)
       + 2 * (bn * (shape.dqk + pad) + bn * (shape.dv + pad) + 2 * qt * (shape.dqk + pad) + 2 * qt * (shape.dv + pad) + bn * (qt + pad))
       + 4 * 3 * qt + 4 * (1 + tiles) + 4 * Self.attentionBackwardWarps * (qt + 15)
     if timeBuckets > 0 { shared = (shared + 7) / 8 * 8 + 8 * qt + 4 * timeBuckets }   // query times, dTime partial sums
@@ -294,6 +297,7 @@ extension CUDADevice {
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(dOut.address), .pointer(offsets.address),
                 .pointer(targets?.address ?? 0), .pointer(bounds.address)] + bias + softmax
                + [.pointer(dq.address), .pointer(dk.address), .pointer(dv.address)] + biasGradients
-               + [.int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape))] + maskArguments(shape.mask))
+               + [.int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape))] + maskArguments(shape.mask)
+               + (wgmma ? try attentionMaps(shape, tokens: dq.count / (shape.heads * shape.dqk), queryKey: [q, k], value: [v, dOut]) : []))
   }
 }

@@ -273,14 +273,18 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
 /// `hstu_attention_backward`, whose mma.sync products it replaces. A CTA is one warpgroup and
 /// owns BN = 64 keys (warp w rows 16w … 16w + 15, the layout of the mma.sync kernel, so both share
 /// `backward_scores`). K, V and double-buffered Q, dO tiles sit in shared memory in the 128-byte
-/// swizzled layout (cp.async); per query tile:
+/// swizzled layout, loaded by TMA (thread 0 issues them; `kvLanded` and `qLanded[stage]` complete
+/// when their bytes arrive), so the warps spend no instructions on loads; per query tile:
 ///   Sᵀ = K Qᵀ, dPᵀ = V dOᵀ      (wgmma, A and B from shared memory, both K-major);
 ///   Pᵀ, dSᵀ element-wise         (`backward_scores`; dSᵀ also into shared memory, swizzled);
 ///   dV += Pᵀ dO, dK += dSᵀ Q     (A from registers, B = dO, Q N-major);
 ///   dQ = dS K                     (A = dSᵀ from shared memory M-major, B = K N-major; 64 columns
 ///                                  at a time, added into dq with vector atomics).
+/// Query rows past the sequence arrive as the next sequence's rows (zeros past the batch): their
+/// intervals are empty, so their P and dS are zero and they add nothing.
 extern "C" __global__ void __launch_bounds__(BWD_WARPS * 32, BWD_MIN_BLOCKS)
-hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
+hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__ TensorMap queryMap,
+    const __grid_constant__ TensorMap keyMap, const __grid_constant__ TensorMap valueMap, const __grid_constant__ TensorMap gradMap) {
   static_assert(BWD_WARPS == 4 && BN == 64 && QT == 64, "one warpgroup of 64 keys, 64-query tiles");
   grid_dependency_wait();
   extern __shared__ __align__(16) unsigned char shared[];
@@ -289,7 +293,9 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
   bf16_t* sQ = sV + BN * DV;                 // [2][DQK/64][QT][64]
   bf16_t* sO = sQ + 2 * QT * DQK;            // [2][DV/64][QT][64]  (dO)
   bf16_t* sDS = sO + 2 * QT * DV;            // [BN][QT]            dSᵀ (one 64-column chunk)
-  const BackwardScratch s(sDS + BN * QT, tilesPerSequence);
+  u64* kvLanded = (u64*)(sDS + BN * QT);     // K and V have arrived
+  u64* qLanded = kvLanded + 1;               // [2] the stage's Q and dO tiles have arrived
+  const BackwardScratch s(qLanded + 2, tilesPerSequence);
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
   const MaskArgs m = {window, tail, prefix, contextual};
 #if SOFTMAX
@@ -300,39 +306,43 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
   if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst)) return;
   const int start = B.start, n = B.n, k0 = B.k0, h = B.h;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-  const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
-  const bf16_t* qBase = q + (size_t)start * ldqk + h * DQK;
-  const bf16_t* oBase = dout + (size_t)start * ldv + h * DV;
+  const size_t ldqk = (size_t)heads * DQK;
 
-  load_tile_sw128<DQK, BN, BWD_WARPS * 32>(sK, k + (size_t)(start + k0) * ldqk + h * DQK, ldqk, n - k0);
-  load_tile_sw128<DV, BN, BWD_WARPS * 32>(sV, v + (size_t)(start + k0) * ldv + h * DV, ldv, n - k0);
+  if (threadIdx.x == 0) {
+    mbar_init(kvLanded, 1); mbar_init(&qLanded[0], 1); mbar_init(&qLanded[1], 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    mbar_expect_bytes(kvLanded, BN * (DQK + DV) * 2);
+    #pragma unroll
+    for (int c = 0; c < DQK / 64; ++c) tma_load_2d(sK + c * BN * 64, &keyMap, h * DQK + c * 64, start + k0, kvLanded);
+    #pragma unroll
+    for (int c = 0; c < DV / 64; ++c) tma_load_2d(sV + c * BN * 64, &valueMap, h * DV + c * 64, start + k0, kvLanded);
+  }
+  // Query tile `tile` into stage `stage` (thread 0 only).
+  auto produce = [&](int tile, int stage) {
+    mbar_expect_bytes(&qLanded[stage], QT * (DQK + DV) * 2);
+    #pragma unroll
+    for (int c = 0; c < DQK / 64; ++c) tma_load_2d(sQ + (stage * DQK / 64 + c) * QT * 64, &queryMap, h * DQK + c * 64, start + tile * QT, &qLanded[stage]);
+    #pragma unroll
+    for (int c = 0; c < DV / 64; ++c) tma_load_2d(sO + (stage * DV / 64 + c) * QT * 64, &gradMap, h * DV + c * 64, start + tile * QT, &qLanded[stage]);
+  };
   backward_tile_list(s, B);
   __syncthreads();
   const int count = s.tiles[0];
-  int tile = count > 0 ? s.tiles[1] & 0x7fffffff : 0;
-  if (count > 0) {
-    load_tile_sw128<DQK, QT, BWD_WARPS * 32>(sQ, qBase + (size_t)tile * QT * ldqk, ldqk, n - tile * QT);
-    load_tile_sw128<DV, QT, BWD_WARPS * 32>(sO, oBase + (size_t)tile * QT * ldv, ldv, n - tile * QT);
-  }
-  cp_async_commit();
+  if (threadIdx.x == 0 && count > 0) produce(s.tiles[1] & 0x7fffffff, 0);
 
   float accK[DQK / 8][4], accV[DV / 8][4];
   long long kt0, kt1;
   backward_begin(accK, accV, B, s, time, kt0, kt1);
   const u32 kAddr = smem_u32(sK), vAddr = smem_u32(sV), dsAddr = smem_u32(sDS);
+  mbar_wait(kvLanded, 0);
 
   for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
-    const int q0 = tile * QT;
-    if (i + 1 < count) {   // the next tile's Q and dO, while this one computes
-      const int nextTile = s.tiles[2 + i] & 0x7fffffff;
-      load_tile_sw128<DQK, QT, BWD_WARPS * 32>(sQ + (stage ^ 1) * QT * DQK, qBase + (size_t)nextTile * QT * ldqk, ldqk, n - nextTile * QT);
-      load_tile_sw128<DV, QT, BWD_WARPS * 32>(sO + (stage ^ 1) * QT * DV, oBase + (size_t)nextTile * QT * ldv, ldv, n - nextTile * QT);
-    }
-    cp_async_commit();
+    // The next tile's Q and dO, while this one computes: its stage was freed at the end of step i − 1.
+    if (threadIdx.x == 0 && i + 1 < count) produce(s.tiles[2 + i] & 0x7fffffff, stage ^ 1);
+    const int q0 = (s.tiles[1 + i] & 0x7fffffff) * QT;
     backward_tile_queries(s, B, q0, m, lse, delta, heads, time);
-    cp_async_wait<1>();
-    fence_proxy_async();   // the cp.async tiles, visible to the tensor cores' reads
     __syncthreads();
+    mbar_wait(&qLanded[stage], (i >> 1) & 1);
     const u32 qAddr = smem_u32(sQ + stage * QT * DQK), oAddr = smem_u32(sO + stage * QT * DV);
 
     // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ: k-step kk reads chunk kk/4, 32 bytes into each 128-byte row.
@@ -386,9 +396,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS) {
     pin(accV);
     if (pos) backward_position_gradient(s, B, q0, dpos, posLength);
     __syncthreads();
-    tile = s.tiles[2 + i] & 0x7fffffff;   // read again here: fewer registers live through the step
   }
-  cp_async_wait<0>();
   store_key_gradients(accK, accV, B, s, dk, dv, dtime, heads, timeBuckets);
 }
 #endif
