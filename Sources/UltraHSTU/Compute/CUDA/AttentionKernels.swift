@@ -547,7 +547,8 @@ struct BackwardScratch {
 };
 
 /// The query tiles that see the block's keys, in order, into `s.tiles` (after the count), with bit
-/// 31 set where every query of the tile sees every key of the block (no element-wise mask). Warp 0
+/// 31 set where every query of the tile sees every key of the block (no element-wise mask; never a
+/// tile with rows past the sequence, whose Q and dO rows may belong to the next sequence). Warp 0
 /// tests 32 tiles of the bounds table at once; readers wait for a barrier. The loop then finds its
 /// next tile in shared memory: a walk through the bounds table in global memory put a load's
 /// latency in every step.
@@ -561,7 +562,7 @@ __device__ __forceinline__ void backward_tile_list(const BackwardScratch& s, con
     if (tile < B.nTiles) {
       const int* e = B.entry(tile);
       sees = B.k0 < e[0] || (B.k0 + BN > e[1] && B.k0 < e[2]);
-      full = (B.k0 + BN <= e[3]) || (B.k0 >= e[4] && B.k0 + BN <= e[5]);
+      full = (tile + 1) * QT <= B.n && ((B.k0 + BN <= e[3]) || (B.k0 >= e[4] && B.k0 + BN <= e[5]));
     }
     const unsigned hit = __ballot_sync(0xffffffffu, sees);
     if (sees) s.tiles[1 + count + __popc(hit & ((1u << lane) - 1))] = tile | (full ? (int)0x80000000 : 0);

@@ -281,7 +281,7 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
 ///   dQ = dS K                     (A = dSᵀ from shared memory M-major, B = K N-major; 64 columns
 ///                                  at a time, added into dq with vector atomics).
 /// Query rows past the sequence arrive as the next sequence's rows (zeros past the batch): their
-/// intervals are empty, so their P and dS are zero and they add nothing.
+/// intervals are empty and their tile is never full, so their P and dS are zero and they add nothing.
 extern "C" __global__ void __launch_bounds__(BWD_WARPS * 32, BWD_MIN_BLOCKS)
 hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__ TensorMap queryMap,
     const __grid_constant__ TensorMap keyMap, const __grid_constant__ TensorMap valueMap, const __grid_constant__ TensorMap gradMap) {
