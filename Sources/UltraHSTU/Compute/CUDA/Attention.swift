@@ -228,8 +228,8 @@ extension CUDADevice {
   /// rows of a larger buffer.
   private func attentionMaps(_ shape: AttentionShape, tokens: Int, queryKey: [DeviceArray<BFloat16>] = [],
                              value: [DeviceArray<BFloat16>] = []) throws -> [KernelArgument] {
-    try queryKey.map { .tensorMap(try bf16TensorMap($0, rows: tokens, columns: shape.heads * shape.dqk, boxRows: Self.attentionKeyTile)) }
-      + value.map { .tensorMap(try bf16TensorMap($0, rows: tokens, columns: shape.heads * shape.dv, boxRows: Self.attentionKeyTile)) }
+    try queryKey.map { .tensorMap(try tensorMap($0, rows: tokens, columns: shape.heads * shape.dqk, boxRows: Self.attentionKeyTile)) }
+      + value.map { .tensorMap(try tensorMap($0, rows: tokens, columns: shape.heads * shape.dv, boxRows: Self.attentionKeyTile)) }
   }
 
   /// Gradients of `hstuAttentionForward`: dq, dk, dv (fp32, overwritten) and, when `pos` is
@@ -283,13 +283,15 @@ extension CUDADevice {
     defer { arena.release(to: mark) }
     let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets, cache: cache)
     try fill(dq)
-    let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile
-    // K, V, two Q and dO tiles, dSᵀ (bf16; mma.sync: padded rows, wgmma: swizzled, 1 KB to align
-    // the swizzle atoms, three mbarriers); the query tile's key intervals; the list of query tiles;
-    // each warp's dPos sums over the QT + 15 diagonals of its 16 keys.
+    let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile, tokens = dq.count / (shape.heads * shape.dqk)
+    // K, V, two stages of a Q and a dO tile, dSᵀ (bf16; mma.sync: padded rows; wgmma: swizzled, 1 KB
+    // to align the swizzle atoms, each stage large enough for the tile's fp32 dQ, three mbarriers);
+    // the query tile's key intervals; the list of query tiles; each warp's dPos sums over the
+    // QT + 15 diagonals of its 16 keys.
     let pad = wgmma ? 0 : 8
+    let stage = wgmma ? max(qt * (shape.dqk + shape.dv), 2 * qt * shape.dqk) : qt * (shape.dqk + shape.dv + 2 * pad)
     var shared = (wgmma ? 1024 + 3 * 8 : 0)
-      + 2 * (bn * (shape.dqk + pad) + bn * (shape.dv + pad) + 2 * qt * (shape.dqk + pad) + 2 * qt * (shape.dv + pad) + bn * (qt + pad))
+      + 2 * (bn * (shape.dqk + pad) + bn * (shape.dv + pad) + 2 * stage + bn * (qt + pad))
       + 4 * 3 * qt + 4 * (1 + tiles) + 4 * Self.attentionBackwardWarps * (qt + 15)
     if timeBuckets > 0 { shared = (shared + 7) / 8 * 8 + 8 * qt + 4 * timeBuckets }   // query times, dTime partial sums
     try launch(module.function(wgmma ? "hstu_attention_backward_wgmma" : "hstu_attention_backward"),
@@ -298,6 +300,7 @@ extension CUDADevice {
                 .pointer(targets?.address ?? 0), .pointer(bounds.address)] + bias + softmax
                + [.pointer(dq.address), .pointer(dk.address), .pointer(dv.address)] + biasGradients
                + [.int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape))] + maskArguments(shape.mask)
-               + (wgmma ? try attentionMaps(shape, tokens: dq.count / (shape.heads * shape.dqk), queryKey: [q, k], value: [v, dOut]) : []))
+               + (wgmma ? try attentionMaps(shape, tokens: tokens, queryKey: [q, k], value: [v, dOut])
+                          + [.tensorMap(try tensorMap(dq, rows: tokens, columns: shape.heads * shape.dqk, boxRows: qt))] : []))
   }
 }

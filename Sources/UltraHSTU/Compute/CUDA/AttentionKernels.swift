@@ -688,37 +688,20 @@ __device__ __forceinline__ void backward_position_gradient(const BackwardScratch
   }
 }
 
-/// dst[0..1] += (x, y) and dst[0..3] += (x, y, z, w): 8- and 16-byte vector reductions (sm_90;
-/// dst aligned to their size). No memory clobber: the kernels never read dq.
+/// dst[0..1] += (x, y): an 8-byte vector reduction (sm_90; dst 8-byte aligned). No memory clobber:
+/// the kernel never reads dq.
 __device__ __forceinline__ void red_add_v2(float* dst, float x, float y) {
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(dst), "f"(x), "f"(y));
 }
-__device__ __forceinline__ void red_add_v4(float* dst, float x, float y, float z, float w) {
-  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" :: "l"(dst), "f"(x), "f"(y), "f"(z), "f"(w));
-}
 
 /// dQ rows qr0 and qr0 + 8 += acc (NT accumulator tiles of 8 columns from `dqBase`; the thread holds
-/// columns 8·nt + 2tq, +1 of both rows). With VECTOR4, lanes tq and tq ^ 1 swap halves so that
-/// each adds four consecutive columns of one row in one reduction (even tq row qr0, odd tq row
-/// qr0 + 8): half the reductions for two shuffles and their registers, which the mma.sync kernel,
-/// already at its register limit, does without.
-template <bool VECTOR4, int NT>
+/// columns 8·nt + 2tq, +1 of both rows).
+template <int NT>
 __device__ __forceinline__ void add_query_gradient(const float (&acc)[NT][4], float* dqBase, int qr0, int n, size_t ld, int tq) {
-  const bool odd = tq & 1;
-  const int row = odd ? qr0 + 8 : qr0;
   #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
-    if (!VECTOR4) {
-      if (qr0 < n) red_add_v2(dqBase + (size_t)qr0 * ld + nt * 8 + 2 * tq, acc[nt][0], acc[nt][1]);
-      if (qr0 + 8 < n) red_add_v2(dqBase + (size_t)(qr0 + 8) * ld + nt * 8 + 2 * tq, acc[nt][2], acc[nt][3]);
-      continue;
-    }
-    // Even lanes send their row qr0 + 8 pair, odd lanes their row qr0 pair.
-    const float send0 = odd ? acc[nt][0] : acc[nt][2], send1 = odd ? acc[nt][1] : acc[nt][3];
-    const float got0 = __shfl_xor_sync(0xffffffffu, send0, 1), got1 = __shfl_xor_sync(0xffffffffu, send1, 1);
-    const float x0 = odd ? got0 : acc[nt][0], x1 = odd ? got1 : acc[nt][1];       // columns 4(tq/2), +1
-    const float x2 = odd ? acc[nt][2] : got0, x3 = odd ? acc[nt][3] : got1;       // columns 4(tq/2) + 2, +3
-    if (row < n) red_add_v4(dqBase + (size_t)row * ld + nt * 8 + 4 * (tq >> 1), x0, x1, x2, x3);
+    if (qr0 < n) red_add_v2(dqBase + (size_t)qr0 * ld + nt * 8 + 2 * tq, acc[nt][0], acc[nt][1]);
+    if (qr0 + 8 < n) red_add_v2(dqBase + (size_t)(qr0 + 8) * ld + nt * 8 + 2 * tq, acc[nt][2], acc[nt][3]);
   }
 }
 
@@ -898,7 +881,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
           mma_bf16_16816(acc[2 * dp + 1], af, r2, r3);
         }
       }
-      add_query_gradient<false>(acc, dq + (size_t)start * ldqk + h * DQK + half * (DQK / 2), q0 + warp * 16 + g, n, ldqk, tq);
+      add_query_gradient(acc, dq + (size_t)start * ldqk + h * DQK + half * (DQK / 2), q0 + warp * 16 + g, n, ldqk, tq);
     }
     if (pos) backward_position_gradient(s, B, q0, dpos, posLength);
     __syncthreads();

@@ -135,6 +135,20 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const TensorMap* map, int
                :: "r"(smem_u32(dst)), "l"((u64)map), "r"(col), "r"(row), "r"(smem_u32(bar)) : "memory");
 }
 
+/// dst box (column `col`, row `row` of a 2-D fp32 tensor map) += the box at shared `src`, by TMA
+/// in the tensor map's swizzled layout (an element-wise atomic add in L2); joins the bulk group
+/// that `bulk_commit` closes. Rows past the tensor's end are dropped.
+__device__ __forceinline__ void tma_reduce_add_2d(const TensorMap* map, int col, int row, const void* src) {
+  asm volatile("cp.reduce.async.bulk.tensor.2d.global.shared::cta.add.tile.bulk_group [%0, {%1, %2}], [%3];\n"
+               :: "l"((u64)map), "r"(col), "r"(row), "r"(smem_u32(src)) : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+/// Waits until this thread's bulk groups have read their shared sources (READ) or completed.
+template <bool READ> __device__ __forceinline__ void bulk_wait() {
+  if (READ) asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+  else asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+}
+
 /// A compile-time flag passed to a generic lambda.
 template <bool B> struct WGFlag { static constexpr bool value = B; };
 
@@ -269,6 +283,20 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
 }
 #endif
 
+/// A thread's dQ accumulators of columns 64·half … 64·half + 63 (rows `row` and row + 8, the
+/// wgmma accumulator layout) into the fp32 staging tile: DQK/32 boxes of QT rows × 32 columns
+/// (128 bytes), 16-byte unit u of row r at u ^ (r % 8), the layout the dQ tensor map reduces from.
+/// The eight rows g of a store land on eight distinct units: no bank conflicts.
+__device__ __forceinline__ void stage_query_gradient(const float (&acc)[8][4], float* sDQ, int half, int row, int tq) {
+  #pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+    const int c = half * 64 + nt * 8 + 2 * tq, unit = ((c & 31) >> 2) ^ (row & 7);   // (row + 8) % 8 = row % 8
+    float* box = sDQ + (c >> 5) * QT * 32 + (unit << 2) + (c & 3);
+    *(float2*)(box + row * 32) = make_float2(acc[nt][0], acc[nt][1]);
+    *(float2*)(box + (row + 8) * 32) = make_float2(acc[nt][2], acc[nt][3]);
+  }
+}
+
 /// The attention backward on wgmma: the walk, masks, biases and outputs of
 /// `hstu_attention_backward`, whose mma.sync products it replaces. A CTA is one warpgroup and
 /// owns BN = 64 keys (warp w rows 16w … 16w + 15, the layout of the mma.sync kernel, so both share
@@ -278,21 +306,28 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
 ///   Sᵀ = K Qᵀ, dPᵀ = V dOᵀ      (wgmma, A and B from shared memory, both K-major);
 ///   Pᵀ, dSᵀ element-wise         (`backward_scores`; dSᵀ also into shared memory, swizzled);
 ///   dV += Pᵀ dO, dK += dSᵀ Q     (A from registers, B = dO, Q N-major);
-///   dQ = dS K                     (A = dSᵀ from shared memory M-major, B = K N-major; 64 columns
-///                                  at a time, added into dq with vector atomics).
+///   dQ = dS K                     (A = dSᵀ from shared memory M-major, B = K N-major, 64 columns
+///                                  at a time), staged in fp32 over the tile's Q and dO, which dV
+///                                  and dK no longer need, and added into dq by one TMA reduction
+///                                  that thread 0 issues: no atomics from the warps.
+/// The next tile's Q and dO go to the other stage once its S and dP are issued, after that
+/// stage's dQ reduction has read its shared memory.
 /// Query rows past the sequence arrive as the next sequence's rows (zeros past the batch): their
-/// intervals are empty and their tile is never full, so their P and dS are zero and they add nothing.
+/// intervals are empty and their tile is never full, so their P and dS, and so their dQ rows, are
+/// zero: they add nothing.
 extern "C" __global__ void __launch_bounds__(BWD_WARPS * 32, BWD_MIN_BLOCKS)
 hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__ TensorMap queryMap,
-    const __grid_constant__ TensorMap keyMap, const __grid_constant__ TensorMap valueMap, const __grid_constant__ TensorMap gradMap) {
+    const __grid_constant__ TensorMap keyMap, const __grid_constant__ TensorMap valueMap, const __grid_constant__ TensorMap gradMap,
+    const __grid_constant__ TensorMap dqMap) {
   static_assert(BWD_WARPS == 4 && BN == 64 && QT == 64, "one warpgroup of 64 keys, 64-query tiles");
+  // bf16 elements per stage: Q [DQK/64][QT][64] then dO [DV/64][QT][64]; later dQ, fp32 [DQK/32][QT][32].
+  constexpr int STAGE = QT * (DQK + DV) > 2 * QT * DQK ? QT * (DQK + DV) : 2 * QT * DQK;
   grid_dependency_wait();
   extern __shared__ __align__(16) unsigned char shared[];
   bf16_t* sK = (bf16_t*)(shared + ((1024 - (smem_u32(shared) & 1023)) & 1023));   // [DQK/64][BN][64], swizzle atoms 1024-byte aligned
   bf16_t* sV = sK + BN * DQK;                // [DV/64][BN][64]
-  bf16_t* sQ = sV + BN * DV;                 // [2][DQK/64][QT][64]
-  bf16_t* sO = sQ + 2 * QT * DQK;            // [2][DV/64][QT][64]  (dO)
-  bf16_t* sDS = sO + 2 * QT * DV;            // [BN][QT]            dSᵀ (one 64-column chunk)
+  bf16_t* sStage = sV + BN * DV;             // [2][STAGE]
+  bf16_t* sDS = sStage + 2 * STAGE;          // [BN][QT]            dSᵀ (one 64-column chunk)
   u64* kvLanded = (u64*)(sDS + BN * QT);     // K and V have arrived
   u64* qLanded = kvLanded + 1;               // [2] the stage's Q and dO tiles have arrived
   const BackwardScratch s(qLanded + 2, tilesPerSequence);
@@ -304,9 +339,8 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
 
   BackwardBlock B;
   if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst)) return;
-  const int start = B.start, n = B.n, k0 = B.k0, h = B.h;
+  const int start = B.start, k0 = B.k0, h = B.h;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-  const size_t ldqk = (size_t)heads * DQK;
 
   if (threadIdx.x == 0) {
     mbar_init(kvLanded, 1); mbar_init(&qLanded[0], 1); mbar_init(&qLanded[1], 1);
@@ -317,13 +351,15 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     #pragma unroll
     for (int c = 0; c < DV / 64; ++c) tma_load_2d(sV + c * BN * 64, &valueMap, h * DV + c * 64, start + k0, kvLanded);
   }
-  // Query tile `tile` into stage `stage` (thread 0 only).
+  // Query tile `tile` into stage `stage` (thread 0 only), once the stage's last dQ reduction has read it.
   auto produce = [&](int tile, int stage) {
+    bf16_t* sQ = sStage + stage * STAGE;
+    bulk_wait<true>();
     mbar_expect_bytes(&qLanded[stage], QT * (DQK + DV) * 2);
     #pragma unroll
-    for (int c = 0; c < DQK / 64; ++c) tma_load_2d(sQ + (stage * DQK / 64 + c) * QT * 64, &queryMap, h * DQK + c * 64, start + tile * QT, &qLanded[stage]);
+    for (int c = 0; c < DQK / 64; ++c) tma_load_2d(sQ + c * QT * 64, &queryMap, h * DQK + c * 64, start + tile * QT, &qLanded[stage]);
     #pragma unroll
-    for (int c = 0; c < DV / 64; ++c) tma_load_2d(sO + (stage * DV / 64 + c) * QT * 64, &gradMap, h * DV + c * 64, start + tile * QT, &qLanded[stage]);
+    for (int c = 0; c < DV / 64; ++c) tma_load_2d(sQ + QT * DQK + c * QT * 64, &gradMap, h * DV + c * 64, start + tile * QT, &qLanded[stage]);
   };
   backward_tile_list(s, B);
   __syncthreads();
@@ -337,13 +373,11 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   mbar_wait(kvLanded, 0);
 
   for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
-    // The next tile's Q and dO, while this one computes: its stage was freed at the end of step i − 1.
-    if (threadIdx.x == 0 && i + 1 < count) produce(s.tiles[2 + i] & 0x7fffffff, stage ^ 1);
     const int q0 = (s.tiles[1 + i] & 0x7fffffff) * QT;
     backward_tile_queries(s, B, q0, m, lse, delta, heads, time);
     __syncthreads();
     mbar_wait(&qLanded[stage], (i >> 1) & 1);
-    const u32 qAddr = smem_u32(sQ + stage * QT * DQK), oAddr = smem_u32(sO + stage * QT * DV);
+    const u32 qAddr = smem_u32(sStage + stage * STAGE), oAddr = qAddr + QT * DQK * 2;
 
     // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ: k-step kk reads chunk kk/4, 32 bytes into each 128-byte row.
     float st[QT / 8][4], dpt[QT / 8][4];
@@ -357,6 +391,8 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
       wgmma_ss<QT, 0, 0>(dpt, sw128_desc(vAddr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024),
                          sw128_desc(oAddr + (kk >> 2) * QT * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
     wgmma_commit();
+    // The next tile's Q and dO, while this one computes.
+    if (threadIdx.x == 0 && i + 1 < count) produce(s.tiles[2 + i] & 0x7fffffff, stage ^ 1);
     wgmma_wait<0>();
     pin(st);
     pin(dpt);
@@ -375,8 +411,9 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     fence_proxy_async();   // this thread's dSᵀ stores, visible to the tensor cores
     __syncthreads();       // every warp's dSᵀ rows
 
-    // dQ[q0 .. q0 + 64, :] += dS K, 64 columns at a time: A = dSᵀ read transposed (M-major), k-step kk
-    // is 16 key rows; B = K, N-major.
+    // dQ[q0 .. q0 + 64, :] = dS K, 64 columns at a time: A = dSᵀ read transposed (M-major), k-step kk
+    // is 16 key rows; B = K, N-major. The first wait also retires dV and dK, so Q and dO are free.
+    float* sDQ = (float*)(sStage + stage * STAGE);
     #pragma unroll
     for (int half = 0; half < DQK / 64; ++half) {
       float acc[8][4];
@@ -388,15 +425,22 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
       wgmma_commit();
       wgmma_wait<0>();
       pin(acc);
-      add_query_gradient<true>(acc, dq + (size_t)start * ldqk + h * DQK + half * 64, q0 + warp * 16 + g, n, ldqk, tq);
+      stage_query_gradient(acc, sDQ, half, warp * 16 + g, tq);
     }
     pin(pf);
     pin(df);
     pin(accK);
     pin(accV);
+    fence_proxy_async();   // the dQ stores, visible to the TMA reduction
     if (pos) backward_position_gradient(s, B, q0, dpos, posLength);
     __syncthreads();
+    if (threadIdx.x == 0) {
+      #pragma unroll
+      for (int b = 0; b < DQK / 32; ++b) tma_reduce_add_2d(&dqMap, h * DQK + b * 32, start + q0, sDQ + b * QT * 32);
+      bulk_commit();
+    }
   }
+  if (threadIdx.x == 0) bulk_wait<false>();
   store_key_gradients(accK, accV, B, s, dk, dv, dtime, heads, timeBuckets);
 }
 #endif
