@@ -148,7 +148,7 @@ extension CUDADevice {
   static let attentionSplitTiles = 16
 
   /// out = Σ_j mask · SiLU(q·k + pos + time) / N · v for every token and head; see `AttentionKernels`.
-  /// `out` must span exactly the batch's tokens: it is zeroed first when rows are split.
+  /// `out` must span exactly the batch's tokens; the rows of split query tiles are zeroed first.
   /// `targets` (optional) holds each sequence's number of target tokens; `pos` (optional, fp32,
   /// `posLength` entries) is the relative-position bias by i − j, shared by heads; `time`
   /// (optional) the time bias; `kernel` overrides the device's `attentionForwardKernel`; `bounds`
@@ -198,7 +198,11 @@ extension CUDADevice {
     let queryTiles = (shape.maxLength + rows - 1) / rows
     let splitQueryTiles = splits > 1 ? splitQueryTileCount(shape.mask, queryTiles: queryTiles, rows: rows, splitTiles: splitTiles,
                                                             targets: targets != nil) : queryTiles
-    if splits > 1 { try fill(out) }
+    if splits > 1 {   // only the split tiles' rows take atomic adds
+      let width = shape.heads * shape.dv, blocks = min(1024, (splitQueryTiles * rows * width / 4 + 255) / 256)
+      try launch(module.function("hstu_attention_zero_split_rows"), grid: (blocks, shape.batch, 1), block: (256, 1, 1),
+                 [.pointer(out.address), .pointer(offsets.address), .int(Int32(splitQueryTiles)), .int(Int32(rows)), .int(Int32(width))])
+    }
     try launch(module.function(wgmma ? "hstu_attention_forward_wgmma" : "hstu_attention_forward"),
                grid: (queryTiles + (splits - 1) * splitQueryTiles, shape.heads, shape.batch),
                block: (32 * Self.attentionForwardWarps, 1, 1), sharedBytes: shared,

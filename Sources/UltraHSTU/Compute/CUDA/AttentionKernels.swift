@@ -127,6 +127,20 @@ extern "C" __global__ void hstu_attention_bounds(const int* __restrict__ offsets
   }
 }
 
+/// Zeroes the output rows that the forward's split CTAs add into: per sequence (grid y), the rows
+/// of its last `splitQueryTiles` query tiles of `rows` (counted from its end, as `forward_block`
+/// does), `width` floats each (a multiple of 4). Every other row takes plain stores.
+extern "C" __global__ void hstu_attention_zero_split_rows(float* __restrict__ out, const int* __restrict__ offsets,
+    int splitQueryTiles, int rows, int width) {
+  grid_dependency_wait();
+  const int start = offsets[blockIdx.y], n = offsets[blockIdx.y + 1] - start;
+  const int first = max(0, (n + rows - 1) / rows - splitQueryTiles) * rows;
+  float4* base = (float4*)(out + (size_t)(start + first) * width);
+  const size_t count = (size_t)(n - first) * (width / 4);
+  for (size_t x = (size_t)blockIdx.x * blockDim.x + threadIdx.x; x < count; x += (size_t)gridDim.x * blockDim.x)
+    base[x] = make_float4(0.f, 0.f, 0.f, 0.f);
+}
+
 /// The key tiles (of BN keys) that queries with these bounds can see: [0, e1) then [s2, e2).
 __device__ __forceinline__ void key_tile_ranges(int amax, int bmin, int cmax, int& e1, int& s2, int& e2) {
   e1 = (amax + BN - 1) / BN;
