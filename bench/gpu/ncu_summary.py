@@ -1,5 +1,6 @@
 """Sums `ncu --csv --metrics gpu__time_duration.sum` output (device_run.sh's ncu stage) by kernel
-name and divides by the number of AdamW launches seen (one per training step):
+name over the whole training steps in the window: the launches after the first AdamW launch up to
+and including the last (AdamW ends each step), divided by the steps between them:
     python3 bench/gpu/ncu_summary.py ncu-cfg1.txt"""
 import csv
 import sys
@@ -7,14 +8,16 @@ from collections import defaultdict
 
 lines = open(sys.argv[1]).read().splitlines()
 start = next(i for i, l in enumerate(lines) if l.startswith('"ID"'))
+launches = [(row["Kernel Name"].split("(")[0][:60], float(row["Metric Value"].replace(",", "")))
+            for row in csv.DictReader(lines[start:]) if row.get("Metric Name") == "gpu__time_duration.sum"]
+ends = [i for i, (name, _) in enumerate(launches) if name.startswith("adamw_step")]
+if len(ends) < 2:
+    sys.exit("fewer than two AdamW launches in the window: no whole step to sum")
+steps = len(ends) - 1
 total, count = defaultdict(float), defaultdict(int)
-for row in csv.DictReader(lines[start:]):
-    if row.get("Metric Name") != "gpu__time_duration.sum":
-        continue
-    name = row["Kernel Name"].split("(")[0][:60]
-    total[name] += float(row["Metric Value"].replace(",", ""))
+for name, ns in launches[ends[0] + 1:ends[-1] + 1]:
+    total[name] += ns
     count[name] += 1
-steps = max(1, sum(c for n, c in count.items() if n.startswith("adamw_step")))
 grand = sum(total.values())
 print(f"{steps} steps, {grand / steps / 1e6:.3f} ms of kernel time per step")
 print("| kernel | launches/step | ms/step | share |\n|---|---|---|---|")
