@@ -1,6 +1,6 @@
 #!/bin/bash
 # One device call's worth of GPU measurements (see bench/results/gpu.md). The carried folder holds one or
-# more binaries `hstu-NAME.xz` (strip + xz -9, so several fit the 64 MiB carry) with their commit in
+# more binaries `hstu-NAME.xz` (`bench/gpu/carry_binary.sh NAME`: static build, strip, xz, so several fit the 64 MiB carry) with their commit in
 # `hstu-NAME.commit`, ratings_seq.tsv.gz and a copy of this script; from the repository root on the device:
 #   bash .device-carry/device_run.sh NAME:STAGE ...
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
