@@ -219,8 +219,7 @@ __device__ __forceinline__ float pos_at(const float* __restrict__ pos, int d, in
 /// x·σ(x)·invN with σ(x) = (1 + tanh(x/2)) / 2, given halfInvN = invN / 2: one MUFU op and three
 /// FP32 ops.
 __device__ __forceinline__ float silu_scaled(float x, float halfInvN) {
-  float t; asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(0.5f * x));
-  const float y = x * halfInvN;
+  const float t = tanh_approx(0.5f * x), y = x * halfInvN;
   return fmaf(y, t, y);
 }
 
@@ -646,8 +645,7 @@ __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4
       p[e2] = ok ? exp2_fast(x * scale2 - s.lse[il]) : 0.f;
       ds[e2] = p[e2] * (dpt[nt][e2] - s.delta[il]) * scoreScale;
 #else
-      const float h = 0.5f * x;
-      float t; asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(h));
+      const float h = 0.5f * x, t = tanh_approx(h);
       const float silu = fmaf(h, t, h), sg = fmaf(0.5f, t, 0.5f);
       p[e2] = ok ? silu : 0.f;
       ds[e2] = ok ? dpt[nt][e2] * B.invN * fmaf(-silu, sg, silu + sg) : 0.f;

@@ -16,10 +16,8 @@ __device__ __forceinline__ bf16_t float_to_bf16(float x) {
 __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
   u32 r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
 }
-/// σ(x) = (1 + tanh(x/2)) / 2: one MUFU op (tanh.approx, rel. err ~2^-11) instead of an exp and an IEEE division.
-__device__ __forceinline__ float sigmoidf_fast(float x) {
-  float t; asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(0.5f * x)); return fmaf(0.5f, t, 0.5f);
-}
+/// tanh(x) in one MUFU op (tanh.approx, rel. err ~2^-11): the attention kernels' σ(x) = (1 + tanh(x/2)) / 2.
+__device__ __forceinline__ float tanh_approx(float x) { float t; asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(x)); return t; }
 /// The accurate sigmoid (ex2.approx and rcp.approx, a few ulp) for fp32 ops checked to 1e-5 against
 /// the CPU; __fdividef skips the IEEE division's refinement and slow path (1/inf is still 0).
 __device__ __forceinline__ float sigmoidf_exact(float x) { return __fdividef(1.0f, 1.0f + __expf(-x)); }
