@@ -230,8 +230,8 @@ extension CUDADevice {
   /// heads × dqk]` (`queryKey`) or `[tokens, heads × dv]` (`value`), in boxes of 64 rows (a key tile,
   /// and a backward query tile) × 64 columns. Rows past the batch read as zeros, never as stale
   /// rows of a larger buffer.
-  private func attentionMaps(_ shape: AttentionShape, tokens: Int, queryKey: [DeviceArray<BFloat16>] = [],
-                             value: [DeviceArray<BFloat16>] = []) throws -> [KernelArgument] {
+  private func attentionMaps(_ shape: AttentionShape, tokens: Int, queryKey: [DeviceArray<BFloat16>],
+                             value: [DeviceArray<BFloat16>]) throws -> [KernelArgument] {
     try queryKey.map { .tensorMap(try tensorMap($0, rows: tokens, columns: shape.heads * shape.dqk, boxRows: Self.attentionKeyTile)) }
       + value.map { .tensorMap(try tensorMap($0, rows: tokens, columns: shape.heads * shape.dv, boxRows: Self.attentionKeyTile)) }
   }

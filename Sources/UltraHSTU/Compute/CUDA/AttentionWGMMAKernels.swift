@@ -135,6 +135,14 @@ __device__ __forceinline__ void tma_load_2d(void* dst, const TensorMap* map, int
                :: "r"(smem_u32(dst)), "l"((u64)map), "r"(col), "r"(row), "r"(smem_u32(bar)) : "memory");
 }
 
+/// Columns col0 … col0 + D − 1 of rows row … row + ROWS − 1 (the map's box) into D/64 swizzled
+/// chunks of ROWS × 64 at dst, all completing on bar.
+template <int D, int ROWS>
+__device__ __forceinline__ void tma_load_tile(bf16_t* dst, const TensorMap* map, int col0, int row, u64* bar) {
+  #pragma unroll
+  for (int c = 0; c < D / 64; ++c) tma_load_2d(dst + c * ROWS * 64, map, col0 + c * 64, row, bar);
+}
+
 /// dst box (column `col`, row `row` of a 2-D fp32 tensor map) += the box at shared `src`, by TMA
 /// in the tensor map's swizzled layout (an element-wise atomic add in L2); joins the bulk group
 /// that `bulk_commit` closes. Rows past the tensor's end are dropped.
@@ -192,10 +200,8 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
   auto produce = [&](int u) {
     const int slot = u % WG_STAGES, row = start + key0(u);
     mbar_expect_bytes(&landed[slot], BN * (DQK + DV) * 2);
-    #pragma unroll
-    for (int c = 0; c < DQK / 64; ++c) tma_load_2d(sK + (slot * DQK / 64 + c) * BN * 64, &keyMap, h * DQK + c * 64, row, &landed[slot]);
-    #pragma unroll
-    for (int c = 0; c < DV / 64; ++c) tma_load_2d(sV + (slot * DV / 64 + c) * BN * 64, &valueMap, h * DV + c * 64, row, &landed[slot]);
+    tma_load_tile<DQK, BN>(sK + slot * BN * DQK, &keyMap, h * DQK, row, &landed[slot]);
+    tma_load_tile<DV, BN>(sV + slot * BN * DV, &valueMap, h * DV, row, &landed[slot]);
   };
   if (threadIdx.x == 0) {
     for (int x = 0; x < WG_STAGES; ++x) { mbar_init(&landed[x], 1); mbar_init(&freed[x], WG_COUNT * 4); }
@@ -346,20 +352,16 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     mbar_init(kvLanded, 1); mbar_init(&qLanded[0], 1); mbar_init(&qLanded[1], 1);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     mbar_expect_bytes(kvLanded, BN * (DQK + DV) * 2);
-    #pragma unroll
-    for (int c = 0; c < DQK / 64; ++c) tma_load_2d(sK + c * BN * 64, &keyMap, h * DQK + c * 64, start + k0, kvLanded);
-    #pragma unroll
-    for (int c = 0; c < DV / 64; ++c) tma_load_2d(sV + c * BN * 64, &valueMap, h * DV + c * 64, start + k0, kvLanded);
+    tma_load_tile<DQK, BN>(sK, &keyMap, h * DQK, start + k0, kvLanded);
+    tma_load_tile<DV, BN>(sV, &valueMap, h * DV, start + k0, kvLanded);
   }
   // Query tile `tile` into stage `stage` (thread 0 only), once the stage's last dQ reduction has read it.
   auto produce = [&](int tile, int stage) {
     bf16_t* sQ = sStage + stage * STAGE;
     bulk_wait<true>();
     mbar_expect_bytes(&qLanded[stage], QT * (DQK + DV) * 2);
-    #pragma unroll
-    for (int c = 0; c < DQK / 64; ++c) tma_load_2d(sQ + c * QT * 64, &queryMap, h * DQK + c * 64, start + tile * QT, &qLanded[stage]);
-    #pragma unroll
-    for (int c = 0; c < DV / 64; ++c) tma_load_2d(sQ + QT * DQK + c * QT * 64, &gradMap, h * DV + c * 64, start + tile * QT, &qLanded[stage]);
+    tma_load_tile<DQK, QT>(sQ, &queryMap, h * DQK, start + tile * QT, &qLanded[stage]);
+    tma_load_tile<DV, QT>(sQ + QT * DQK, &gradMap, h * DV, start + tile * QT, &qLanded[stage]);
   };
   backward_tile_list(s, B);
   __syncthreads();
