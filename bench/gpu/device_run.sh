@@ -13,7 +13,8 @@
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
 # ncu-loss (the loss kernels of cfg2 and cfg3 under ncu), ncu-bwd-source (stall samples per SASS instruction of the
-# wgmma attention backward, semi-local L = 4096 with rab^p),
+# wgmma attention backward, semi-local L = 4096 with rab^p; ncu-fwd-source the same for the forward, both with the
+# kernel's details page: launch, occupancy, SM cycles active avg and max),
 # ncu-elementwise (ncu sections of the LayerNorm and split/merge kernels of cfg2, forward and backward),
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), bench (ML-1M
 # training tokens/s of hstu-large and ultra-hstu), sasrec (ML-1M SASRec, the preset's epochs and patience),
@@ -81,11 +82,16 @@ for spec in "$@"; do
           --metrics $STALLS,smsp__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__t_set_accesses_pipe_lsu_mem_global_op_red.sum,lts__t_sectors_op_red.sum \
           $exe gpu-bench $shape --repeats 3 --out /tmp/ncu-out
       done ;;
-    ncu-bwd-source)   # where the attention backward's warps stall, per SASS instruction (semi-local L = 4096, head dim 128, rab^p as in the step)
-      capped $bin-ncu-bwd-source-run 150 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:hstu_attention_backward_wgmma --launch-skip 2 --launch-count 1 \
-        --section SourceCounters --section WarpStateStats -f -o /tmp/bwd-source $exe gpu-bench --lengths 4096 --masks semi-local --position-bias --repeats 3 --out /tmp/ncu-out
-      /usr/local/cuda/bin/ncu --import /tmp/bwd-source.ncu-rep --page source --csv --print-source sass > /tmp/bwd-source.csv 2> $LOG/$bin-ncu-bwd-source-err.txt
-      python3 - /tmp/bwd-source.csv > $LOG/$bin-ncu-bwd-source.txt 2>&1 <<'PY'
+    ncu-bwd-source|ncu-fwd-source)   # where a wgmma attention kernel's warps stall, per SASS instruction (semi-local L = 4096, head dim 128, rab^p as in the step)
+      dir=${stage#ncu-}; dir=${dir%-source}
+      [ $dir = bwd ] && fun=hstu_attention_backward_wgmma || fun=hstu_attention_forward_wgmma
+      capped $bin-ncu-$dir-source-run 150 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:$fun --launch-skip 2 --launch-count 1 \
+        --section SourceCounters --section WarpStateStats --section LaunchStats --section Occupancy --section SpeedOfLight \
+        --metrics sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_elapsed.avg,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active \
+        -f -o /tmp/$dir-source $exe gpu-bench --lengths 4096 --masks semi-local --position-bias --repeats 3 --out /tmp/ncu-out
+      /usr/local/cuda/bin/ncu --import /tmp/$dir-source.ncu-rep --page details > $LOG/$bin-ncu-$dir-details.txt 2>&1
+      /usr/local/cuda/bin/ncu --import /tmp/$dir-source.ncu-rep --page source --csv --print-source sass > /tmp/$dir-source.csv 2> $LOG/$bin-ncu-$dir-source-err.txt
+      python3 - /tmp/$dir-source.csv > $LOG/$bin-ncu-$dir-source.txt 2>&1 <<'PY'
 import csv, sys
 rows = list(csv.reader(open(sys.argv[1])))
 head = next(i for i, r in enumerate(rows) if any('Source' == c.strip() for c in r))
@@ -103,7 +109,7 @@ for r in rows:
     if num(r[samp]) >= 0.002 * total:
         print('%6s %7.2f %7.2f %9s  %s' % (r[addr], 100 * num(r[samp]) / total, 100 * num(r[nonissued]) / total, r[execd] if execd is not None else '', r[src][:110]))
 PY
-      head -c 600 $LOG/$bin-ncu-bwd-source-err.txt >> $LOG/summary.txt ;;
+      head -c 600 $LOG/$bin-ncu-$dir-source-err.txt >> $LOG/summary.txt ;;
     ncu-elementwise)   # LayerNorm and split/merge kernels of the 16-layer step under ncu, forward and backward (time, instructions, DRAM, warp-stall reasons); a 16 GiB arena keeps kernel replay cheap
       for part in forward:'layernorm_forward|uvqk_split' backward:'layernorm_backward|uvqk_merge'; do
         capped $bin-ncu-elementwise-${part%%:*} 100 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:"${part#*:}" \
