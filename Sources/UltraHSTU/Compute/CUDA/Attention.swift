@@ -289,12 +289,13 @@ extension CUDADevice {
     try fill(dq)
     let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile, tokens = dq.count / (shape.heads * shape.dqk)
     // K, V, two stages of a Q and a dO tile, dSᵀ (bf16; mma.sync: padded rows; wgmma: swizzled, 1 KB
-    // to align the swizzle atoms, each stage large enough for the tile's fp32 dQ, three mbarriers);
+    // to align the swizzle atoms, each stage large enough for the tile's fp32 dQ, three mbarriers,
+    // each stage's rab^p entries);
     // the query tile's key intervals; the list of query tiles; each warp's dPos sums over the
     // QT + 15 diagonals of its 16 keys.
     let pad = wgmma ? 0 : 8
     let stage = wgmma ? max(qt * (shape.dqk + shape.dv), 2 * qt * shape.dqk) : qt * (shape.dqk + shape.dv + 2 * pad)
-    var shared = (wgmma ? 1024 + 3 * 8 : 0)
+    var shared = (wgmma ? 1024 + 3 * 8 + 4 * 2 * (qt + bn) : 0)
       + 2 * (bn * (shape.dqk + pad) + bn * (shape.dv + pad) + 2 * stage + bn * (qt + pad))
       + 4 * 3 * qt + 4 * (1 + tiles) + 4 * Self.attentionBackwardWarps * (qt + 15)
     if timeBuckets > 0 { shared = (shared + 7) / 8 * 8 + 8 * qt + 4 * timeBuckets }   // query times, dTime partial sums

@@ -609,13 +609,13 @@ __device__ __forceinline__ void backward_tile_queries(const BackwardScratch& s, 
 /// leaves out 1/N, which `store_key_gradients` applies to dV once: P = SiLU(x) = h + h·t with
 /// h = x/2 and t = tanh(h), dS = dP · σ(x)(1 + x(1 − σ(x))) / N = dP · (σ + P(1 − σ)) / N with
 /// σ = (1 + t)/2, seven FP32 ops and one MUFU op per element. MASK (the tile is not entirely
-/// visible to the block's keys) and POS (rab^p) are compile-time, so a full tile without biases
-/// costs only that. Element (nt, e2 + 2) of a thread (key1 = key0 + 8) lies on the diagonal
+/// visible to the block's keys) and POS (rab^p, `pos_of(d)` giving its entry of diagonal d = i − j)
+/// are compile-time, so a full tile without biases costs only that. Element (nt, e2 + 2) of a thread (key1 = key0 + 8) lies on the diagonal
 /// i − j of its (nt − 1, e2): the two share one rab^p entry and one dPos partial sum.
-template <bool MASK, bool POS, typename DSAt>
+template <bool MASK, bool POS, typename PosOf, typename DSAt>
 __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
     u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0,
-    const float* __restrict__ pos, int posLength, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
+    PosOf pos_of, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const int* sInt = s.interval;
 #if SOFTMAX
@@ -625,11 +625,11 @@ __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4
   const int d0 = q0 + 2 * tq - B.key0;   // i − j of (nt = 0, e2 = 0)
   float carry0 = 0.f, carry1 = 0.f;      // ds of (nt − 1, e2 = 0, 1)
   float posLo[2] = {0.f, 0.f}, posHi[2] = {0.f, 0.f};   // rab^p of (nt, e2 < 2) and (nt, e2 ≥ 2)
-  if (POS) { posHi[0] = pos_at(pos, d0 - 8, posLength); posHi[1] = pos_at(pos, d0 - 7, posLength); }
+  if (POS) { posHi[0] = pos_of(d0 - 8); posHi[1] = pos_of(d0 - 7); }
   #pragma unroll
   for (int nt = 0; nt < QT / 8; ++nt) {
     float p[4], ds[4];
-    if (POS) { posLo[0] = pos_at(pos, d0 + nt * 8, posLength); posLo[1] = pos_at(pos, d0 + nt * 8 + 1, posLength); }
+    if (POS) { posLo[0] = pos_of(d0 + nt * 8); posLo[1] = pos_of(d0 + nt * 8 + 1); }
     #pragma unroll
     for (int e2 = 0; e2 < 4; ++e2) {
       const int j = e2 < 2 ? B.key0 : B.key1;
@@ -670,17 +670,17 @@ __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4
 }
 
 /// `backward_scores_tile` for a tile that is `full` (every query sees every key of the block) or
-/// not, with or without rab^p.
-template <typename DSAt>
+/// not, with rab^p (`hasPos`, read through `pos_of`) or without.
+template <typename PosOf, typename DSAt>
 __device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
     u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0, bool full,
-    const float* __restrict__ pos, int posLength, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
+    bool hasPos, PosOf pos_of, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
   if (full) {
-    if (pos) backward_scores_tile<false, true>(st, dpt, pf, df, s, B, q0, pos, posLength, scoreScale, time, kt0, kt1, ds_at);
-    else backward_scores_tile<false, false>(st, dpt, pf, df, s, B, q0, pos, posLength, scoreScale, time, kt0, kt1, ds_at);
+    if (hasPos) backward_scores_tile<false, true>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
+    else backward_scores_tile<false, false>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
   } else {
-    if (pos) backward_scores_tile<true, true>(st, dpt, pf, df, s, B, q0, pos, posLength, scoreScale, time, kt0, kt1, ds_at);
-    else backward_scores_tile<true, false>(st, dpt, pf, df, s, B, q0, pos, posLength, scoreScale, time, kt0, kt1, ds_at);
+    if (hasPos) backward_scores_tile<true, true>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
+    else backward_scores_tile<true, false>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
   }
 }
 
@@ -851,8 +851,8 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
     }
 
     u32 pf[QT / 16][4], df[QT / 16][4];
-    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, pos, posLength, scoreScale, time, kt0, kt1,
-                    [&](int row, int unit) { return sDS + row * SDS + unit * 8; });
+    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, pos != nullptr, [&](int d) { return pos_at(pos, d, posLength); },
+                    scoreScale, time, kt0, kt1, [&](int row, int unit) { return sDS + row * SDS + unit * 8; });
 
     // dV += Pᵀ dO and dK += dSᵀ Q.
     #pragma unroll

@@ -157,6 +157,11 @@ template <bool READ> __device__ __forceinline__ void bulk_wait() {
   else asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 }
 
+/// 4 bytes from global to shared memory by cp.async (through L1), in the current cp.async group.
+__device__ __forceinline__ void cp_async_4(void* smem, const void* gmem) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" :: "r"(smem_u32(smem)), "l"(gmem) : "memory");
+}
+
 /// A compile-time flag passed to a generic lambda.
 template <bool B> struct WGFlag { static constexpr bool value = B; };
 
@@ -317,7 +322,8 @@ __device__ __forceinline__ void stage_query_gradient(const float (&acc)[8][4], f
 ///                                  and dK no longer need, and added into dq by one TMA reduction
 ///                                  that thread 0 issues: no atomics from the warps.
 /// The next tile's Q and dO go to the other stage once its S and dP are issued, after that
-/// stage's dQ reduction has read its shared memory.
+/// stage's dQ reduction has read its shared memory; so do its 127 rab^p entries (diagonals
+/// q0 − k0 − 63 … q0 − k0 + 63, by cp.async), which the scores then read from shared memory.
 /// Query rows past the sequence arrive as the next sequence's rows (zeros past the batch): their
 /// intervals are empty and their tile is never full, so their P and dS, and so their dQ rows, are
 /// zero: they add nothing.
@@ -336,7 +342,8 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   bf16_t* sDS = sStage + 2 * STAGE;          // [BN][QT]            dSᵀ (one 64-column chunk)
   u64* kvLanded = (u64*)(sDS + BN * QT);     // K and V have arrived
   u64* qLanded = kvLanded + 1;               // [2] the stage's Q and dO tiles have arrived
-  const BackwardScratch s(qLanded + 2, tilesPerSequence);
+  float* sPos = (float*)(qLanded + 2);       // [2][QT + BN] the stage's rab^p entries
+  const BackwardScratch s(sPos + 2 * (QT + BN), tilesPerSequence);
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
   const MaskArgs m = {window, tail, prefix, contextual};
 #if SOFTMAX
@@ -363,10 +370,19 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     tma_load_tile<DQK, QT>(sQ, &queryMap, h * DQK, start + tile * QT, &qLanded[stage]);
     tma_load_tile<DV, QT>(sQ + QT * DQK, &gradMap, h * DV, start + tile * QT, &qLanded[stage]);
   };
+  // The rab^p entries of query tile `tile` into stage `stage`: entry x is diagonal tile·QT − k0 − (BN − 1) + x.
+  auto produce_pos = [&](int tile, int stage) {
+    if (pos) {
+      const int d = tile * QT - k0 - (BN - 1) + (int)threadIdx.x;
+      if (threadIdx.x < QT + BN - 1) cp_async_4(sPos + stage * (QT + BN) + threadIdx.x, pos + min(max(d, 0), posLength - 1));
+    }
+    cp_async_commit();
+  };
   backward_tile_list(s, B);
   __syncthreads();
   const int count = s.tiles[0];
   if (threadIdx.x == 0 && count > 0) produce(s.tiles[1] & 0x7fffffff, 0);
+  if (count > 0) produce_pos(s.tiles[1] & 0x7fffffff, 0);
 
   float accK[DQK / 8][4], accV[DV / 8][4];
   long long kt0, kt1;
@@ -377,6 +393,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
     const int q0 = (s.tiles[1 + i] & 0x7fffffff) * QT;
     backward_tile_queries(s, B, q0, m, lse, delta, heads, time);
+    cp_async_wait<0>();   // this tile's rab^p entries
     __syncthreads();
     mbar_wait(&qLanded[stage], (i >> 1) & 1);
     const u32 qAddr = smem_u32(sStage + stage * STAGE), oAddr = qAddr + QT * DQK * 2;
@@ -393,15 +410,17 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
       wgmma_ss<QT, 0, 0>(dpt, sw128_desc(vAddr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024),
                          sw128_desc(oAddr + (kk >> 2) * QT * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
     wgmma_commit();
-    // The next tile's Q and dO, while this one computes.
+    // The next tile's Q, dO and rab^p entries, while this one computes.
     if (threadIdx.x == 0 && i + 1 < count) produce(s.tiles[2 + i] & 0x7fffffff, stage ^ 1);
+    if (i + 1 < count) produce_pos(s.tiles[2 + i] & 0x7fffffff, stage ^ 1);
     wgmma_wait<0>();
     pin(st);
     pin(dpt);
 
     u32 pf[QT / 16][4], df[QT / 16][4];
-    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, pos, posLength, scoreScale, time, kt0, kt1,
-                    [&](int row, int unit) { return sDS + row * QT + ((unit ^ (row & 7)) << 3); });
+    const float* posTile = sPos + stage * (QT + BN) - (q0 - k0 - (BN - 1));   // indexed by diagonal
+    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, pos != nullptr, [&](int d) { return posTile[d]; },
+                    scoreScale, time, kt0, kt1, [&](int row, int unit) { return sDS + row * QT + ((unit ^ (row & 7)) << 3); });
 
     // dV += Pᵀ dO and dK += dSᵀ Q: k-step kk is 16 query rows; dO and Q are N-major (64-column chunks QT·128 bytes apart).
     wgmma_fence();
