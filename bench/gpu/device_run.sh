@@ -87,7 +87,7 @@ for spec in "$@"; do
       [ $dir = bwd ] && fun=hstu_attention_backward_wgmma || fun=hstu_attention_forward_wgmma
       capped $bin-ncu-$dir-source-run 150 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:$fun --launch-skip 2 --launch-count 1 \
         --section SourceCounters --section WarpStateStats --section LaunchStats --section Occupancy --section SpeedOfLight \
-        --metrics sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_elapsed.avg,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active \
+        --metrics $STALLS,smsp__inst_executed.sum,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_elapsed.avg,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active \
         -f -o /tmp/$dir-source $exe gpu-bench --lengths 4096 --masks semi-local --position-bias --repeats 3 --out /tmp/ncu-out
       /usr/local/cuda/bin/ncu --import /tmp/$dir-source.ncu-rep --page details > $LOG/$bin-ncu-$dir-details.txt 2>&1
       /usr/local/cuda/bin/ncu --import /tmp/$dir-source.ncu-rep --page source --csv --print-source sass > /tmp/$dir-source.csv 2> $LOG/$bin-ncu-$dir-source-err.txt

@@ -104,13 +104,16 @@ extension CUDADevice {
     }
   }
 
-  /// The kernel variant: SiLU or softmax scores, with or without the time bias.
-  private func attentionModule(_ shape: AttentionShape, softmax: Bool = false, timeBias: Bool = false) throws -> CUDAModule {
+  /// The kernel variant: SiLU or softmax scores, with or without the position bias rab^p and the
+  /// time bias (each compiled in or out, so a kernel holds only the code its launches run).
+  private func attentionModule(_ shape: AttentionShape, softmax: Bool = false, positionBias: Bool = false,
+                               timeBias: Bool = false) throws -> CUDAModule {
     guard shape.dqk % 16 == 0, shape.dv % 16 == 0, (16...128).contains(shape.dqk), (16...128).contains(shape.dv) else {
       throw CUDAError.unsupported("attention head dims must be multiples of 16 in 16...128 (dqk=\(shape.dqk), dv=\(shape.dv))")
     }
     var defines = ["DQK": shape.dqk, "DV": shape.dv]
     if softmax { defines["SOFTMAX"] = 1 }
+    if positionBias { defines["POS_BIAS"] = 1 }
     if timeBias { defines["TIME_BIAS"] = 1 }
     return try module("hstu_attention", source: AttentionKernels.source, defines: defines)
   }
@@ -160,7 +163,7 @@ extension CUDADevice {
     bounds: AttentionBoundsCache? = nil
   ) throws {
     let wgmma = try usesWGMMA(kernel ?? attentionForwardKernel, shape, minLength: Self.attentionWGMMAMinLength)
-    let module = try attentionModule(shape, timeBias: time != nil)
+    let module = try attentionModule(shape, positionBias: pos != nil, timeBias: time != nil)
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
                          bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
                          out: out, logSumExp: nil, scale: 0, splitKeys: shape.mask.localWindow != nil, wgmma: wgmma, bounds: bounds)
@@ -247,7 +250,7 @@ extension CUDADevice {
     kernel: AttentionKernel? = nil, bounds: AttentionBoundsCache? = nil
   ) throws {
     guard (time == nil) == (dTime == nil) else { throw CUDAError.unsupported("hstuAttentionBackward: time bias and dTime go together") }
-    let module = try attentionModule(shape, timeBias: time != nil)
+    let module = try attentionModule(shape, positionBias: pos != nil, timeBias: time != nil)
     if let dPos { try fill(dPos) }
     if let dTime { try fill(dTime) }
     try attentionBackward(shape, module: module, q: q, k: k, v: v, dOut: dOut, offsets: offsets, targets: targets,

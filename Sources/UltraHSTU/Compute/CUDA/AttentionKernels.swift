@@ -60,6 +60,12 @@ enum AttentionKernels {
 #ifndef SOFTMAX
 #define SOFTMAX 0
 #endif
+#ifndef POS_BIAS
+#define POS_BIAS 0   // rab^p compiled in: the launcher passes pos exactly when set
+#endif
+#if SOFTMAX && POS_BIAS
+#error "softmax attention (SASRec) has no rab^p"
+#endif
 #define NEG_INF __int_as_float(0xff800000)
 #define LOG2E 1.4426950408889634f
 
@@ -256,18 +262,14 @@ __device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT 
 
 /// P = mask ⊙ SiLU(S + pos + time) / N for a thread's two rows and the NT·8 keys from k0 (an
 /// accumulator fragment), packed straight into bf16 A fragments (mma.sync's and wgmma's agree).
-/// `full`: the tile is entirely visible to these rows, so the mask is skipped.
+/// `full`: the tile is entirely visible to these rows, so the mask is skipped. rab^p is
+/// compile-time (POS_BIAS), so a kernel holds two copies of this code, not four.
 template <int NT>
 __device__ __forceinline__ void silu_scores(const float (&s)[NT][4], u32 (&pf)[NT / 2][4], const QueryRows& r, int k0, int tq,
     bool full, const float* __restrict__ pos, int posLength, float invN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
   const float h = 0.5f * invN;
-  if (full) {
-    if (pos) silu_tile<NT, false, true>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
-    else silu_tile<NT, false, false>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
-  } else {
-    if (pos) silu_tile<NT, true, true>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
-    else silu_tile<NT, true, false>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
-  }
+  if (full) silu_tile<NT, false, POS_BIAS>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
+  else silu_tile<NT, true, POS_BIAS>(s, pf, r, k0, tq, pos, posLength, h, time, keyTime);
 }
 
 /// Writes a thread's two rows of an fp32 accumulator fragment (NT·8 columns) to out (row stride ld),
@@ -670,18 +672,13 @@ __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4
 }
 
 /// `backward_scores_tile` for a tile that is `full` (every query sees every key of the block) or
-/// not, with rab^p (`hasPos`, read through `pos_of`) or without.
+/// not; with POS_BIAS, rab^p read through `pos_of`.
 template <typename PosOf, typename DSAt>
 __device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
     u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0, bool full,
-    bool hasPos, PosOf pos_of, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
-  if (full) {
-    if (hasPos) backward_scores_tile<false, true>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
-    else backward_scores_tile<false, false>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
-  } else {
-    if (hasPos) backward_scores_tile<true, true>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
-    else backward_scores_tile<true, false>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
-  }
+    PosOf pos_of, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
+  if (full) backward_scores_tile<false, POS_BIAS>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
+  else backward_scores_tile<true, POS_BIAS>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
 }
 
 /// dPos of query tile q0 (after a barrier past `backward_scores`): the block's diagonal x − (BN − 1)
@@ -776,9 +773,6 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
   const BackwardScratch s(sDS + BN * SDS, tilesPerSequence);
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
   const MaskArgs m = {window, tail, prefix, contextual};
-#if SOFTMAX
-  pos = nullptr;   // SASRec has no rab^p: the compiler drops its code
-#endif
 
   BackwardBlock B;
   if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst)) return;
@@ -851,7 +845,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
     }
 
     u32 pf[QT / 16][4], df[QT / 16][4];
-    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, pos != nullptr, [&](int d) { return pos_at(pos, d, posLength); },
+    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, [&](int d) { return pos_at(pos, d, posLength); },
                     scoreScale, time, kt0, kt1, [&](int row, int unit) { return sDS + row * SDS + unit * 8; });
 
     // dV += Pᵀ dO and dK += dSᵀ Q.
@@ -895,7 +889,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
       }
       add_query_gradient(acc, dq + (size_t)start * ldqk + h * DQK + half * (DQK / 2), q0 + warp * 16 + g, n, ldqk, tq);
     }
-    if (pos) backward_position_gradient(s, B, q0, dpos, posLength);
+    if (POS_BIAS) backward_position_gradient(s, B, q0, dpos, posLength);
     __syncthreads();
     tile = s.tiles[2 + i] & 0x7fffffff;   // read again here: fewer registers live through the step
   }

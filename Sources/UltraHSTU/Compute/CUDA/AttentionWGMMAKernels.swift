@@ -346,9 +346,6 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   const BackwardScratch s(sPos + 2 * (QT + BN), tilesPerSequence);
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
   const MaskArgs m = {window, tail, prefix, contextual};
-#if SOFTMAX
-  pos = nullptr;
-#endif
 
   BackwardBlock B;
   if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst)) return;
@@ -372,7 +369,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   };
   // The rab^p entries of query tile `tile` into stage `stage`: entry x is diagonal tile·QT − k0 − (BN − 1) + x.
   auto produce_pos = [&](int tile, int stage) {
-    if (pos) {
+    if (POS_BIAS) {
       const int d = tile * QT - k0 - (BN - 1) + (int)threadIdx.x;
       if (threadIdx.x < QT + BN - 1) cp_async_4(sPos + stage * (QT + BN) + threadIdx.x, pos + min(max(d, 0), posLength - 1));
     }
@@ -419,7 +416,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
 
     u32 pf[QT / 16][4], df[QT / 16][4];
     const float* posTile = sPos + stage * (QT + BN) - (q0 - k0 - (BN - 1));   // indexed by diagonal
-    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, pos != nullptr, [&](int d) { return posTile[d]; },
+    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, [&](int d) { return posTile[d]; },
                     scoreScale, time, kt0, kt1, [&](int row, int unit) { return sDS + row * QT + ((unit ^ (row & 7)) << 3); });
 
     // dV += Pᵀ dO and dK += dSᵀ Q: k-step kk is 16 query rows; dO and Q are N-major (64-column chunks QT·128 bytes apart).
@@ -453,7 +450,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     pin(accK);
     pin(accV);
     fence_proxy_async();   // the dQ stores, visible to the TMA reduction
-    if (pos) backward_position_gradient(s, B, q0, dpos, posLength);
+    if (POS_BIAS) backward_position_gradient(s, B, q0, dpos, posLength);
     __syncthreads();
     if (threadIdx.x == 0) {
       #pragma unroll
