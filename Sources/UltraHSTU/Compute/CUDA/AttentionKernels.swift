@@ -7,8 +7,9 @@
 /// (N is a constant, or each sequence's history length n − t.)
 ///   dV = Pᵀ dO, dP = dO Vᵀ, dS = dP ⊙ mask ⊙ SiLU'(S) / N, dQ = dS K, dK = dSᵀ Q,
 ///   dPos[i-j] += Σ_h dS, dTime[bucket] += Σ_h dS
-/// with SiLU'(s) = σ(s)(1 + s(1 − σ(s))). The time bias (rab^t, compiled in with TIME_BIAS=1) reads
-/// each token's key time τk and query time τq (the next event's) and research HSTU's log bucket.
+/// with SiLU'(s) = σ(s)(1 + s(1 − σ(s))). The position bias (rab^p) is compiled in with POS_BIAS=1.
+/// The time bias (rab^t, compiled in with TIME_BIAS=1) reads each token's key time τk and query
+/// time τq (the next event's) and research HSTU's log bucket.
 ///
 /// SOFTMAX=1 compiles the same kernels as SASRec's softmax attention (no bias terms):
 ///   P[i,j] = mask(i,j) · exp(S[i,j]·scale − lse_i),  out_i = Σ_j P[i,j] v_j,
