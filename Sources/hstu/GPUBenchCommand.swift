@@ -4,7 +4,8 @@ import UltraHSTU
 
 /// `hstu gpu-bench`: HSTU attention forward/backward TFLOP/s (FLOPs the mask keeps) for L = 1k…16k,
 /// head dim 128, next to the cuBLASLt bf16 GEMM rate measured in the same run; and semi-local
-/// (K1 = K2 = 256) time per token vs L. Writes gpu-attention.json and gpu-attention.md.
+/// (K1 = K2 = 256 unless `--semi-local` says otherwise) time per token vs L. Writes
+/// gpu-attention.json and gpu-attention.md.
 struct GPUBench: ParsableCommand {
   static let configuration = CommandConfiguration(commandName: "gpu-bench", abstract: "Benchmark the CUDA HSTU attention against cuBLASLt.",
                                                   subcommands: [GPUStepBench.self])
@@ -30,11 +31,19 @@ struct GPUBench: ParsableCommand {
   @Option(help: "Head dim of q, k and v (named apart from `step`'s --head-dim, which the parent would otherwise take).")
   var attentionHeadDim = 128
 
-  @Option(parsing: .upToNextOption, help: "Masks to time: causal, semi-local (K1 = K2 = 256).")
+  @Option(parsing: .upToNextOption, help: "Masks to time: causal, semi-local.")
   var masks: [BenchMask] = [.causal, .semiLocal]
+
+  @Option(name: .customLong("semi-local"), parsing: .upToNextOption,
+          help: "K1 = K2 of the semi-local mask (local window K1, the last K2 rows global); several values time each.")
+  var semiLocalSizes: [Int] = [256]
 
   @Flag(help: "Add the relative-position bias rab^p (L entries) to the scores, and its gradient to the backward, as HSTU layers do.")
   var positionBias = false
+
+  func validate() throws {
+    guard semiLocalSizes.allSatisfy({ $0 > 0 }) else { throw ValidationError("--semi-local takes positive sizes, got \(semiLocalSizes)") }
+  }
 
   func run() throws {
     let device = try CUDADevice(arenaBytes: 24 << 30)
@@ -61,7 +70,8 @@ struct GPUBench: ParsableCommand {
       var backwardMmaSyncMs: Double; var backwardMmaSyncTFLOPs: Double }
     var rows: [Row] = []
     let d = attentionHeadDim
-    for (maskName, mask) in masks.map({ ($0.title, $0.mask) }) {
+    let timed = masks.flatMap { mask in mask == .causal ? [(mask.title(0), mask.mask(0))] : semiLocalSizes.map { (mask.title($0), mask.mask($0)) } }
+    for (maskName, mask) in timed {
       for L in lengths {
         let batch = max(1, tokens / L), total = batch * L
         let mark = device.arena.mark()
@@ -126,10 +136,11 @@ struct GPUBench: ParsableCommand {
   }
 }
 
-/// The attention masks `gpu-bench` times.
+/// The attention masks `gpu-bench` times; semi-local with K1 = K2 = `size` (a local window of
+/// `size` keys, the last `size` rows global), causal ignoring it.
 enum BenchMask: String, ExpressibleByArgument, CaseIterable {
   case causal, semiLocal = "semi-local"
 
-  var title: String { self == .causal ? "causal" : "semi-local K1=K2=256" }
-  var mask: AttentionMask { self == .causal ? .causal : AttentionMask(localWindow: 256, globalTailRows: 256) }
+  func title(_ size: Int) -> String { self == .causal ? "causal" : "semi-local K1=K2=\(size)" }
+  func mask(_ size: Int) -> AttentionMask { self == .causal ? .causal : .semiLocalMeta(k1: size, k2: size) }
 }
