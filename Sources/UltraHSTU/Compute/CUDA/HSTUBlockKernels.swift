@@ -47,16 +47,25 @@ __device__ __forceinline__ uint4 pack8(const float (&x)[8]) {
   return make_uint4(pack_bf16x2(x[0], x[1]), pack_bf16x2(x[2], x[3]), pack_bf16x2(x[4], x[5]), pack_bf16x2(x[6], x[7]));
 }
 
+/// The chunk of the unpadded split and merge that this thread owns (one thread per 8 columns of
+/// the v | q | k part of each token's pre row): token t and pre column c; false past the last.
+__device__ __forceinline__ bool uvqk_chunk(int tokens, int hv, int hq, size_t& t, int& c) {
+  const int chunks = (hv + 2 * hq) / 8;
+  const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (size_t)tokens * chunks) return false;
+  t = i / chunks;
+  c = hv + (int)(i % chunks) * 8;
+  return true;
+}
+
 /// Unpadded split (dv, dqk multiples of 16): one thread per 8-column chunk of pre's v | q | k (a
 /// chunk never straddles two parts, whose widths hv and hq are multiples of 16).
 extern "C" __global__ void uvqk_split_silu_dense(const bf16_t* __restrict__ pre, bf16_t* __restrict__ v,
     bf16_t* __restrict__ q, bf16_t* __restrict__ k, int tokens, int hv, int hq) {
   grid_dependency_wait();
-  const int width = 2 * hv + 2 * hq, chunks = (hv + 2 * hq) / 8;
-  const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= (size_t)tokens * chunks) return;
-  const size_t t = i / chunks;
-  const int c = hv + (int)(i % chunks) * 8;
+  const int width = 2 * hv + 2 * hq;
+  size_t t; int c;
+  if (!uvqk_chunk(tokens, hv, hq, t, c)) return;
   float x[8];
   unpack8(*(const uint4*)(pre + t * width + c), x);
   #pragma unroll
@@ -74,11 +83,9 @@ extern "C" __global__ void uvqk_split_silu_dense(const bf16_t* __restrict__ pre,
 extern "C" __global__ void uvqk_merge_silu_backward_dense(const bf16_t* __restrict__ pre, const float* __restrict__ dv,
     const float* __restrict__ dq, const float* __restrict__ dk, bf16_t* __restrict__ dpre, int tokens, int hv, int hq) {
   grid_dependency_wait();
-  const int width = 2 * hv + 2 * hq, chunks = (hv + 2 * hq) / 8;
-  const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= (size_t)tokens * chunks) return;
-  const size_t t = i / chunks;
-  const int c = hv + (int)(i % chunks) * 8;
+  const int width = 2 * hv + 2 * hq;
+  size_t t; int c;
+  if (!uvqk_chunk(tokens, hv, hq, t, c)) return;
   const float* g = c < 2 * hv ? dv + t * hv + (c - hv)
                  : c < 2 * hv + hq ? dq + t * hq + (c - 2 * hv) : dk + t * hq + (c - 2 * hv - hq);
   const float4 g0 = ((const float4*)g)[0], g1 = ((const float4*)g)[1];
