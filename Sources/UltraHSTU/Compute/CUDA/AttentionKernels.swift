@@ -605,6 +605,28 @@ __device__ __forceinline__ void backward_tile_queries(const BackwardScratch& s, 
   }
 }
 
+/// acc = A Bᵀ on mma.sync for this warp's 16 key rows of A (warp · 16 …, D columns) and the QT
+/// query rows of B, both bf16 in shared memory with row stride S: the backward's Sᵀ = K Qᵀ
+/// (A = K, B = Q) and dPᵀ = V dOᵀ (A = V, B = dO), in the accumulator layout.
+template <int D, int S>
+__device__ __forceinline__ void warp_keys_times_queries(float (&acc)[QT / 8][4], const bf16_t* a, const bf16_t* b, int warp, int lane) {
+  const int mi = lane >> 3;
+  #pragma unroll
+  for (int x = 0; x < QT / 8; ++x) acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+  #pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    u32 af[4];
+    ldmatrix_x4(af[0], af[1], af[2], af[3], a + (warp * 16 + (lane & 15)) * S + kk * 16 + (lane >> 4) * 8);
+    #pragma unroll
+    for (int np = 0; np < QT / 16; ++np) {
+      u32 r0, r1, r2, r3;
+      ldmatrix_x4(r0, r1, r2, r3, b + (np * 16 + (lane & 7) + (mi >> 1) * 8) * S + kk * 16 + (mi & 1) * 8);
+      mma_bf16_16816(acc[2 * np], af, r0, r1);
+      mma_bf16_16816(acc[2 * np + 1], af, r2, r3);
+    }
+  }
+}
+
 /// Pᵀ and dSᵀ of a backward tile from this warp's Sᵀ = K Qᵀ and dPᵀ = V dOᵀ (its 16 keys × the
 /// tile's QT queries, in the mma accumulator layout), packed into bf16 A fragments (`pf`, `df`);
 /// dSᵀ also goes to shared memory for dQ through `ds_at(row, unit)` (the element at key row `row`
@@ -815,35 +837,8 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
 
     // Sᵀ = K Qᵀ and dPᵀ = V dOᵀ for this warp's 16 keys and the tile's 64 queries.
     float st[QT / 8][4], dpt[QT / 8][4];
-    #pragma unroll
-    for (int x = 0; x < QT / 8; ++x) {
-      st[x][0] = st[x][1] = st[x][2] = st[x][3] = 0.f;
-      dpt[x][0] = dpt[x][1] = dpt[x][2] = dpt[x][3] = 0.f;
-    }
-    #pragma unroll
-    for (int kk = 0; kk < DQK / 16; ++kk) {
-      u32 af[4];
-      ldmatrix_x4(af[0], af[1], af[2], af[3], sK + (warp * 16 + (lane & 15)) * SQK + kk * 16 + (lane >> 4) * 8);
-      #pragma unroll
-      for (int np = 0; np < QT / 16; ++np) {
-        u32 r0, r1, r2, r3;
-        ldmatrix_x4(r0, r1, r2, r3, cQ + (np * 16 + (lane & 7) + (mi >> 1) * 8) * SQK + kk * 16 + (mi & 1) * 8);
-        mma_bf16_16816(st[2 * np], af, r0, r1);
-        mma_bf16_16816(st[2 * np + 1], af, r2, r3);
-      }
-    }
-    #pragma unroll
-    for (int kk = 0; kk < DV / 16; ++kk) {
-      u32 af[4];
-      ldmatrix_x4(af[0], af[1], af[2], af[3], sV + (warp * 16 + (lane & 15)) * SV + kk * 16 + (lane >> 4) * 8);
-      #pragma unroll
-      for (int np = 0; np < QT / 16; ++np) {
-        u32 r0, r1, r2, r3;
-        ldmatrix_x4(r0, r1, r2, r3, cO + (np * 16 + (lane & 7) + (mi >> 1) * 8) * SV + kk * 16 + (mi & 1) * 8);
-        mma_bf16_16816(dpt[2 * np], af, r0, r1);
-        mma_bf16_16816(dpt[2 * np + 1], af, r2, r3);
-      }
-    }
+    warp_keys_times_queries<DQK, SQK>(st, sK, cQ, warp, lane);
+    warp_keys_times_queries<DV, SV>(dpt, sV, cO, warp, lane);
 
     u32 pf[QT / 16][4], df[QT / 16][4];
     backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, [&](int d) { return pos_at(pos, d, posLength); },
