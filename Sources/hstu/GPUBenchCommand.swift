@@ -70,8 +70,7 @@ struct GPUBench: ParsableCommand {
       var backwardMmaSyncMs: Double; var backwardMmaSyncTFLOPs: Double }
     var rows: [Row] = []
     let d = attentionHeadDim
-    let timed = masks.flatMap { mask in mask == .causal ? [(mask.title(0), mask.mask(0))] : semiLocalSizes.map { (mask.title($0), mask.mask($0)) } }
-    for (maskName, mask) in timed {
+    for (maskName, mask) in masks.flatMap({ $0.variants(semiLocalSizes: semiLocalSizes) }) {
       for L in lengths {
         let batch = max(1, tokens / L), total = batch * L
         let mark = device.arena.mark()
@@ -136,11 +135,16 @@ struct GPUBench: ParsableCommand {
   }
 }
 
-/// The attention masks `gpu-bench` times; semi-local with K1 = K2 = `size` (a local window of
-/// `size` keys, the last `size` rows global), causal ignoring it.
+/// The attention masks `gpu-bench` times.
 enum BenchMask: String, ExpressibleByArgument, CaseIterable {
   case causal, semiLocal = "semi-local"
 
-  func title(_ size: Int) -> String { self == .causal ? "causal" : "semi-local K1=K2=\(size)" }
-  func mask(_ size: Int) -> AttentionMask { self == .causal ? .causal : .semiLocalMeta(k1: size, k2: size) }
+  /// The titled masks to time: causal once; semi-local once per K1 = K2 = size (a local window of
+  /// `size` keys, the last `size` rows global).
+  func variants(semiLocalSizes: [Int]) -> [(title: String, mask: AttentionMask)] {
+    switch self {
+    case .causal: return [("causal", .causal)]
+    case .semiLocal: return semiLocalSizes.map { ("semi-local K1=K2=\($0)", .semiLocalMeta(k1: $0, k2: $0)) }
+    }
+  }
 }

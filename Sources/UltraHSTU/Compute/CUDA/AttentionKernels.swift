@@ -635,8 +635,9 @@ __device__ __forceinline__ void warp_keys_times_queries(float (&acc)[QT / 8][4],
 /// h = x/2 and t = tanh(h), dS = dP · σ(x)(1 + x(1 − σ(x))) / N = dP · (σ + P(1 − σ)) / N with
 /// σ = (1 + t)/2, seven FP32 ops and one MUFU op per element. MASK (the tile is not entirely
 /// visible to the block's keys) and POS (rab^p, `pos_of(d)` giving its entry of diagonal d = i − j)
-/// are compile-time, so a full tile without biases costs only that. Element (nt, e2 + 2) of a thread (key1 = key0 + 8) lies on the diagonal
-/// i − j of its (nt − 1, e2): the two share one rab^p entry and one dPos partial sum.
+/// are compile-time, so a full tile without biases costs only that. Element (nt, e2 + 2) of a
+/// thread (key1 = key0 + 8) lies on the diagonal i − j of its (nt − 1, e2): the two share one rab^p
+/// entry and one dPos partial sum.
 template <bool MASK, bool POS, typename PosOf, typename DSAt>
 __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
     u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0,
