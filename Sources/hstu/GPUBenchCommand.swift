@@ -4,7 +4,7 @@ import UltraHSTU
 
 /// `hstu gpu-bench`: HSTU attention forward/backward TFLOP/s (FLOPs the mask keeps) for L = 1k…16k,
 /// head dim 128, next to the cuBLASLt bf16 GEMM rate measured in the same run; and semi-local
-/// (K1 = K2 = 256 unless `--semi-local` says otherwise) time per token vs L. Writes
+/// (K1 = K2 = 256 unless `--windows` says otherwise) time per token vs L. Writes
 /// gpu-attention.json and gpu-attention.md.
 struct GPUBench: ParsableCommand {
   static let configuration = CommandConfiguration(commandName: "gpu-bench", abstract: "Benchmark the CUDA HSTU attention against cuBLASLt.",
@@ -34,15 +34,16 @@ struct GPUBench: ParsableCommand {
   @Option(parsing: .upToNextOption, help: "Masks to time: causal, semi-local.")
   var masks: [BenchMask] = [.causal, .semiLocal]
 
-  @Option(name: .customLong("semi-local"), parsing: .upToNextOption,
+  /// Not named `--semi-local`: `step` has that option, and a parent's option takes the name from its subcommand.
+  @Option(parsing: .upToNextOption,
           help: "K1 = K2 of the semi-local mask (local window K1, the last K2 rows global); several values time each.")
-  var semiLocalSizes: [Int] = [256]
+  var windows: [Int] = [256]
 
   @Flag(help: "Add the relative-position bias rab^p (L entries) to the scores, and its gradient to the backward, as HSTU layers do.")
   var positionBias = false
 
   func validate() throws {
-    guard semiLocalSizes.allSatisfy({ $0 > 0 }) else { throw ValidationError("--semi-local takes positive sizes, got \(semiLocalSizes)") }
+    guard windows.allSatisfy({ $0 > 0 }) else { throw ValidationError("--windows takes positive sizes, got \(windows)") }
   }
 
   func run() throws {
@@ -70,7 +71,7 @@ struct GPUBench: ParsableCommand {
       var backwardMmaSyncMs: Double; var backwardMmaSyncTFLOPs: Double }
     var rows: [Row] = []
     let d = attentionHeadDim
-    for (maskName, mask) in masks.flatMap({ $0.variants(semiLocalSizes: semiLocalSizes) }) {
+    for (maskName, mask) in masks.flatMap({ $0.variants(windows: windows) }) {
       for L in lengths {
         let batch = max(1, tokens / L), total = batch * L
         let mark = device.arena.mark()
@@ -141,10 +142,10 @@ enum BenchMask: String, ExpressibleByArgument, CaseIterable {
 
   /// The titled masks to time: causal once; semi-local once per K1 = K2 = size (a local window of
   /// `size` keys, the last `size` rows global).
-  func variants(semiLocalSizes: [Int]) -> [(title: String, mask: AttentionMask)] {
+  func variants(windows: [Int]) -> [(title: String, mask: AttentionMask)] {
     switch self {
     case .causal: return [("causal", .causal)]
-    case .semiLocal: return semiLocalSizes.map { ("semi-local K1=K2=\($0)", .semiLocalMeta(k1: $0, k2: $0)) }
+    case .semiLocal: return windows.map { ("semi-local K1=K2=\($0)", .semiLocalMeta(k1: $0, k2: $0)) }
     }
   }
 }

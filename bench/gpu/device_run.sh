@@ -144,7 +144,7 @@ PY
       grep -h "L=" $LOG/$bin-attention-sla.txt $LOG/$bin-attention-causal.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
       grep -h "L=" $LOG/$bin-attention-sla-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
     attention-window)   # semi-local attention at L = 16k, head dim 128, K1 = K2 = 64 … 1024: the forward's window CTAs walk about 3 … 18 key tiles (plus the tail rows' split runs), so time against tiles separates a CTA's fixed cost from its cost per tile
-      capped $bin-attention-window 90 $exe gpu-bench --lengths 16384 --masks semi-local --semi-local 64 128 256 512 1024 --out /tmp/attention-window
+      capped $bin-attention-window 90 $exe gpu-bench --lengths 16384 --masks semi-local --windows 64 128 256 512 1024 --out /tmp/attention-window
       grep -h "L=" $LOG/$bin-attention-window.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
     attention-pos)   # attention at head dim 128 with the position bias rab^p (as HSTU layers run it)
       capped $bin-attention-pos 60 $exe gpu-bench --lengths 1024 4096 16384 --position-bias --out /tmp/attention-pos
