@@ -234,7 +234,10 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
     const int row = wg * WG_ROWS + warp * 16 + (lane & 15), unit = (kk & 3) * 2 + (lane >> 4);
     ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], sQ + (kk >> 2) * WBM * 64 + row * 64 + ((unit ^ (row & 7)) << 3));
   }
-  if (WG_Q_IN_RING) __syncthreads();   // every warp holds Q: its slot may take tile WG_STAGES − 1 in step 0
+  if (WG_Q_IN_RING) {   // every warp holds Q: its slot may take tile WG_STAGES − 1 (a TMA write) in step 0
+    fence_proxy_async();
+    __syncthreads();
+  }
   // S = Q Kᵀ of tile u (DQK/16 k-steps of 16 columns: chunk kk/4, 32 bytes per step inside it).
   auto issue_scores = [&](float (&s)[BN / 8][4], int u) {
     mbar_wait(&landed[u % WG_STAGES], (u / WG_STAGES) & 1);   // tile u has arrived
