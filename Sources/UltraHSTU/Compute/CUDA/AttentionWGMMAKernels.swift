@@ -9,9 +9,10 @@
 ///   four ring slots) or one (64 rows, three slots, small enough for two CTAs per SM, so one CTA's
 ///   first loads and last stores overlap the other's tiles); Q passes through shared memory once
 ///   into registers (with one warpgroup, through the last ring slot, free until the loop fills
-///   it), and K/V tiles of 64 keys stream through a ring of `WG_STAGES` shared buffers, loaded by the tensor memory accelerator (TMA, issued by thread 0) and tracked
-///   by mbarriers: `landed[slot]` completes when a tile's bytes arrive, `freed[slot]` when all eight
-///   warps are done with it, so the warpgroups never meet at a CTA-wide barrier in the loop;
+///   it), and K/V tiles of 64 keys stream through a ring of `WG_STAGES` shared buffers, loaded by
+///   the tensor memory accelerator (TMA, issued by thread 0) and tracked by mbarriers:
+///   `landed[slot]` completes when a tile's bytes arrive, `freed[slot]` when every warp is done
+///   with it, so the warpgroups never meet at a CTA-wide barrier in the loop;
 /// - tiles are stored in the 128-byte swizzled layout wgmma reads (64-column chunks, 16-byte units
 ///   XOR-ed with the row); S = Q Kᵀ takes Q from registers (loaded once) and K straight from shared
 ///   memory (K-major), and O += P V takes P from registers (the S accumulators turned into bf16 A
