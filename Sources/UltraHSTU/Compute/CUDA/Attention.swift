@@ -74,8 +74,13 @@ public enum AttentionKernel: String, CaseIterable, Sendable {
 
 extension CUDADevice {
   static let attentionForwardWarps = 8, attentionBackwardWarps = 4, attentionQueryTile = 64, attentionKeyTile = 64
-  /// K/V tiles in the wgmma forward's shared ring (`WG_STAGES`).
-  static let attentionWGMMAStages = 4
+  /// Warpgroups per wgmma forward CTA (`WG_COUNT`): two (128 query rows, one CTA per SM) unless
+  /// a local window makes every CTA walk only a few key tiles; then one (64 rows, two CTAs per SM,
+  /// so one CTA's first loads and last stores overlap the other's tiles).
+  static func attentionWGMMAWarpgroups(_ mask: AttentionMask) -> Int { mask.localWindow == nil ? 2 : 1 }
+
+  /// K/V tiles in the wgmma forward's shared ring (`WG_STAGES`) for `warpgroups` per CTA.
+  static func attentionWGMMAStages(warpgroups: Int) -> Int { warpgroups == 1 ? 3 : 4 }
 
   /// The shortest `maxLength` for which `.automatic` picks the wgmma forward.
   public static let attentionWGMMAMinLength = 512
@@ -107,7 +112,7 @@ extension CUDADevice {
   /// The kernel variant: SiLU or softmax scores, with or without the position bias rab^p and the
   /// time bias (each compiled in or out, so a kernel holds only the code its launches run).
   private func attentionModule(_ shape: AttentionShape, softmax: Bool = false, positionBias: Bool = false,
-                               timeBias: Bool = false) throws -> CUDAModule {
+                               timeBias: Bool = false, forwardWarpgroups: Int = 2) throws -> CUDAModule {
     guard shape.dqk % 16 == 0, shape.dv % 16 == 0, (16...128).contains(shape.dqk), (16...128).contains(shape.dv) else {
       throw CUDAError.unsupported("attention head dims must be multiples of 16 in 16...128 (dqk=\(shape.dqk), dv=\(shape.dv))")
     }
@@ -115,6 +120,7 @@ extension CUDADevice {
     if softmax { defines["SOFTMAX"] = 1 }
     if positionBias { defines["POS_BIAS"] = 1 }
     if timeBias { defines["TIME_BIAS"] = 1 }
+    if forwardWarpgroups != 2 { defines["WG_COUNT"] = forwardWarpgroups }
     return try module("hstu_attention", source: AttentionKernels.source, defines: defines)
   }
 
@@ -163,10 +169,12 @@ extension CUDADevice {
     bounds: AttentionBoundsCache? = nil
   ) throws {
     let wgmma = try usesWGMMA(kernel ?? attentionForwardKernel, shape, minLength: Self.attentionWGMMAMinLength)
-    let module = try attentionModule(shape, positionBias: pos != nil, timeBias: time != nil)
+    let warpgroups = wgmma ? Self.attentionWGMMAWarpgroups(shape.mask) : 2
+    let module = try attentionModule(shape, positionBias: pos != nil, timeBias: time != nil, forwardWarpgroups: warpgroups)
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
                          bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
-                         out: out, logSumExp: nil, scale: 0, splitKeys: shape.mask.localWindow != nil, wgmma: wgmma, bounds: bounds)
+                         out: out, logSumExp: nil, scale: 0, splitKeys: shape.mask.localWindow != nil, wgmma: wgmma ? warpgroups : nil,
+                         bounds: bounds)
   }
 
   /// Softmax attention (SASRec): out_i = Σ_j softmax_j(scale · q_i·k_j over the keys the mask
@@ -179,22 +187,31 @@ extension CUDADevice {
     let module = try attentionModule(shape, softmax: true)
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
                          bias: [.pointer(0), .int(0)] + AttentionTimeBias.absent, out: out, logSumExp: logSumExp,
-                         scale: scale, splitKeys: false, wgmma: false, bounds: bounds)
+                         scale: scale, splitKeys: false, wgmma: nil, bounds: bounds)
   }
 
   private func attentionForward(
     _ shape: AttentionShape, module: CUDAModule, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?, bias: [KernelArgument], out: DeviceArray<Float>,
-    logSumExp: DeviceArray<Float>?, scale: Float, splitKeys: Bool, wgmma: Bool, bounds cache: AttentionBoundsCache?
+    logSumExp: DeviceArray<Float>?, scale: Float, splitKeys: Bool, wgmma warpgroups: Int?, bounds cache: AttentionBoundsCache?
   ) throws {
+    let wgmma = warpgroups != nil
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets, cache: cache)
-    let rows = 16 * Self.attentionForwardWarps, keys = Self.attentionKeyTile   // both kernels: 8 warps, 128 query rows per CTA
-    // wgmma: Q and a ring of K/V tiles, unpadded (swizzled), plus 1 KB to align the swizzle atoms
-    // and two mbarriers per ring slot; mma.sync: Q and two K/V tiles with padded rows.
-    let shared = wgmma ? 1024 + 2 * (rows * shape.dqk + Self.attentionWGMMAStages * keys * (shape.dqk + shape.dv)) + 16 * Self.attentionWGMMAStages
-                       : 2 * (rows * (shape.dqk + 8) + 2 * keys * (shape.dqk + 8) + 2 * keys * (shape.dv + 8))
+    // mma.sync: 8 warps, 128 query rows per CTA; wgmma: 64 rows per warpgroup.
+    let threads = warpgroups.map { 128 * $0 } ?? 32 * Self.attentionForwardWarps
+    let rows = warpgroups.map { 64 * $0 } ?? 16 * Self.attentionForwardWarps, keys = Self.attentionKeyTile
+    // wgmma: Q (with one warpgroup, inside the ring) and a ring of K/V tiles, unpadded (swizzled),
+    // plus 1 KB to align the swizzle atoms and two mbarriers per ring slot; mma.sync: Q and two K/V
+    // tiles with padded rows.
+    let shared: Int
+    if let warpgroups {
+      let stages = Self.attentionWGMMAStages(warpgroups: warpgroups), queryElements = warpgroups == 1 ? 0 : rows * shape.dqk
+      shared = 1024 + 2 * (queryElements + stages * keys * (shape.dqk + shape.dv)) + 16 * stages
+    } else {
+      shared = 2 * (rows * (shape.dqk + 8) + 2 * keys * (shape.dqk + 8) + 2 * keys * (shape.dv + 8))
+    }
     let keyTiles = (shape.maxLength + Self.attentionKeyTile - 1) / Self.attentionKeyTile
     let splitTiles = splitKeys ? Self.attentionSplitTiles : max(1, keyTiles)
     let splits = max(1, (keyTiles + splitTiles - 1) / splitTiles)
@@ -208,7 +225,7 @@ extension CUDADevice {
     }
     try launch(module.function(wgmma ? "hstu_attention_forward_wgmma" : "hstu_attention_forward"),
                grid: (queryTiles + (splits - 1) * splitQueryTiles, shape.heads, shape.batch),
-               block: (32 * Self.attentionForwardWarps, 1, 1), sharedBytes: shared,
+               block: (threads, 1, 1), sharedBytes: shared,
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(offsets.address), .pointer(targets?.address ?? 0),
                 .pointer(bounds.address)] + bias
                + [.pointer(out.address), .pointer(logSumExp?.address ?? 0), .float(scale),

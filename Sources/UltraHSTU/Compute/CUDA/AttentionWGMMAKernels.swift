@@ -5,11 +5,14 @@
 /// the arguments, masks, biases, key-tile walk and split keys of `hstu_attention_forward`, whose
 /// mma.sync loop it replaces:
 ///
-/// - a CTA is two warpgroups, each owning 64 of the block's 128 query rows; Q passes through shared
-///   memory once into registers, and K/V tiles of 64 keys stream through a ring of `WG_STAGES`
-///   shared buffers, loaded by the tensor memory accelerator (TMA, issued by thread 0) and tracked
-///   by mbarriers: `landed[slot]` completes when a tile's bytes arrive, `freed[slot]` when all eight
-///   warps are done with it, so the warpgroups never meet at a CTA-wide barrier in the loop;
+/// - a CTA is `WG_COUNT` warpgroups, each owning 64 query rows: two (128 rows, one CTA per SM,
+///   four ring slots) or one (64 rows, three slots, small enough for two CTAs per SM, so one CTA's
+///   first loads and last stores overlap the other's tiles); Q passes through shared memory once
+///   into registers (with one warpgroup, through the last ring slot, free until the loop fills
+///   it), and K/V tiles of 64 keys stream through a ring of `WG_STAGES` shared buffers, loaded by
+///   the tensor memory accelerator (TMA, issued by thread 0) and tracked by mbarriers:
+///   `landed[slot]` completes when a tile's bytes arrive, `freed[slot]` when every warp is done
+///   with it, so the warpgroups never meet at a CTA-wide barrier in the loop;
 /// - tiles are stored in the 128-byte swizzled layout wgmma reads (64-column chunks, 16-byte units
 ///   XOR-ed with the row); S = Q Kᵀ takes Q from registers (loaded once) and K straight from shared
 ///   memory (K-major), and O += P V takes P from registers (the S accumulators turned into bf16 A
@@ -57,9 +60,13 @@ template <> __device__ __forceinline__ void wgmma_ss<\#(n), \#(transposeA), \#(t
   static let source = #"""
 #if DQK % 64 == 0 && DV % 64 == 0 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define WG_ROWS 64                     // query rows per warpgroup (the wgmma M)
-#define WG_COUNT 2                     // warpgroups per CTA
-#define WBM (WG_ROWS * WG_COUNT)       // query rows per CTA (= BM, the bounds tables' block)
-#define WG_STAGES 4                    // K/V tiles in the shared ring
+#ifndef WG_COUNT
+#define WG_COUNT 2                     // warpgroups per forward CTA: 2, or 1 for two CTAs per SM
+#endif
+static_assert(WG_COUNT == 1 || WG_COUNT == 2, "the wgmma forward has one or two warpgroups");
+#define WBM (WG_ROWS * WG_COUNT)       // query rows per CTA
+#define WG_STAGES (WG_COUNT == 1 ? 3 : 4)   // K/V tiles in the shared ring
+#define WG_Q_IN_RING (WG_COUNT == 1)   // Q staged in the last slot's K half (WBM = BN rows fit it)
 // Tile u + WG_STAGES − 1 is fetched in step u, after the S of tile u + 1 was issued from its own slot.
 static_assert(WG_STAGES >= 3, "the wgmma forward's K/V ring needs at least 3 slots");
 
@@ -167,14 +174,15 @@ template <bool B> struct WGFlag { static constexpr bool value = B; };
 
 #if !SOFTMAX
 
-extern "C" __global__ void __launch_bounds__(WG_COUNT * 128, 1)
+extern "C" __global__ void __launch_bounds__(WG_COUNT * 128, 3 - WG_COUNT)
 hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ TensorMap keyMap,
     const __grid_constant__ TensorMap valueMap) {
   grid_dependency_wait();
   extern __shared__ __align__(16) unsigned char shared[];
-  bf16_t* sQ = (bf16_t*)(shared + ((1024 - (smem_u32(shared) & 1023)) & 1023));   // swizzle atoms: 1024-byte aligned
-  bf16_t* sK = sQ + WBM * DQK;                 // [WG_STAGES][DQK/64][BN][64]
-  bf16_t* sV = sK + WG_STAGES * BN * DQK;     // [WG_STAGES][DV/64][BN][64]
+  bf16_t* base = (bf16_t*)(shared + ((1024 - (smem_u32(shared) & 1023)) & 1023));   // swizzle atoms: 1024-byte aligned
+  bf16_t* sK = base + (WG_Q_IN_RING ? 0 : WBM * DQK);   // [WG_STAGES][DQK/64][BN][64]
+  bf16_t* sV = sK + WG_STAGES * BN * DQK;               // [WG_STAGES][DV/64][BN][64]
+  bf16_t* sQ = WG_Q_IN_RING ? sK + (WG_STAGES - 1) * BN * DQK : base;   // [DQK/64][WBM][64]
   u64* landed = (u64*)(sV + WG_STAGES * BN * DV);   // [WG_STAGES] the slot's tile has arrived (TMA bytes)
   u64* freed = landed + WG_STAGES;                  // [WG_STAGES] every warp is done with the slot's tile
   const MaskArgs m = {window, tail, prefix, contextual};
@@ -226,6 +234,10 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
   for (int kk = 0; kk < DQK / 16; ++kk) {
     const int row = wg * WG_ROWS + warp * 16 + (lane & 15), unit = (kk & 3) * 2 + (lane >> 4);
     ldmatrix_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], sQ + (kk >> 2) * WBM * 64 + row * 64 + ((unit ^ (row & 7)) << 3));
+  }
+  if (WG_Q_IN_RING) {   // every warp holds Q: its slot may take tile WG_STAGES − 1 (a TMA write) in step 0
+    fence_proxy_async();
+    __syncthreads();
   }
   // S = Q Kᵀ of tile u (DQK/16 k-steps of 16 columns: chunk kk/4, 32 bytes per step inside it).
   auto issue_scores = [&](float (&s)[BN / 8][4], int u) {

@@ -15,7 +15,8 @@ public enum CUDAKernelCatalog {
       ("retrieval", RetrievalKernels.source, [:]),
     ]
     for d in attentionDims {
-      for variant in [[:], ["POS_BIAS": 1], ["TIME_BIAS": 1], ["POS_BIAS": 1, "TIME_BIAS": 1], ["SOFTMAX": 1]] {
+      for variant in [[:], ["POS_BIAS": 1], ["TIME_BIAS": 1], ["POS_BIAS": 1, "TIME_BIAS": 1], ["SOFTMAX": 1],
+                      ["WG_COUNT": 1], ["POS_BIAS": 1, "WG_COUNT": 1]] {
         list.append(("hstu_attention", AttentionKernels.source, ["DQK": d.dqk, "DV": d.dv].merging(variant) { $1 }))
       }
     }
