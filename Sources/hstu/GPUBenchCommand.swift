@@ -2,13 +2,21 @@ import ArgumentParser
 import Foundation
 import UltraHSTU
 
-/// `hstu gpu-bench`: HSTU attention forward/backward TFLOP/s (FLOPs the mask keeps) for L = 1k…16k,
-/// head dim 128, next to the cuBLASLt bf16 GEMM rate measured in the same run; and semi-local
-/// (K1 = K2 = 256 unless `--windows` says otherwise) time per token vs L. Writes
-/// gpu-attention.json and gpu-attention.md.
+/// `hstu gpu-bench`: the GPU benchmarks, `attention` (the default) and `step`. The group has no
+/// options of its own: a parent's option takes its name from every subcommand (`gpu-bench step
+/// --heads 8` would have set the attention table's heads and left the step's at 4).
 struct GPUBench: ParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "gpu-bench", abstract: "Benchmark the CUDA HSTU attention against cuBLASLt.",
-                                                  subcommands: [GPUStepBench.self])
+  static let configuration = CommandConfiguration(commandName: "gpu-bench", abstract: "Benchmark the CUDA kernels and training step.",
+                                                  subcommands: [GPUAttentionBench.self, GPUStepBench.self],
+                                                  defaultSubcommand: GPUAttentionBench.self)
+}
+
+/// `hstu gpu-bench [attention]`: HSTU attention forward/backward TFLOP/s (FLOPs the mask keeps) for
+/// L = 1k…16k, head dim 128, next to the cuBLASLt bf16 GEMM rate measured in the same run; and
+/// semi-local (K1 = K2 = 256 unless `--windows` says otherwise) time per token vs L. Writes
+/// gpu-attention.json and gpu-attention.md.
+struct GPUAttentionBench: ParsableCommand {
+  static let configuration = CommandConfiguration(commandName: "attention", abstract: "Benchmark the CUDA HSTU attention against cuBLASLt.")
 
   @Option(help: "Folder for gpu-attention.json and gpu-attention.md.")
   var out: String = "bench/results"
@@ -28,13 +36,12 @@ struct GPUBench: ParsableCommand {
   @Option(parsing: .upToNextOption, help: "Sequence lengths L.")
   var lengths: [Int] = [1024, 2048, 4096, 8192, 16384]
 
-  @Option(help: "Head dim of q, k and v (named apart from `step`'s --head-dim, which the parent would otherwise take).")
+  @Option(help: "Head dim of q, k and v.")
   var attentionHeadDim = 128
 
   @Option(parsing: .upToNextOption, help: "Masks to time: causal, semi-local.")
   var masks: [BenchMask] = [.causal, .semiLocal]
 
-  /// Not named `--semi-local`: `step` has that option, and a parent's option takes the name from its subcommand.
   @Option(parsing: .upToNextOption,
           help: "K1 = K2 of the semi-local mask (local window K1, the last K2 rows global); several values time each.")
   var windows: [Int] = [256]
