@@ -32,6 +32,7 @@ let package = Package(
       swiftSettings: optimize
     ),
     .testTarget(name: "UltraHSTUTests", dependencies: ["UltraHSTU"], exclude: ["Fixtures"]),
+    .testTarget(name: "HSTUCommandTests", dependencies: ["hstu"]),
   ],
   swiftLanguageModes: [.v5]
 )
