@@ -66,24 +66,30 @@ public struct AttentionTimeBias {
 /// The kernels of the attention forward and backward: `.wgmma` (Hopper's warpgroup instructions;
 /// head dims multiples of 64) and `.mmaSync` (every supported shape). `.automatic` takes wgmma
 /// where it applies; for the HSTU forward only once sequences reach
-/// `CUDADevice.attentionWGMMAMinLength` tokens: below 512 its deeper pipeline does not pay
-/// (bench/results/gpu.md).
+/// `CUDADevice.attentionWGMMAMinLength` tokens (128: at L = 200 its one-warpgroup CTAs beat the
+/// mma.sync kernel, bench/results/gpu.md; shorter sequences were not timed on it).
 public enum AttentionKernel: String, CaseIterable, Sendable {
   case automatic, wgmma, mmaSync
 }
 
 extension CUDADevice {
   static let attentionForwardWarps = 8, attentionBackwardWarps = 4, attentionQueryTile = 64, attentionKeyTile = 64
-  /// Warpgroups per wgmma forward CTA (`WG_COUNT`): two (128 query rows, one CTA per SM) unless
-  /// a local window makes every CTA walk only a few key tiles; then one (64 rows, two CTAs per SM,
-  /// so one CTA's first loads and last stores overlap the other's tiles).
-  static func attentionWGMMAWarpgroups(_ mask: AttentionMask) -> Int { mask.localWindow == nil ? 2 : 1 }
+  /// Warpgroups per wgmma forward CTA (`WG_COUNT`): one (64 query rows, two CTAs per SM, so one
+  /// CTA's first loads and last stores overlap the other's tiles) where CTAs walk few key tiles:
+  /// under a local window, or in sequences shorter than `attentionTwoWarpgroupMinLength`; two (128
+  /// rows, one CTA per SM) for longer causal rows, where they were faster (bench/results/gpu.md).
+  static func attentionWGMMAWarpgroups(_ shape: AttentionShape) -> Int {
+    shape.mask.localWindow == nil && shape.maxLength >= attentionTwoWarpgroupMinLength ? 2 : 1
+  }
+
+  /// The shortest `maxLength` whose causal forward runs two warpgroups per CTA.
+  static let attentionTwoWarpgroupMinLength = 2048
 
   /// K/V tiles in the wgmma forward's shared ring (`WG_STAGES`) for `warpgroups` per CTA.
   static func attentionWGMMAStages(warpgroups: Int) -> Int { warpgroups == 1 ? 3 : 4 }
 
   /// The shortest `maxLength` for which `.automatic` picks the wgmma forward.
-  public static let attentionWGMMAMinLength = 512
+  public static let attentionWGMMAMinLength = 128
 
   /// Whether the wgmma kernels can run this shape here.
   public func attentionHasWGMMA(_ shape: AttentionShape) -> Bool {
@@ -169,7 +175,7 @@ extension CUDADevice {
     bounds: AttentionBoundsCache? = nil
   ) throws {
     let wgmma = try usesWGMMA(kernel ?? attentionForwardKernel, shape, minLength: Self.attentionWGMMAMinLength)
-    let warpgroups = wgmma ? Self.attentionWGMMAWarpgroups(shape.mask) : 2
+    let warpgroups = wgmma ? Self.attentionWGMMAWarpgroups(shape) : 2
     let module = try attentionModule(shape, positionBias: pos != nil, timeBias: time != nil, forwardWarpgroups: warpgroups)
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
                          bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),

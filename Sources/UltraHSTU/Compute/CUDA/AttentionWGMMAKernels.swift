@@ -1,7 +1,7 @@
 /// The attention kernels on Hopper's warpgroup tensor-core instructions (wgmma, sm_90a), appended
 /// to `AttentionKernels.source` and compiled where they apply: head dims that are multiples of 64
 /// (`AttentionKernel` picks them). `hstu_attention_backward_wgmma` (SiLU and softmax scores) is
-/// described at the kernel. The forward (SiLU scores; the launcher takes it from 512 tokens on) has
+/// described at the kernel. The forward (SiLU scores; the launcher takes it from 128 tokens on) has
 /// the arguments, masks, biases, key-tile walk and split keys of `hstu_attention_forward`, whose
 /// mma.sync loop it replaces:
 ///
