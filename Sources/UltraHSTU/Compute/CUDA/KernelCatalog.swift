@@ -15,8 +15,11 @@ public enum CUDAKernelCatalog {
       ("retrieval", RetrievalKernels.source, [:]),
     ]
     for d in attentionDims {
-      for variant in [[:], ["POS_BIAS": 1], ["TIME_BIAS": 1], ["POS_BIAS": 1, "TIME_BIAS": 1], ["SOFTMAX": 1],
-                      ["WG_COUNT": 1], ["POS_BIAS": 1, "WG_COUNT": 1]] {
+      // The SiLU variants (rab^p, rab^t, both or neither), again with one warpgroup per wgmma forward CTA
+      // where the head dims take wgmma, and softmax.
+      let biases: [[String: Int]] = [[:], ["POS_BIAS": 1], ["TIME_BIAS": 1], ["POS_BIAS": 1, "TIME_BIAS": 1]]
+      let oneWarpgroup = d.dqk % 64 == 0 && d.dv % 64 == 0 ? biases.map { $0.merging(["WG_COUNT": 1]) { $1 } } : []
+      for variant in biases + oneWarpgroup + [["SOFTMAX": 1]] {
         list.append(("hstu_attention", AttentionKernels.source, ["DQK": d.dqk, "DV": d.dv].merging(variant) { $1 }))
       }
     }
