@@ -218,10 +218,10 @@ __device__ __forceinline__ QueryRows query_rows(int row0, int n, int t, MaskArgs
   return r;
 }
 
-/// The rab^p entry of diagonal d = i − j, clamped into the table (masked pairs read an edge entry).
-__device__ __forceinline__ float pos_at(const float* __restrict__ pos, int d, int posLength) {
-  return pos[min(max(d, 0), posLength - 1)];
-}
+/// The index of diagonal d = i − j in the rab^p table, clamped into it (masked pairs read an edge entry).
+__device__ __forceinline__ int pos_index(int d, int posLength) { return min(max(d, 0), posLength - 1); }
+/// The rab^p entry of diagonal d.
+__device__ __forceinline__ float pos_at(const float* __restrict__ pos, int d, int posLength) { return pos[pos_index(d, posLength)]; }
 
 /// x·σ(x)·invN with σ(x) = (1 + tanh(x/2)) / 2, given halfInvN = invN / 2: one MUFU op and three
 /// FP32 ops.

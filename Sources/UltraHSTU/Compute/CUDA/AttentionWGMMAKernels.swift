@@ -164,11 +164,6 @@ template <bool READ> __device__ __forceinline__ void bulk_wait() {
   else asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 }
 
-/// 4 bytes from global to shared memory by cp.async (through L1), in the current cp.async group.
-__device__ __forceinline__ void cp_async_4(void* smem, const void* gmem) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" :: "r"(smem_u32(smem)), "l"(gmem) : "memory");
-}
-
 /// A compile-time flag passed to a generic lambda.
 template <bool B> struct WGFlag { static constexpr bool value = B; };
 
@@ -383,7 +378,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   auto produce_pos = [&](int tile, int stage) {
     if (POS_BIAS) {
       const int d = tile * QT - k0 - (BN - 1) + (int)threadIdx.x;
-      if (threadIdx.x < QT + BN - 1) cp_async_4(sPos + stage * (QT + BN) + threadIdx.x, pos + min(max(d, 0), posLength - 1));
+      if (threadIdx.x < QT + BN - 1) cp_async_4(sPos + stage * (QT + BN) + threadIdx.x, pos + pos_index(d, posLength));
     }
     cp_async_commit();
   };
