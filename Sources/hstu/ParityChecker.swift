@@ -16,7 +16,13 @@ struct ParityChecker {
 
   mutating func randoms(_ count: Int, scale: Float = 1) -> [Float] {
     stream += 1
-    let s = stream
+    return sideRandoms(count, scale: scale, tag: 0)
+  }
+
+  /// Normal draws from a stream of their own, derived from the current one and `tag`: a check can
+  /// add such inputs without changing those of the checks after it.
+  func sideRandoms(_ count: Int, scale: Float = 1, tag: UInt64) -> [Float] {
+    let s = stream | tag << 32
     return (0..<count).map { random.normal(stream: s, counter: UInt64($0)) * scale }
   }
 
@@ -253,7 +259,7 @@ struct ParityChecker {
     // The HSTU block's pre = u | v | q | k rows for the backward that merges dk and dv into dPre
     // (`AttentionKeyGradients.siluMerged`): dPre's v and k columns must equal dv, dk ⊙ SiLU'(pre).
     let hv = heads * dv, hq = heads * dqk, width = 2 * (hv + hq)
-    let pre = bf(randoms(total * width, scale: 2))
+    let pre = bf(sideRandoms(total * width, scale: 2, tag: 1))
     func columns(_ rows: [Float], from first: Int, count: Int) -> [Float] {
       (0..<total).flatMap { t in rows[(t * width + first)..<(t * width + first + count)] }
     }
