@@ -99,8 +99,8 @@ struct GPUAttentionBench: ParsableCommand {
         })
         func backward(_ kernel: AttentionKernel) throws -> Double {
           median(try device.time(repeats: repeats) {
-            try device.hstuAttentionBackward(shape, q: q, k: k, v: v, dOut: dO, offsets: offsets, pos: pos, dq: dq, dk: dk, dv: dv, dPos: dPos,
-                                             kernel: kernel)
+            try device.hstuAttentionBackward(shape, q: q, k: k, v: v, dOut: dO, offsets: offsets, pos: pos, dq: dq,
+                                             keys: .separate(dk: dk, dv: dv), dPos: dPos, kernel: kernel)
           })
         }
         let bwd = try backward(kernel), bwdMma = try backward(.mmaSync)

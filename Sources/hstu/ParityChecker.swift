@@ -16,7 +16,13 @@ struct ParityChecker {
 
   mutating func randoms(_ count: Int, scale: Float = 1) -> [Float] {
     stream += 1
-    let s = stream
+    return sideRandoms(count, scale: scale, tag: 0)
+  }
+
+  /// Normal draws from a stream of their own, derived from the current one and `tag`: a check can
+  /// add such inputs without changing those of the checks after it.
+  func sideRandoms(_ count: Int, scale: Float = 1, tag: UInt64) -> [Float] {
+    let s = stream | tag << 32
     return (0..<count).map { random.normal(stream: s, counter: UInt64($0)) * scale }
   }
 
@@ -250,10 +256,25 @@ struct ParityChecker {
       try device.synchronize()
       record("attention [\(name)] d=\(dqk)/\(dv) out (\(kernel))", try device.download(out), cpuOut, tolerance: 2e-2)
     }
+    // The HSTU block's pre = u | v | q | k rows for the backward that merges dk and dv into dPre
+    // (`AttentionKeyGradients.siluMerged`): dPre's v and k columns must equal dv, dk ⊙ SiLU'(pre).
+    let hv = heads * dv, hq = heads * dqk, width = 2 * (hv + hq)
+    let pre = bf(sideRandoms(total * width, scale: 2, tag: 1))
+    func columns(_ rows: [Float], from first: Int, count: Int) -> [Float] {
+      (0..<total).flatMap { t in rows[(t * width + first)..<(t * width + first + count)] }
+    }
+    func siluBackward(_ dout: [Float], _ x: [Float]) -> [Float] {
+      var dx = [Float](repeating: 0, count: dout.count)
+      CPUOps.siluBackward(dout, x, &dx, count: dout.count)
+      return dx
+    }
+    let cpuMergedV = siluBackward(cpuDv, columns(pre, from: hv, count: hv))
+    let cpuMergedK = siluBackward(cpuDk, columns(pre, from: 2 * hv + hq, count: hq))
+    let gPre = try device.array(pre.map(BFloat16.init)), gdPre = try device.allocate(BFloat16.self, count: pre.count)
     for kernel in kernels {
       for buffer in [gk, gv] { try device.fill(buffer, word: 0x7FC0_0000) }
       try device.hstuAttentionBackward(shape, q: dQ, k: dK, v: dV, dOut: dDO, offsets: dOff, targets: dT, pos: dPosTable, time: time,
-                                       dq: gq, dk: gk, dv: gv, dPos: gpos, dTime: gtime, kernel: kernel)
+                                       dq: gq, keys: .separate(dk: gk, dv: gv), dPos: gpos, dTime: gtime, kernel: kernel)
       try device.synchronize()
       let label = "attention [\(name)] d=\(dqk)/\(dv)", suffix = kernels.count > 1 ? " (\(kernel))" : ""
       record("\(label) dq\(suffix)", try device.download(gq), cpuDq, tolerance: 2e-2)
@@ -261,6 +282,16 @@ struct ParityChecker {
       record("\(label) dv\(suffix)", try device.download(gv), cpuDv, tolerance: 2e-2)
       if let gpos { record("\(label) dpos\(suffix)", try device.download(gpos), cpuDPos, tolerance: 2e-2) }
       if let gtime { record("\(label) dtime\(suffix)", try device.download(gtime), cpuDTime, tolerance: 2e-2) }
+
+      try device.fill(gdPre, word: 0x7FC0_7FC0)   // NaN in every bf16: what the backward leaves stays NaN
+      try device.hstuAttentionBackward(shape, q: dQ, k: dK, v: dV, dOut: dDO, offsets: dOff, targets: dT, pos: dPosTable, time: time,
+                                       dq: gq, keys: .siluMerged(pre: gPre, dPre: gdPre), dPos: gpos, dTime: gtime, kernel: kernel)
+      try device.synchronize()
+      let merged = try device.download(gdPre).map(\.float)
+      record("\(label) dPre_v = dv ⊙ SiLU'\(suffix)", columns(merged, from: hv, count: hv), cpuMergedV, tolerance: 2e-2)
+      record("\(label) dPre_k = dk ⊙ SiLU'\(suffix)", columns(merged, from: 2 * hv + hq, count: hq), cpuMergedK, tolerance: 2e-2)
+      let written = (columns(merged, from: 0, count: hv) + columns(merged, from: 2 * hv, count: hq)).filter { !$0.isNaN }.count
+      record("\(label) dPre_u, dPre_q left alone\(suffix)", [Float(written)], [0], tolerance: 0)
     }
   }
 

@@ -262,14 +262,15 @@ extension CUDADevice {
       + value.map { .tensorMap(try tensorMap($0, rows: tokens, columns: shape.heads * shape.dv, boxRows: Self.attentionKeyTile)) }
   }
 
-  /// Gradients of `hstuAttentionForward`: dq, dk, dv (fp32, overwritten) and, when `pos` is
-  /// given, dPos (fp32, `pos.count` entries, overwritten) and, with `time`, dTime (fp32,
-  /// `time.table.count` entries, overwritten), both summed over heads.
+  /// Gradients of `hstuAttentionForward`: dq (fp32, overwritten), dk and dv (overwritten, fp32 or
+  /// merged into dPre: `keys`) and, when `pos` is given, dPos (fp32, `pos.count` entries,
+  /// overwritten) and, with `time`, dTime (fp32, `time.table.count` entries, overwritten), both
+  /// summed over heads.
   public func hstuAttentionBackward(
     _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     dOut: DeviceArray<BFloat16>, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>? = nil,
-    pos: DeviceArray<Float>? = nil, time: AttentionTimeBias? = nil, dq: DeviceArray<Float>, dk: DeviceArray<Float>,
-    dv: DeviceArray<Float>, dPos: DeviceArray<Float>? = nil, dTime: DeviceArray<Float>? = nil,
+    pos: DeviceArray<Float>? = nil, time: AttentionTimeBias? = nil, dq: DeviceArray<Float>,
+    keys: AttentionKeyGradients, dPos: DeviceArray<Float>? = nil, dTime: DeviceArray<Float>? = nil,
     kernel: AttentionKernel? = nil, bounds: AttentionBoundsCache? = nil
   ) throws {
     guard (time == nil) == (dTime == nil) else { throw CUDAError.unsupported("hstuAttentionBackward: time bias and dTime go together") }
@@ -278,7 +279,7 @@ extension CUDADevice {
     if let dTime { try fill(dTime) }
     try attentionBackward(shape, module: module, q: q, k: k, v: v, dOut: dOut, offsets: offsets, targets: targets,
                           bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
-                          softmax: [.pointer(0), .pointer(0), .float(0)], dq: dq, dk: dk, dv: dv,
+                          softmax: [.pointer(0), .pointer(0), .float(0)], dq: dq, keys: keys,
                           biasGradients: [.pointer(dPos?.address ?? 0), .pointer(dTime?.address ?? 0)],
                           timeBuckets: time.map { $0.buckets + 1 } ?? 0, kernel: kernel, bounds: bounds)
   }
@@ -298,14 +299,15 @@ extension CUDADevice {
                [.pointer(out.address), .pointer(dOut.address), .pointer(delta.address), .int(Int32(items / shape.heads)), .int(Int32(shape.heads))])
     try attentionBackward(shape, module: module, q: q, k: k, v: v, dOut: dOut, offsets: offsets, targets: targets,
                           bias: [.pointer(0), .int(0)] + AttentionTimeBias.absent,
-                          softmax: [.pointer(logSumExp.address), .pointer(delta.address), .float(scale)], dq: dq, dk: dk, dv: dv,
+                          softmax: [.pointer(logSumExp.address), .pointer(delta.address), .float(scale)], dq: dq,
+                          keys: .separate(dk: dk, dv: dv),
                           biasGradients: [.pointer(0), .pointer(0)], timeBuckets: 0, kernel: kernel, bounds: bounds)
   }
 
   private func attentionBackward(
     _ shape: AttentionShape, module: CUDAModule, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     dOut: DeviceArray<BFloat16>, offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?, bias: [KernelArgument],
-    softmax: [KernelArgument], dq: DeviceArray<Float>, dk: DeviceArray<Float>, dv: DeviceArray<Float>,
+    softmax: [KernelArgument], dq: DeviceArray<Float>, keys: AttentionKeyGradients,
     biasGradients: [KernelArgument], timeBuckets: Int, kernel: AttentionKernel?, bounds cache: AttentionBoundsCache?
   ) throws {
     let wgmma = try usesWGMMA(kernel ?? attentionBackwardKernel, shape, minLength: 0)
@@ -329,7 +331,7 @@ extension CUDADevice {
                grid: ((shape.maxLength + bn - 1) / bn, shape.heads, shape.batch), block: (32 * Self.attentionBackwardWarps, 1, 1), sharedBytes: shared,
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(dOut.address), .pointer(offsets.address),
                 .pointer(targets?.address ?? 0), .pointer(bounds.address)] + bias + softmax
-               + [.pointer(dq.address), .pointer(dk.address), .pointer(dv.address)] + biasGradients
+               + [.pointer(dq.address)] + (try keys.arguments(shape, tokens: tokens)) + biasGradients
                + [.int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape))] + maskArguments(shape.mask)
                + (wgmma ? try attentionMaps(shape, tokens: tokens, queryKey: [q, k], value: [v, dOut])
                           + [.tensorMap(try tensorMap(dq, rows: tokens, columns: shape.heads * shape.dqk, boxRows: qt))] : []))

@@ -31,7 +31,8 @@
 /// so no CTA walks more than `splitTiles` tiles and time per token stays flat in L.
 ///
 /// Layouts: q, k bf16 [T, H·DQK]; v, dO bf16 [T, H·DV]; out, dq, dk, dv fp32 (row-major, head h in
-/// columns h·d..<(h+1)·d). DQK and DV are compile-time constants (multiples of 16, at most 128).
+/// columns h·d..<(h+1)·d), or dk and dv merged through SiLU' into the HSTU block's bf16 dPre
+/// (`KeyGradientOutput`). DQK and DV are compile-time constants (multiples of 16, at most 128).
 enum AttentionKernels {
   static let source = CUDAPrelude.source + #"""
 #ifndef DQK
@@ -506,7 +507,9 @@ struct WarpDiagonals {
     const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes, \
     const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, \
     const float* __restrict__ lse, const float* __restrict__ delta, float scoreScale, \
-    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dpos, float* __restrict__ dtime, \
+    float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, \
+    const bf16_t* __restrict__ pre, bf16_t* __restrict__ dpre, int preStride, int preV, int preK, \
+    float* __restrict__ dpos, float* __restrict__ dtime, \
     int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual
 
 /// What a backward CTA works on: sequence b (tokens start..<start + n, t of them targets), head h,
@@ -739,8 +742,40 @@ __device__ __forceinline__ void add_query_gradient(const float (&acc)[NT][4], fl
 }
 
 /// The block's dK and dV rows (this thread's key0 and key1; dV takes SiLU's 1/N here), and its dTime sums.
+/// Where a backward CTA's dK and dV go: fp32 `dk` and `dv` in the attention's head layout or, when
+/// `dpre` is set, straight into the v and k columns of the HSTU block's dPre as dK, dV ⊙ SiLU'(pre)
+/// (bf16; `uvqk_merge_silu_backward` then handles only the q columns). pre and dpre rows are
+/// `stride` elements apart, head h's v columns start at `v + h·DV`, its k columns at `k + h·DQK`.
+struct KeyGradientOutput {
+  float* dk;
+  float* dv;
+  const bf16_t* pre;
+  bf16_t* dpre;
+  int stride, v, k;
+};
+
+/// Rows key0 and key1 of one accumulator (NT 8-column fragments, times `scale`) into dpre's columns
+/// from `column`, each times SiLU'(pre) of its element.
+template <int NT>
+__device__ __forceinline__ void store_silu_merged(const float (&acc)[NT][4], float scale, const KeyGradientOutput& out,
+    int column, const BackwardBlock& B, int tq) {
+  #pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int key = half ? B.key1 : B.key0;
+    if (key >= B.n) continue;
+    const size_t row = (size_t)(B.start + key) * out.stride + column + 2 * tq;
+    #pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const u32 x = *(const u32*)(out.pre + row + nt * 8);
+      const float x0 = __uint_as_float(x << 16), x1 = __uint_as_float(x & 0xffff0000u);
+      *(u32*)(out.dpre + row + nt * 8) = pack_bf16x2(acc[nt][2 * half] * scale * silu_grad(x0),
+                                                     acc[nt][2 * half + 1] * scale * silu_grad(x1));
+    }
+  }
+}
+
 __device__ __forceinline__ void store_key_gradients(const float (&accK)[DQK / 8][4], const float (&accV)[DV / 8][4],
-    const BackwardBlock& B, const BackwardScratch& s, float* __restrict__ dk, float* __restrict__ dv, float* __restrict__ dtime,
+    const BackwardBlock& B, const BackwardScratch& s, const KeyGradientOutput& out, float* __restrict__ dtime,
     int heads, int timeBuckets) {
   const int tq = threadIdx.x & 3;
   const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
@@ -749,13 +784,18 @@ __device__ __forceinline__ void store_key_gradients(const float (&accK)[DQK / 8]
   for (int x = threadIdx.x; x <= timeBuckets; x += BWD_WARPS * 32)
     if (s.dTime[x] != 0.f) atomicAdd(dtime + x, s.dTime[x]);
 #endif
-  float* dkBase = dk + (size_t)B.start * ldqk + B.h * DQK;
-  float* dvBase = dv + (size_t)B.start * ldv + B.h * DV;
 #if SOFTMAX
   const float pScale = 1.f;
 #else
   const float pScale = B.invN;   // `backward_scores_tile`'s P leaves out 1/N
 #endif
+  if (out.dpre != nullptr) {
+    store_silu_merged<DQK / 8>(accK, 1.f, out, out.k + B.h * DQK, B, tq);
+    store_silu_merged<DV / 8>(accV, pScale, out, out.v + B.h * DV, B, tq);
+    return;
+  }
+  float* dkBase = out.dk + (size_t)B.start * ldqk + B.h * DQK;
+  float* dvBase = out.dv + (size_t)B.start * ldv + B.h * DV;
   #pragma unroll
   for (int nt = 0; nt < DQK / 8; ++nt) {
     const int col = nt * 8 + 2 * tq;
@@ -891,7 +931,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
     tile = s.tiles[2 + i] & 0x7fffffff;   // read again here: fewer registers live through the step
   }
   cp_async_wait<0>();
-  store_key_gradients(accK, accV, B, s, dk, dv, dtime, heads, timeBuckets);
+  store_key_gradients(accK, accV, B, s, {dk, dv, pre, dpre, preStride, preV, preK}, dtime, heads, timeBuckets);
 }
 
 /// Softmax backward pre-pass: Δ[token, h] = Σ_c dO[token, h, c] · out[token, h, c], one warp per

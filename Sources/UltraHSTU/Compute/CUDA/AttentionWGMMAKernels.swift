@@ -466,7 +466,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     }
   }
   if (threadIdx.x == 0) bulk_wait<false>();
-  store_key_gradients(accK, accV, B, s, dk, dv, dtime, heads, timeBuckets);
+  store_key_gradients(accK, accV, B, s, {dk, dv, pre, dpre, preStride, preV, preK}, dtime, heads, timeBuckets);
 }
 #endif
 """#

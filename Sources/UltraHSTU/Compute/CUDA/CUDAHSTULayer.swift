@@ -4,7 +4,8 @@
 ///     o = Σ_j SiLU(q_i·k_j + rab^p_{i−j} + rab^t_{bucket}) / N · v_j  (fused attention, any AttentionMask)
 ///     g = Dropout(u ⊙ LN(o)) (bf16, one kernel);  x' = x + g·W_o + b_o   (cuBLASLt, bias + residual fused)
 /// u is never stored: the gated LayerNorm takes SiLU of pre's u columns, and its backward writes
-/// dL/dpre_u into dPre (`SiLUGate`).
+/// dL/dpre_u into dPre (`SiLUGate`). With unpadded heads the attention backward writes dPre's v and
+/// k columns itself (`AttentionKeyGradients.siluMerged`), so dk and dv never exist in fp32.
 ///
 /// Precision: x, the LayerNorm statistics and the residual stream's gradient are fp32; the four
 /// GEMMs (and their backward) run on tensor cores with bf16 operands and fp32 accumulation against
@@ -23,7 +24,9 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
       func floats(_ count: Int) throws -> DeviceArray<Float> { try device.allocate(Float.self, count: count) }
       attentionPadded = try floats(padded ? t * vp : 1)
       dAttention = try floats(padded ? t * hv : 1)
-      dq = try floats(t * qp); dk = try floats(t * qp); dv = try floats(t * vp)
+      // Unpadded heads: the attention backward merges dk and dv into dPre (`AttentionKeyGradients`).
+      let merged = vp == hv && qp == c.heads * c.attentionDim
+      dq = try floats(t * qp); dk = try floats(merged ? 1 : t * qp); dv = try floats(merged ? 1 : t * vp)
       dGated = try device.allocate(BFloat16.self, count: t * hv); dNormed = try device.allocate(BFloat16.self, count: t * d)
       dAttentionBF16 = try device.allocate(BFloat16.self, count: t * vp)
       dPre = try device.allocate(BFloat16.self, count: t * w)
@@ -46,6 +49,8 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
   var paddedValue: Int { CUDADevice.paddedHeadDim(config.linearDim) }
   var paddedQuery: Int { CUDADevice.paddedHeadDim(config.attentionDim) }
   var padded: Bool { paddedValue != config.linearDim }
+  /// Neither head dim padded: dPre's layout is the attention's, so its backward can merge dk and dv.
+  var mergesKeyGradients: Bool { !padded && paddedQuery == config.attentionDim }
 
   init(_ layer: HSTULayer, parameters: CUDAParameters, scratch: Scratch, maxTokens t: Int) throws {
     let c = layer.config, device = parameters.device
@@ -113,12 +118,13 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
       try device.padHeadsBFloat16(sc.dAttention, into: sc.dAttentionBF16, tokens: rows, heads: config.heads, dim: config.linearDim)
     }
     let time = timeBias(s)
+    let keys: AttentionKeyGradients = mergesKeyGradients ? .siluMerged(pre: pre, dPre: sc.dPre) : .separate(dk: sc.dk, dv: sc.dv)
     try device.hstuAttentionBackward(attentionShape(s), q: q, k: k, v: v, dOut: sc.dAttentionBF16, offsets: s.offsets,
                                      pos: positionBias.map { parameters.values.slice($0) }, time: time,
-                                     dq: sc.dq.prefix(rows * config.heads * paddedQuery), dk: sc.dk, dv: sc.dv,
+                                     dq: sc.dq.prefix(rows * config.heads * paddedQuery), keys: keys,
                                      dPos: positionBias.map { gradients.slice($0) },
                                      dTime: time == nil ? nil : timeBias.map { gradients.slice($0) }, bounds: s.bounds)
-    try device.uvqkMergeSiLUBackward(pre: pre, dv: sc.dv, dq: sc.dq, dk: sc.dk, dPre: sc.dPre, tokens: rows, heads: config.heads,
+    try device.uvqkMergeSiLUBackward(pre: pre, dq: sc.dq, keys: keys, dPre: sc.dPre, tokens: rows, heads: config.heads,
                                      dvDim: config.linearDim, dqkDim: config.attentionDim)
     try device.gemm(m: rows, n: d, k: w, a: sc.dPre, b: valuesBF16.slice(uvqk), transB: true, d: sc.dNormed)
     try device.gemm(m: d, n: w, k: rows, a: normed.prefix(rows * d), transA: true, b: sc.dPre, d: gradients.slice(uvqk))

@@ -4,7 +4,8 @@
 ///           v, q, k = bf16(SiLU(pre_·)) in the attention's padded layout [T, H, DP] (DP = head dim
 ///           rounded up to 16, pad columns zero, so q·k and P·v are unchanged)
 ///   merge:  dpre_{v,q,k} = [dv | dq | dk] ⊙ SiLU'(pre)   (the inverse layout change, through SiLU; bf16, the
-///           operand of the two backward GEMMs of W_uvqk)
+///           operand of the two backward GEMMs of W_uvqk); with unpadded heads the attention backward
+///           does the v and k parts in its epilogue (`AttentionKeyGradients.siluMerged`) and this the q part
 /// The gate u = SiLU(pre_u) is not stored: the gated LayerNorm (`SiLUGate`) reads pre_u and writes
 /// dpre_u itself.
 /// (`HeadLayoutKernels` pads and unpads the attention's input and output when a head dim is not a
@@ -48,13 +49,14 @@ __device__ __forceinline__ uint4 pack8(const float (&x)[8]) {
 }
 
 /// The chunk of the unpadded split and merge that this thread owns (one thread per 8 columns of
-/// the v | q | k part of each token's pre row): token t and pre column c; false past the last.
-__device__ __forceinline__ bool uvqk_chunk(int tokens, int hv, int hq, size_t& t, int& c) {
-  const int chunks = (hv + 2 * hq) / 8;
+/// pre's columns first..<first + columns in each token's row): token t and pre column c; false
+/// past the last.
+__device__ __forceinline__ bool uvqk_chunk(int tokens, int first, int columns, size_t& t, int& c) {
+  const int chunks = columns / 8;
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= (size_t)tokens * chunks) return false;
   t = i / chunks;
-  c = hv + (int)(i % chunks) * 8;
+  c = first + (int)(i % chunks) * 8;
   return true;
 }
 
@@ -65,7 +67,7 @@ extern "C" __global__ void uvqk_split_silu_dense(const bf16_t* __restrict__ pre,
   grid_dependency_wait();
   const int width = 2 * hv + 2 * hq;
   size_t t; int c;
-  if (!uvqk_chunk(tokens, hv, hq, t, c)) return;
+  if (!uvqk_chunk(tokens, hv, hv + 2 * hq, t, c)) return;
   float x[8];
   unpack8(*(const uint4*)(pre + t * width + c), x);
   #pragma unroll
@@ -79,13 +81,15 @@ extern "C" __global__ void uvqk_split_silu_dense(const bf16_t* __restrict__ pre,
   }
 }
 
-/// Unpadded merge: one thread per 8-column chunk of dpre's v | q | k.
+/// Unpadded merge: one thread per 8-column chunk of dpre's columns first..<first + columns (v | q | k,
+/// or q alone when the attention backward merged dv and dk: `KeyGradientOutput`).
 extern "C" __global__ void uvqk_merge_silu_backward_dense(const bf16_t* __restrict__ pre, const float* __restrict__ dv,
-    const float* __restrict__ dq, const float* __restrict__ dk, bf16_t* __restrict__ dpre, int tokens, int hv, int hq) {
+    const float* __restrict__ dq, const float* __restrict__ dk, bf16_t* __restrict__ dpre, int tokens, int hv, int hq,
+    int first, int columns) {
   grid_dependency_wait();
   const int width = 2 * hv + 2 * hq;
   size_t t; int c;
-  if (!uvqk_chunk(tokens, hv, hq, t, c)) return;
+  if (!uvqk_chunk(tokens, first, columns, t, c)) return;
   const float* g = c < 2 * hv ? dv + t * hv + (c - hv)
                  : c < 2 * hv + hq ? dq + t * hq + (c - 2 * hv) : dk + t * hq + (c - 2 * hv - hq);
   const float4 g0 = ((const float4*)g)[0], g1 = ((const float4*)g)[1];
@@ -142,16 +146,31 @@ extension CUDADevice {
                 .int(Int32(heads)), .int(Int32(dv)), .int(Int32(dqk)), .int(Int32(Self.paddedHeadDim(dv))), .int(Int32(Self.paddedHeadDim(dqk)))])
   }
 
-  /// bf16 `dPre_{v,q,k} = [dv | dq | dk] ⊙ SiLU'(pre)`, reading dv, dq, dk in the padded head layout
-  /// (the gated LayerNorm's backward writes dPre's u columns: `SiLUGate`).
-  public func uvqkMergeSiLUBackward(pre: DeviceArray<BFloat16>, dv: DeviceArray<Float>, dq: DeviceArray<Float>,
-                                    dk: DeviceArray<Float>, dPre: DeviceArray<BFloat16>, tokens: Int, heads: Int, dvDim: Int, dqkDim: Int) throws {
-    if Self.denseHeads(dv: dvDim, dqk: dqkDim, [pre.address, dv.address, dq.address, dk.address, dPre.address]) {
-      let chunks = tokens * (heads * (dvDim + 2 * dqkDim)) / 8
+  /// bf16 `dPre_{v,q,k} = [dv | dq | dk] ⊙ SiLU'(pre)`, reading dq (and, with `.separate` key
+  /// gradients, dv and dk) in the padded head layout; after `.siluMerged` (unpadded heads only) the
+  /// attention backward has written dPre's v and k columns, and this writes its q columns. (The gated
+  /// LayerNorm's backward writes dPre's u columns: `SiLUGate`.)
+  public func uvqkMergeSiLUBackward(pre: DeviceArray<BFloat16>, dq: DeviceArray<Float>, keys: AttentionKeyGradients,
+                                    dPre: DeviceArray<BFloat16>, tokens: Int, heads: Int, dvDim: Int, dqkDim: Int) throws {
+    let hv = heads * dvDim, hq = heads * dqkDim
+    let (dk, dv): (DeviceArray<Float>?, DeviceArray<Float>?)
+    switch keys {
+    case let .separate(k, v): (dk, dv) = (k, v)
+    case .siluMerged: (dk, dv) = (nil, nil)
+    }
+    let addresses = [pre.address, dq.address, dPre.address] + [dk, dv].compactMap { $0?.address }
+    if Self.denseHeads(dv: dvDim, dqk: dqkDim, addresses) {
+      // v | q | k, or q alone.
+      let (first, columns) = dk == nil ? (2 * hv, hq) : (hv, hv + 2 * hq)
+      let chunks = tokens * columns / 8
       try launch(blockKernel("uvqk_merge_silu_backward_dense"), grid: ((chunks + 255) / 256, 1, 1), block: (256, 1, 1),
-                 [.pointer(pre.address), .pointer(dv.address), .pointer(dq.address), .pointer(dk.address),
-                  .pointer(dPre.address), .int(Int32(tokens)), .int(Int32(heads * dvDim)), .int(Int32(heads * dqkDim))])
+                 [.pointer(pre.address), .pointer(dv?.address ?? 0), .pointer(dq.address), .pointer(dk?.address ?? 0),
+                  .pointer(dPre.address), .int(Int32(tokens)), .int(Int32(hv)), .int(Int32(hq)),
+                  .int(Int32(first)), .int(Int32(columns))])
       return
+    }
+    guard let dk, let dv else {
+      throw CUDAError.unsupported("uvqkMergeSiLUBackward: SiLU-merged key gradients need unpadded heads (dv=\(dvDim), dqk=\(dqkDim))")
     }
     try launch(blockKernel("uvqk_merge_silu_backward"), grid: (tokens, 1, 1), block: (128, 1, 1),
                [.pointer(pre.address), .pointer(dv.address), .pointer(dq.address), .pointer(dk.address),
