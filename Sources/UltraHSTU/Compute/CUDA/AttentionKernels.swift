@@ -741,7 +741,6 @@ __device__ __forceinline__ void add_query_gradient(const float (&acc)[NT][4], fl
   }
 }
 
-/// The block's dK and dV rows (this thread's key0 and key1; dV takes SiLU's 1/N here), and its dTime sums.
 /// Where a backward CTA's dK and dV go: fp32 `dk` and `dv` in the attention's head layout or, when
 /// `dpre` is set, straight into the v and k columns of the HSTU block's dPre as dK, dV ⊙ SiLU'(pre)
 /// (bf16; `uvqk_merge_silu_backward` then handles only the q columns). pre and dpre rows are
@@ -774,6 +773,7 @@ __device__ __forceinline__ void store_silu_merged(const float (&acc)[NT][4], flo
   }
 }
 
+/// The block's dK and dV rows (this thread's key0 and key1; dV takes SiLU's 1/N here), and its dTime sums.
 __device__ __forceinline__ void store_key_gradients(const float (&accK)[DQK / 8][4], const float (&accV)[DV / 8][4],
     const BackwardBlock& B, const BackwardScratch& s, const KeyGradientOutput& out, float* __restrict__ dtime,
     int heads, int timeBuckets) {
