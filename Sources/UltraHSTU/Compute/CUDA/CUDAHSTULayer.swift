@@ -25,7 +25,7 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
       attentionPadded = try floats(padded ? t * vp : 1)
       dAttention = try floats(padded ? t * hv : 1)
       // Unpadded heads: the attention backward merges dk and dv into dPre (`AttentionKeyGradients`).
-      let merged = vp == hv && qp == c.heads * c.attentionDim
+      let merged = CUDAHSTULayer.mergesKeyGradients(c)
       dq = try floats(t * qp); dk = try floats(merged ? 1 : t * qp); dv = try floats(merged ? 1 : t * vp)
       dGated = try device.allocate(BFloat16.self, count: t * hv); dNormed = try device.allocate(BFloat16.self, count: t * d)
       dAttentionBF16 = try device.allocate(BFloat16.self, count: t * vp)
@@ -50,7 +50,9 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
   var paddedQuery: Int { CUDADevice.paddedHeadDim(config.attentionDim) }
   var padded: Bool { paddedValue != config.linearDim }
   /// Neither head dim padded: dPre's layout is the attention's, so its backward can merge dk and dv.
-  var mergesKeyGradients: Bool { !padded && paddedQuery == config.attentionDim }
+  static func mergesKeyGradients(_ c: ModelConfig) -> Bool {
+    CUDADevice.paddedHeadDim(c.linearDim) == c.linearDim && CUDADevice.paddedHeadDim(c.attentionDim) == c.attentionDim
+  }
 
   init(_ layer: HSTULayer, parameters: CUDAParameters, scratch: Scratch, maxTokens t: Int) throws {
     let c = layer.config, device = parameters.device
@@ -118,7 +120,7 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
       try device.padHeadsBFloat16(sc.dAttention, into: sc.dAttentionBF16, tokens: rows, heads: config.heads, dim: config.linearDim)
     }
     let time = timeBias(s)
-    let keys: AttentionKeyGradients = mergesKeyGradients ? .siluMerged(pre: pre, dPre: sc.dPre) : .separate(dk: sc.dk, dv: sc.dv)
+    let keys: AttentionKeyGradients = Self.mergesKeyGradients(config) ? .siluMerged(pre: pre, dPre: sc.dPre) : .separate(dk: sc.dk, dv: sc.dv)
     try device.hstuAttentionBackward(attentionShape(s), q: q, k: k, v: v, dOut: sc.dAttentionBF16, offsets: s.offsets,
                                      pos: positionBias.map { parameters.values.slice($0) }, time: time,
                                      dq: sc.dq.prefix(rows * config.heads * paddedQuery), keys: keys,
