@@ -17,6 +17,7 @@ final class CUDADriver: @unchecked Sendable {
   let cuCtxSetCurrent: @convention(c) (Handle) -> Int32
   let cuStreamCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Int32
   let cuStreamSynchronize: @convention(c) (Handle) -> Int32
+  let cuStreamWaitEvent: @convention(c) (Handle, Handle, UInt32) -> Int32
   let cuMemAlloc: @convention(c) (UnsafeMutablePointer<CUdeviceptr>, Int) -> Int32
   let cuMemFree: @convention(c) (CUdeviceptr) -> Int32
   let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Int32
@@ -64,6 +65,7 @@ final class CUDADriver: @unchecked Sendable {
     cuCtxSetCurrent = try lib.function("cuCtxSetCurrent")
     cuStreamCreate = try lib.function("cuStreamCreate")
     cuStreamSynchronize = try lib.function("cuStreamSynchronize")
+    cuStreamWaitEvent = try lib.function("cuStreamWaitEvent")
     cuMemAlloc = try lib.function("cuMemAlloc_v2")
     cuMemFree = try lib.function("cuMemFree_v2")
     cuMemGetInfo = try lib.function("cuMemGetInfo_v2")
