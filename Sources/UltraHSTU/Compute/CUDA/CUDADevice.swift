@@ -77,9 +77,13 @@ public final class CUDADevice {
     var context: OpaquePointer? = nil
     try d.check(d.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain")
     try d.check(d.cuCtxSetCurrent(context), "cuCtxSetCurrent")
-    func newStream() throws -> OpaquePointer? {
+    // The main stream at the highest priority and the side stream at the lowest, so that when SMs
+    // free up the block scheduler takes the main stream's blocks first.
+    var leastPriority: Int32 = 0, greatestPriority: Int32 = 0
+    try d.check(d.cuCtxGetStreamPriorityRange(&leastPriority, &greatestPriority), "cuCtxGetStreamPriorityRange")
+    func newStream(priority: Int32) throws -> OpaquePointer? {
       var s: OpaquePointer? = nil
-      try d.check(d.cuStreamCreate(&s, 1), "cuStreamCreate")  // CU_STREAM_NON_BLOCKING
+      try d.check(d.cuStreamCreateWithPriority(&s, 1, priority), "cuStreamCreateWithPriority")  // CU_STREAM_NON_BLOCKING
       return s
     }
     func newEvent() throws -> OpaquePointer? {
@@ -87,7 +91,7 @@ public final class CUDADevice {
       try d.check(d.cuEventCreate(&e, 2), "cuEventCreate")  // CU_EVENT_DISABLE_TIMING
       return e
     }
-    mainStream = try newStream(); sideStream = try newStream()
+    mainStream = try newStream(priority: greatestPriority); sideStream = try newStream(priority: leastPriority)
     stream = mainStream
     forkEvent = try newEvent(); joinEvent = try newEvent()
     var base: CUdeviceptr = 0
