@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// One GPU: its context, one stream, the device-memory arena, the compiled kernel modules and
+/// One GPU: its context, a main stream and a side stream (`fork`), the device-memory arena, the compiled kernel modules and
 /// the cuBLASLt handle. All launches of this package go through here.
 ///
 /// Creating a `CUDADevice` is the only thing that loads libcuda; it throws `CUDAError` (never
@@ -35,7 +35,11 @@ public final class CUDADevice {
   /// HSTU_PDL=0 turns programmatic dependent launch off by default (for A/B runs of one binary).
   private static let environmentAllowsProgrammaticDependentLaunch = getenv("HSTU_PDL").map { String(cString: $0) != "0" } ?? true
   let driver: CUDADriver
-  let stream: OpaquePointer?
+  /// The stream that launches, copies and fills go to: `mainStream`, or `sideStream` inside `fork`.
+  var stream: OpaquePointer?
+  let mainStream, sideStream: OpaquePointer?
+  /// Recorded on one stream and waited for on the other by `fork` and `join`.
+  let forkEvent, joinEvent: OpaquePointer?
   private var modules: [String: CUDAModule] = [:]
   private var blasHandle: CuBLASLt?
   /// cuBLASLt's workspace: the first bytes of the arena, reserved at init so that no mark/release
@@ -73,9 +77,23 @@ public final class CUDADevice {
     var context: OpaquePointer? = nil
     try d.check(d.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain")
     try d.check(d.cuCtxSetCurrent(context), "cuCtxSetCurrent")
-    var s: OpaquePointer? = nil
-    try d.check(d.cuStreamCreate(&s, 1), "cuStreamCreate")  // CU_STREAM_NON_BLOCKING
-    stream = s
+    // The main stream at the highest priority and the side stream at the lowest, so that when SMs
+    // free up the block scheduler takes the main stream's blocks first.
+    var leastPriority: Int32 = 0, greatestPriority: Int32 = 0
+    try d.check(d.cuCtxGetStreamPriorityRange(&leastPriority, &greatestPriority), "cuCtxGetStreamPriorityRange")
+    func newStream(priority: Int32) throws -> OpaquePointer? {
+      var s: OpaquePointer? = nil
+      try d.check(d.cuStreamCreateWithPriority(&s, 1, priority), "cuStreamCreateWithPriority")  // CU_STREAM_NON_BLOCKING
+      return s
+    }
+    func newEvent() throws -> OpaquePointer? {
+      var e: OpaquePointer? = nil
+      try d.check(d.cuEventCreate(&e, 2), "cuEventCreate")  // CU_EVENT_DISABLE_TIMING
+      return e
+    }
+    mainStream = try newStream(priority: greatestPriority); sideStream = try newStream(priority: leastPriority)
+    stream = mainStream
+    forkEvent = try newEvent(); joinEvent = try newEvent()
     var base: CUdeviceptr = 0
     try d.check(d.cuMemAlloc(&base, arenaBytes), "cuMemAlloc(\(arenaBytes) bytes)")
     arena = DeviceArena(base: base, capacity: arenaBytes)

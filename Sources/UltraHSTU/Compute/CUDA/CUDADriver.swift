@@ -15,8 +15,10 @@ final class CUDADriver: @unchecked Sendable {
   let cuDeviceGetAttribute: @convention(c) (UnsafeMutablePointer<Int32>, Int32, Int32) -> Int32
   let cuDevicePrimaryCtxRetain: @convention(c) (UnsafeMutablePointer<Handle>, Int32) -> Int32
   let cuCtxSetCurrent: @convention(c) (Handle) -> Int32
-  let cuStreamCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Int32
+  let cuStreamCreateWithPriority: @convention(c) (UnsafeMutablePointer<Handle>, UInt32, Int32) -> Int32
+  let cuCtxGetStreamPriorityRange: @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Int32
   let cuStreamSynchronize: @convention(c) (Handle) -> Int32
+  let cuStreamWaitEvent: @convention(c) (Handle, Handle, UInt32) -> Int32
   let cuMemAlloc: @convention(c) (UnsafeMutablePointer<CUdeviceptr>, Int) -> Int32
   let cuMemFree: @convention(c) (CUdeviceptr) -> Int32
   let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Int32
@@ -62,8 +64,10 @@ final class CUDADriver: @unchecked Sendable {
     cuDeviceGetAttribute = try lib.function("cuDeviceGetAttribute")
     cuDevicePrimaryCtxRetain = try lib.function("cuDevicePrimaryCtxRetain")
     cuCtxSetCurrent = try lib.function("cuCtxSetCurrent")
-    cuStreamCreate = try lib.function("cuStreamCreate")
+    cuStreamCreateWithPriority = try lib.function("cuStreamCreateWithPriority")
+    cuCtxGetStreamPriorityRange = try lib.function("cuCtxGetStreamPriorityRange")
     cuStreamSynchronize = try lib.function("cuStreamSynchronize")
+    cuStreamWaitEvent = try lib.function("cuStreamWaitEvent")
     cuMemAlloc = try lib.function("cuMemAlloc_v2")
     cuMemFree = try lib.function("cuMemFree_v2")
     cuMemGetInfo = try lib.function("cuMemGetInfo_v2")

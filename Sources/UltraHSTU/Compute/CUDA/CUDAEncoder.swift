@@ -242,8 +242,9 @@ final class CUDAEncoder {
     }
   }
 
-  /// Back-propagates `outputGradient` (consumed) through the last training forward into the gradients.
-  func backward(training: Bool, seed: UInt64, step: UInt64) throws {
+  /// Back-propagates `outputGradient` (consumed) through the last training forward into the gradients;
+  /// `beforeEmbeddingGradients` runs just before the first write into the embedding tables' gradients.
+  func backward(training: Bool, seed: UInt64, step: UInt64, beforeEmbeddingGradients: () throws -> Void = {}) throws {
     let pass = CUDAPass(training: training, seed: seed, step: step)
     let d = config.embeddingDim
     var dOutput = outputGradient
@@ -278,6 +279,7 @@ final class CUDAEncoder {
       try device.dropout(dx0, into: dx0, mask: mask)
     }
     let gradients = parameters.gradients
+    try beforeEmbeddingGradients()
     try device.embeddingScatterAdd(dOut: dx0, ids: items, dTable: gradients.slice(itemEmbedding), dim: d, scale: scale)
     try device.embeddingScatterAdd(dOut: dx0, ids: positions, dTable: gradients.slice(positionEmbedding), dim: d)
     for (s, table) in actionEmbeddings.enumerated() {

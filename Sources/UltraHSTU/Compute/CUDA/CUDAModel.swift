@@ -22,6 +22,8 @@ public final class CUDAModel {
   /// Largest number of tokens (and of sequences) a main-stream batch may have.
   public let maxTokens: Int, maxSequences: Int
   let main: CUDAEncoder
+  /// The last loss's item-table gradient while it runs on the side stream (`joinTableGradient`).
+  private var pendingTableGradient: SideStreamWork?
 
   struct Channel {
     var encoder: CUDAEncoder
@@ -149,7 +151,8 @@ public final class CUDAModel {
 
   /// Sampled-softmax loss of the last training forward with the negatives of `step` (the CPU's
   /// stream): adds the mean loss to the device loss sum, writes d output into the main stack's
-  /// `outputGradient` and accumulates the item-table gradient.
+  /// `outputGradient` and accumulates the item-table gradient, on the side stream: `backward` joins
+  /// it before any stack writes an embedding table's gradient.
   func lossForwardBackward(train: TrainConfig, seed: UInt64, step: UInt64) throws {
     let s = supervised, r = train.negatives, d = config.embeddingDim, rows = main.outputStage.rows
     guard r <= Self.maxNegatives else { throw CUDAError.unsupported("at most \(Self.maxNegatives) negatives (got \(r))") }
@@ -161,11 +164,11 @@ public final class CUDAModel {
     if !allRowsSupervised {
       try device.embeddingGather(table: output, ids: supervisedRows, rows: s, out: user, dim: d)
     }
-    try device.sampledSoftmaxLoss(user: user, table: parameters.valuesBF16.slice(itemEmbedding), positives: labels, negatives: negs,
-                                  weights: ones.prefix(s), weightSum: Float(s), loss: rowLoss.prefix(s),
-                                  dUser: allRowsSupervised ? dOutput : dSupervised,
-                                  dTable: parameters.gradients.slice(itemEmbedding), rows: s, dim: d, numNegatives: r,
-                                  temperature: train.temperature)
+    pendingTableGradient = try device.sampledSoftmaxLoss(
+      user: user, table: parameters.valuesBF16.slice(itemEmbedding), positives: labels, negatives: negs,
+      weights: ones.prefix(s), weightSum: Float(s), loss: rowLoss.prefix(s), dUser: allRowsSupervised ? dOutput : dSupervised,
+      dTable: parameters.gradients.slice(itemEmbedding), rows: s, dim: d, numNegatives: r, temperature: train.temperature,
+      tableGradientOnSideStream: true)
     if !allRowsSupervised {
       try device.fill(dOutput)
       try device.embeddingScatterAdd(dOut: dSupervised, ids: supervisedRows, rows: s, dTable: dOutput, dim: d)
@@ -173,8 +176,16 @@ public final class CUDAModel {
     try device.accumulateSum(rowLoss.prefix(s), scale: 1 / Float(s), into: lossSum)
   }
 
+  /// Makes the main stream wait for the loss's item-table gradient, if it still runs on the side stream.
+  func joinTableGradient() throws {
+    guard let work = pendingTableGradient else { return }
+    pendingTableGradient = nil
+    try device.join(work)
+  }
+
   /// Back-propagates the output gradient (in the main stack's `outputGradient`) through the
-  /// fusion and every stack into `gradients`.
+  /// fusion and every stack into `gradients`. The loss's item-table gradient runs alongside on the
+  /// side stream until the first stack writes into an embedding table's gradient.
   func backward(training: Bool, seed: UInt64, step: UInt64) throws {
     let rows = main.outputStage.rows, d = config.embeddingDim
     let dFused = main.outputGradient.prefix(rows * d)
@@ -186,15 +197,18 @@ public final class CUDAModel {
       // The gathered rows' gradients go back to the channel rows they were read from.
       try device.fill(encoder.outputGradient.prefix(encoder.outputStage.rows * dc))
       try device.embeddingScatterAdd(dOut: channel.dGathered, ids: channel.sourceRows, rows: rows, dTable: encoder.outputGradient, dim: dc)
-      try encoder.backward(training: training, seed: seed, step: MixtureOfTransducers.channelStep(step, channel: c))
+      try encoder.backward(training: training, seed: seed, step: MixtureOfTransducers.channelStep(step, channel: c),
+                           beforeEmbeddingGradients: joinTableGradient)
     }
-    try main.backward(training: training, seed: seed, step: step)
+    try main.backward(training: training, seed: seed, step: step, beforeEmbeddingGradients: joinTableGradient)
+    try joinTableGradient()
   }
 
   /// Zeroes the gradients, then forward, loss and backward of the current batch with the dropout
   /// masks and negatives of `step` (as `Trainer.lossAndGradients`). Queues work only; the loss
   /// lands in the device loss sum.
   public func lossAndGradients(train: TrainConfig, step: UInt64) throws {
+    try joinTableGradient()   // only after an earlier step threw between its loss and its end
     try device.fill(parameters.gradients)
     try forward(training: true, seed: train.seed, step: step)
     try lossForwardBackward(train: train, seed: train.seed, step: step)

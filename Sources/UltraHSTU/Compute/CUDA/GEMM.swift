@@ -38,6 +38,7 @@ extension CUDADevice {
       if T.self == BFloat16.self { return .bf16 }
       throw CUDAError.unsupported("GEMM element type \(T.self)")
     }
+    precondition(stream == mainStream, "GEMMs share one cuBLASLt workspace: main stream only")
     let (blas, workspace) = try blas()
     try blas.matmul(m: m, n: n, k: k, a: a.address, transA: transA, aType: type(A.self), b: b.address, transB: transB,
                     bType: type(A.self), d: d.address, dType: type(D.self), bias: bias?.address, residual: residual?.address,

@@ -385,15 +385,22 @@ extension CUDADevice {
   /// Σ w_r loss_r / Σ w_r; pass that `weightSum`.
   /// Scratch (coefficients, buckets, counts, item norms, the bf16 user rows: about 12·rows·(1 + R) +
   /// 2·rows·dim + 12·items bytes) comes from the arena and is released before returning.
+  /// With `tableGradientOnSideStream` the last kernel, dTable's (which only the item-table
+  /// gradient and its AdamW step wait for), is forked onto the side stream and the returned work
+  /// must be joined (`join`) before dTable or `table` are touched again; the scratch is released
+  /// at the join.
+  @discardableResult
   public func sampledSoftmaxLoss(user: DeviceArray<Float>, table: DeviceArray<BFloat16>, positives: DeviceArray<Int32>,
                                  negatives: DeviceArray<Int32>, weights: DeviceArray<Float>, weightSum: Float,
                                  loss: DeviceArray<Float>, dUser: DeviceArray<Float>, dTable: DeviceArray<Float>,
-                                 rows: Int, dim: Int, numNegatives: Int, temperature: Float, eps: Float = 1e-6) throws {
+                                 rows: Int, dim: Int, numNegatives: Int, temperature: Float, eps: Float = 1e-6,
+                                 tableGradientOnSideStream: Bool = false) throws -> SideStreamWork? {
     guard dim <= 1024 else { throw CUDAError.unsupported("sampled softmax dim \(dim) > 1024") }
-    guard rows > 0 else { return }
+    guard rows > 0 else { return nil }
     let items = table.count / dim, entries = rows * (1 + numNegatives)
     let mark = arena.mark()
-    defer { arena.release(to: mark) }
+    var forked: SideStreamWork? = nil
+    defer { if forked == nil { arena.release(to: mark) } }
     let coef = try allocate(Float.self, count: entries), counts = try allocate(Int32.self, count: items)
     let tiles = (items + 4095) / 4096
     let tileSums = try allocate(Int32.self, count: tiles), start = try allocate(Int32.self, count: items + 1)
@@ -419,8 +426,16 @@ extension CUDADevice {
     try launch(try m.function("loss_scatter"), grid: ((entries + 255) / 256, 1, 1), block: (256, 1, 1),
                [.pointer(positives.address), .pointer(negatives.address), .pointer(weights.address), .pointer(coef.address),
                 .pointer(start.address), .pointer(counts.address), .pointer(bucket.address), .int(Int32(rows)), .int(Int32(numNegatives))])
-    try launch(try m.function("loss_table_gradient"), grid: ((items + 7) / 8, 1, 1), block: (256, 1, 1),
-               [.pointer(userBF16.address), .pointer(table.address), .pointer(invNorm.address), .pointer(start.address),
-                .pointer(bucket.address), .pointer(dTable.address), .int(Int32(items))])
+    func tableGradient() throws {
+      try launch(try m.function("loss_table_gradient"), grid: ((items + 7) / 8, 1, 1), block: (256, 1, 1),
+                 [.pointer(userBF16.address), .pointer(table.address), .pointer(invNorm.address), .pointer(start.address),
+                  .pointer(bucket.address), .pointer(dTable.address), .int(Int32(items))])
+    }
+    guard tableGradientOnSideStream else {
+      try tableGradient()
+      return nil
+    }
+    forked = try fork(arenaMark: mark, tableGradient)
+    return forked
   }
 }
