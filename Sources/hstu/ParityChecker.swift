@@ -578,7 +578,8 @@ struct ParityChecker {
     // GPU: the fused kernel.
     let gu = try device.array(user), gi = try device.array(items.map(BFloat16.init)), gp = try device.array(positives), gn = try device.array(negativeIds)
     let gw = try device.array([Float](repeating: 1, count: rows)), gl = try device.allocate(Float.self, count: rows)
-    let gdu = try device.allocate(Float.self, count: rows * dim), gdi = try device.array([Float](repeating: 0, count: (itemCount + 1) * dim))
+    let gdu = try device.allocate(Float.self, count: rows * dim), gdi = try device.allocate(Float.self, count: (itemCount + 1) * dim)
+    try device.fill(gdi, word: 0x7FC0_0000)   // NaN: the kernel must overwrite every row, those without candidates with zeros
     try device.sampledSoftmaxLoss(user: gu, table: gi, positives: gp, negatives: gn, weights: gw, weightSum: Float(rows), loss: gl,
                                   dUser: gdu, dTable: gdi, rows: rows, dim: dim, numNegatives: negatives, temperature: temperature)
     try device.synchronize()

@@ -151,13 +151,17 @@ public final class CUDAModel {
 
   /// Sampled-softmax loss of the last training forward with the negatives of `step` (the CPU's
   /// stream): adds the mean loss to the device loss sum, writes d output into the main stack's
-  /// `outputGradient` and accumulates the item-table gradient, on the side stream: `backward` joins
+  /// `outputGradient` and overwrites the item-table gradient, on the side stream: `backward` joins
   /// it before any stack writes an embedding table's gradient.
   func lossForwardBackward(train: TrainConfig, seed: UInt64, step: UInt64) throws {
     let s = supervised, r = train.negatives, d = config.embeddingDim, rows = main.outputStage.rows
     guard r <= Self.maxNegatives else { throw CUDAError.unsupported("at most \(Self.maxNegatives) negatives (got \(r))") }
     let dOutput = main.outputGradient.prefix(rows * d)
-    if s == 0 { try device.fill(dOutput); return }
+    if s == 0 {
+      try device.fill(dOutput)
+      try device.fill(parameters.gradients.slice(itemEmbedding))
+      return
+    }
     let negs = negatives.prefix(s * r)
     try device.sampleNegatives(negs, itemCount: itemCount, seed: seed, stream: ForwardContext.negativeStream(step: step))
     let user = allRowsSupervised ? output : supervisedOutput.prefix(s * d)
@@ -209,7 +213,11 @@ public final class CUDAModel {
   /// lands in the device loss sum.
   public func lossAndGradients(train: TrainConfig, step: UInt64) throws {
     try joinTableGradient()   // only after an earlier step threw between its loss and its end
-    try device.fill(parameters.gradients)
+    // The item table's gradient (most of them) is the loss's to overwrite, so it is not zeroed here.
+    let gradients = parameters.gradients, table = itemEmbedding, tableEnd = table.offset + table.count
+    for (start, end) in [(0, table.offset), (tableEnd, gradients.count)] where end > start {
+      try device.fill(gradients.prefix(end - start, from: start))
+    }
     try forward(training: true, seed: train.seed, step: step)
     try lossForwardBackward(train: train, seed: train.seed, step: step)
     try backward(training: true, seed: train.seed, step: step)

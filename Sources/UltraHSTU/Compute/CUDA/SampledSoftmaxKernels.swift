@@ -22,7 +22,8 @@
 ///  5. `loss_scatter`: each (row, candidate) pair, with its coefficient, into its item's bucket.
 ///  6. `loss_table_gradient` (one warp per item): S_c from its bucket's user rows (the bf16 copy:
 ///     each row is read once per candidate it has, about 129 times, so its bytes count most), then
-///     the projection, added into dTable[c] (each row written by one warp). fp32 accumulation; the
+///     the projection, written into dTable[c] (each row by one warp; zeros for an item without
+///     candidates, so the table's gradient needs no zeroing before the loss). fp32 accumulation; the
 ///     bf16 rows are what PyTorch's autocast would feed this product too.
 ///
 /// Compile-time constants (`-D`): LOSS_DIM (the embedding dim) and LOSS_VEC (columns per chunk,
@@ -312,8 +313,9 @@ extern "C" __global__ void loss_scatter(const int* __restrict__ positives, const
   bucket[slot] = make_int2(r, __float_as_int(coef[entry]));
 }
 
-/// One warp per item c with candidates: S_c = Σ_bucket coef · u_r (the bf16 user rows, G in
-/// flight), then dtable[c] += (S_c − ê_c (ê_c·S_c)) · invNorm[c]. 8 warps per block.
+/// One warp per item c: S_c = Σ_bucket coef · u_r (the bf16 user rows, G in flight), then
+/// dtable[c] = (S_c − ê_c (ê_c·S_c)) · invNorm[c], or 0 for an item without candidates: every row
+/// is written, so dtable needs no zeroing first. 8 warps per block.
 extern "C" __global__ void __launch_bounds__(256, 2)
 loss_table_gradient(const bf16_t* __restrict__ user, const bf16_t* __restrict__ table, const float* __restrict__ invNorm,
     const int* __restrict__ start, const int2* __restrict__ bucket, float* __restrict__ dtable, int n) {
@@ -322,7 +324,14 @@ loss_table_gradient(const bf16_t* __restrict__ user, const bf16_t* __restrict__ 
   const int lane = threadIdx.x & 31, c = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
   if (c >= n) return;
   const int b0 = start[c], b1 = start[c + 1];
-  if (b0 == b1) return;
+  float* dr = dtable + (size_t)c * D;
+  if (b0 == b1) {
+    const float zero[V] = {};
+    #pragma unroll
+    for (int j = 0; j < J; ++j)
+      if (Row::has(lane, j)) store_vec(dr + Row::column(lane, j), zero);
+    return;
+  }
   float S[J][V];
   #pragma unroll
   for (int j = 0; j < J; ++j)
@@ -354,15 +363,13 @@ loss_table_gradient(const bf16_t* __restrict__ user, const bf16_t* __restrict__ 
   Row::load(table + (size_t)c * D, lane, e);
   const float inv = invNorm[c];
   const float proj = warp_sum(Row::reduce([&](int j, int i) { return Row::unpack(e, j, i) * inv * S[j][i]; }));
-  float* dr = dtable + (size_t)c * D;
   #pragma unroll
   for (int j = 0; j < J; ++j) {
     if (!Row::has(lane, j)) continue;
-    float acc[V];
-    load_vec(dr + Row::column(lane, j), acc);
+    float out[V];
     #pragma unroll
-    for (int i = 0; i < V; ++i) acc[i] += (S[j][i] - Row::unpack(e, j, i) * inv * proj) * inv;
-    store_vec(dr + Row::column(lane, j), acc);
+    for (int i = 0; i < V; ++i) out[i] = (S[j][i] - Row::unpack(e, j, i) * inv * proj) * inv;
+    store_vec(dr + Row::column(lane, j), out);
   }
 }
 """#
@@ -380,7 +387,7 @@ extension CUDADevice {
     return v
   }
 
-  /// Per-row losses (`loss[r]`, 0 where weight is 0), dUser (overwritten) and dTable (accumulated, fp32).
+  /// Per-row losses (`loss[r]`, 0 where weight is 0), dUser and dTable (fp32), both overwritten.
   /// `table` is the bf16 copy of the item embeddings. The returned gradients are those of
   /// Σ w_r loss_r / Σ w_r; pass that `weightSum`.
   /// Scratch (coefficients, buckets, counts, item norms, the bf16 user rows: about 12·rows·(1 + R) +
@@ -396,7 +403,10 @@ extension CUDADevice {
                                  rows: Int, dim: Int, numNegatives: Int, temperature: Float, eps: Float = 1e-6,
                                  tableGradientOnSideStream: Bool = false) throws -> SideStreamWork? {
     guard dim <= 1024 else { throw CUDAError.unsupported("sampled softmax dim \(dim) > 1024") }
-    guard rows > 0 else { return nil }
+    guard rows > 0 else {
+      try fill(dTable)
+      return nil
+    }
     let items = table.count / dim, entries = rows * (1 + numNegatives)
     let mark = arena.mark()
     var forked: SideStreamWork? = nil
