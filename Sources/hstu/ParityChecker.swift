@@ -99,6 +99,7 @@ struct ParityChecker {
     // 64 and 512 take 8-column chunks (one and two per lane), 50 two-column chunks.
     for dim in [64, 512, 50] { try checkSampledSoftmax(dim: dim) }
     try checkAdamW()
+    try checkLossSum()
     try checkModelStep("hstu", config: Preset.hstu.model)
     try checkModelStep("hstu-large", config: Preset.hstuLarge.model)
     // Head dims that are multiples of 16 take the unpadded split/merge kernels (the benchmark configs').
@@ -611,6 +612,24 @@ struct ParityChecker {
       record("AdamW \(count) first moment", try device.download(gm), m, tolerance: 1e-5)
       record("AdamW \(count) second moment", try device.download(gv), v, tolerance: 1e-5)
       record("AdamW \(count) bf16 shadow", try device.download(shadow).map(\.float), p.map { BFloat16($0).float }, tolerance: 4e-3)
+    }
+  }
+
+  // MARK: loss sum
+
+  /// The epoch's device-side loss total: a step's row losses added into an accumulator that
+  /// already holds a value, at counts below, at and above one pass of the kernel's unrolled loop.
+  /// Its inputs come from a side stream, so the checks after it keep theirs.
+  mutating func checkLossSum() throws {
+    for count in [1000, 8192, 25_601] {
+      let mark = device.arena.mark()
+      defer { device.arena.release(to: mark) }
+      let x = sideRandoms(count, tag: 2).map { abs($0) * 5 }, scale = 1 / Float(count), prior: Float = 2.5
+      let gx = try device.array(x), acc = try device.array([prior])
+      try device.accumulateSum(gx, scale: scale, into: acc)
+      try device.synchronize()
+      let cpu = Float(Double(prior) + x.reduce(0.0) { $0 + Double($1) } * Double(scale))
+      record("loss sum of \(count) rows", try device.download(acc), [cpu], tolerance: 1e-5)
     }
   }
 }

@@ -17,14 +17,26 @@ extern "C" __global__ void sample_negatives(int* __restrict__ out, long long cou
   }
 }
 
-/// One block of 256 threads.
+/// One block of 1024 threads. Each thread keeps eight partial sums, so eight of its loads are in
+/// flight at once: the sum is one step's row losses (tens of thousands), latency-bound, not
+/// bandwidth-bound. One block keeps the order of the additions fixed.
 extern "C" __global__ void accumulate_sum(const float* __restrict__ x, int count, float scale, float* __restrict__ acc) {
   grid_dependency_wait();
   __shared__ float red[32];
-  float s = 0.f;
-  for (int i = threadIdx.x; i < count; i += blockDim.x) s += x[i];
-  s = block_sum(s, red);
-  if (threadIdx.x == 0) acc[0] += s * scale;
+  constexpr int U = 8;
+  float s[U] = {};
+  const int stride = blockDim.x;
+  int i = threadIdx.x;
+  for (; i + (U - 1) * stride < count; i += U * stride) {
+    #pragma unroll
+    for (int u = 0; u < U; ++u) s[u] += x[i + u * stride];
+  }
+  for (; i < count; i += stride) s[0] += x[i];
+  float t = 0.f;
+  #pragma unroll
+  for (int u = 0; u < U; ++u) t += s[u];
+  t = block_sum(t, red);
+  if (threadIdx.x == 0) acc[0] += t * scale;
 }
 
 /// One warp per row.
@@ -83,7 +95,7 @@ extension CUDADevice {
 
   /// `accumulator[0] += scale · Σ x`.
   public func accumulateSum(_ x: DeviceArray<Float>, scale: Float, into accumulator: DeviceArray<Float>) throws {
-    try launch(retrievalKernel("accumulate_sum"), grid: (1, 1, 1), block: (256, 1, 1),
+    try launch(retrievalKernel("accumulate_sum"), grid: (1, 1, 1), block: (1024, 1, 1),
                [.pointer(x.address), .int(Int32(x.count)), .float(scale), .pointer(accumulator.address)])
   }
 
