@@ -619,7 +619,7 @@ struct ParityChecker {
 
   /// The epoch's device-side loss total: a step's row losses added into an accumulator that
   /// already holds a value, at counts below, at and above one pass of the kernel's unrolled loop.
-  /// Its inputs come from a side stream, so the checks after it keep theirs.
+  /// Its inputs are `sideRandoms`, so the checks after it keep theirs.
   mutating func checkLossSum() throws {
     for count in [1000, 8192, 25_601] {
       let mark = device.arena.mark()

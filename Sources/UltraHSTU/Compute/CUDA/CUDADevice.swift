@@ -2,8 +2,8 @@
 import Glibc
 #endif
 
-/// One GPU: its context, a main stream and a side stream (`fork`), the device-memory arena, the compiled kernel modules and
-/// the cuBLASLt handle. All launches of this package go through here.
+/// One GPU: its context, a main stream and a side stream (`fork`), the device-memory arena, the
+/// compiled kernel modules and the cuBLASLt handle. All launches of this package go through here.
 ///
 /// Creating a `CUDADevice` is the only thing that loads libcuda; it throws `CUDAError` (never
 /// traps) when there is no driver or no GPU.

@@ -213,7 +213,7 @@ public final class CUDAModel {
   /// lands in the device loss sum.
   public func lossAndGradients(train: TrainConfig, step: UInt64) throws {
     try joinTableGradient()   // only after an earlier step threw between its loss and its end
-    // The item table's gradient (most of them) is the loss's to overwrite, so it is not zeroed here.
+    // Every gradient but the item table's (most of their bytes), which the loss overwrites.
     let gradients = parameters.gradients, table = itemEmbedding, tableEnd = table.offset + table.count
     for (start, end) in [(0, table.offset), (tableEnd, gradients.count)] where end > start {
       try device.fill(gradients.prefix(end - start, from: start))
