@@ -549,6 +549,13 @@ struct ParityChecker {
     try device.biasGradient(gdy, into: gdb, rows: m, cols: n)
     try device.synchronize()
     record("bias gradient (column sum of dY)", try device.download(gdb), dbRef, tolerance: 1e-5)
+    // From dY's bf16 copy (as the HSTU layer sums it): the CPU sums the same bf16-exact values.
+    let dyBF16 = dy.map { BFloat16($0).float }
+    let dbRefBF16 = (0..<n).map { c in Float((0..<m).reduce(0.0) { $0 + Double(dyBF16[$1 * n + c]) }) }
+    let gdyh = try device.array(dyBF16.map(BFloat16.init)), gdbh = try device.array([Float](repeating: 0, count: n))
+    try device.biasGradient(gdyh, into: gdbh, rows: m, cols: n)
+    try device.synchronize()
+    record("bias gradient (column sum of bf16 dY)", try device.download(gdbh), dbRefBF16, tolerance: 1e-5)
   }
 
   // MARK: sampled softmax
