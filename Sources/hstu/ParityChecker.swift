@@ -516,6 +516,19 @@ struct ParityChecker {
     try device.synchronize()
     record("embedding gather", try device.download(go), out, tolerance: 1e-6)
     record("embedding scatter-add", try device.download(gdt), dTable, tolerance: 1e-5)
+    // With the input dropout fused in: the mask over the [rows × dim] output, forward and backward.
+    let mask = DropoutMask(rate: 0.3, seed: 11, stream: 5), mixer = CounterRandom(seed: mask.seed)
+    var outDropped = out, dOutDropped = dOut, dTableDropped = [Float](repeating: 0, count: vocabulary * dim)
+    CPUOps.dropoutForward(out, &outDropped, count: out.count, p: mask.rate, random: mixer, stream: mask.stream)
+    CPUOps.dropoutForward(dOut, &dOutDropped, count: dOut.count, p: mask.rate, random: mixer, stream: mask.stream)
+    CPUOps.embeddingBackward(dOutDropped, ids: ids, scale: scale, positionIndex: nil, dTable: &dTableDropped, dPositionTable: nil,
+                             rows: rows, dim: dim)
+    try device.fill(gdt)
+    try device.embeddingGather(table: gt, ids: gi, out: go, dim: dim, scale: scale, dropout: mask)
+    try device.embeddingScatterAdd(dOut: gdo, ids: gi, dTable: gdt, dim: dim, scale: scale, dropout: mask)
+    try device.synchronize()
+    record("embedding gather + dropout", try device.download(go), outDropped, tolerance: 1e-6)
+    record("embedding scatter-add + dropout", try device.download(gdt), dTableDropped, tolerance: 1e-5)
   }
 
   // MARK: GEMM
