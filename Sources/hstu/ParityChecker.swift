@@ -516,6 +516,19 @@ struct ParityChecker {
     try device.synchronize()
     record("embedding gather", try device.download(go), out, tolerance: 1e-6)
     record("embedding scatter-add", try device.download(gdt), dTable, tolerance: 1e-5)
+    // With the input dropout fused in: the mask over the [rows × dim] output, forward and backward.
+    let mask = DropoutMask(rate: 0.3, seed: 11, stream: 5), mixer = CounterRandom(seed: mask.seed)
+    var outDropped = out, dOutDropped = dOut, dTableDropped = [Float](repeating: 0, count: vocabulary * dim)
+    CPUOps.dropoutForward(out, &outDropped, count: out.count, p: mask.rate, random: mixer, stream: mask.stream)
+    CPUOps.dropoutForward(dOut, &dOutDropped, count: dOut.count, p: mask.rate, random: mixer, stream: mask.stream)
+    CPUOps.embeddingBackward(dOutDropped, ids: ids, scale: scale, positionIndex: nil, dTable: &dTableDropped, dPositionTable: nil,
+                             rows: rows, dim: dim)
+    try device.fill(gdt)
+    try device.embeddingGather(table: gt, ids: gi, out: go, dim: dim, scale: scale, dropout: mask)
+    try device.embeddingScatterAdd(dOut: gdo, ids: gi, dTable: gdt, dim: dim, scale: scale, dropout: mask)
+    try device.synchronize()
+    record("embedding gather + dropout", try device.download(go), outDropped, tolerance: 1e-6)
+    record("embedding scatter-add + dropout", try device.download(gdt), dTableDropped, tolerance: 1e-5)
   }
 
   // MARK: GEMM
@@ -549,6 +562,13 @@ struct ParityChecker {
     try device.biasGradient(gdy, into: gdb, rows: m, cols: n)
     try device.synchronize()
     record("bias gradient (column sum of dY)", try device.download(gdb), dbRef, tolerance: 1e-5)
+    // From dY's bf16 copy (as the HSTU layer sums it): the CPU sums the same bf16-exact values.
+    let dyBF16 = dy.map { BFloat16($0).float }
+    let dbRefBF16 = (0..<n).map { c in Float((0..<m).reduce(0.0) { $0 + Double(dyBF16[$1 * n + c]) }) }
+    let gdyh = try device.array(dyBF16.map(BFloat16.init)), gdbh = try device.array([Float](repeating: 0, count: n))
+    try device.biasGradient(gdyh, into: gdbh, rows: m, cols: n)
+    try device.synchronize()
+    record("bias gradient (column sum of bf16 dY)", try device.download(gdbh), dbRefBF16, tolerance: 1e-5)
   }
 
   // MARK: sampled softmax

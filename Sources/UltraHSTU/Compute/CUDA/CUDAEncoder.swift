@@ -216,14 +216,14 @@ final class CUDAEncoder {
     let t = full.rows, d = config.embeddingDim, scale = Float(d).squareRoot()
     let values = parameters.values
     let x0 = hidden[0].prefix(t * d)
+    // The input dropout rides on the last gather that writes x0.
+    let mask = pass.dropout(rate: config.inputDropout, layer: 0xFFF, site: 0)
     try device.embeddingGather(table: values.slice(itemEmbedding), ids: items, positionTable: values.slice(positionEmbedding),
-                               positionIds: positions, out: x0, dim: d, scale: scale)
+                               positionIds: positions, out: x0, dim: d, scale: scale, dropout: actionEmbeddings.isEmpty ? mask : nil)
     for (s, table) in actionEmbeddings.enumerated() {
       try device.embeddingGather(table: values.slice(table), ids: actions.prefix(t * actionEmbeddings.count, from: s),
-                                 idStride: actionEmbeddings.count, rows: t, out: x0, dim: d, scale: scale, accumulate: true)
-    }
-    if let mask = pass.dropout(rate: config.inputDropout, layer: 0xFFF, site: 0) {
-      try device.dropout(x0, into: x0, mask: mask)
+                                 idStride: actionEmbeddings.count, rows: t, out: x0, dim: d, scale: scale, accumulate: true,
+                                 dropout: s == actionEmbeddings.count - 1 ? mask : nil)
     }
     for (l, layer) in layers.enumerated() {
       if truncates && l == layersBefore {
@@ -274,17 +274,16 @@ final class CUDAEncoder {
         try device.castToBFloat16(dx.prefix(full.rows * d), into: dxBF16)
       }
     }
+    // Each scatter takes dx0 through the input dropout's mask itself.
     let t = full.rows, dx0 = dResidual.prefix(t * d), scale = Float(d).squareRoot()
-    if let mask = pass.dropout(rate: config.inputDropout, layer: 0xFFF, site: 0) {
-      try device.dropout(dx0, into: dx0, mask: mask)
-    }
+    let mask = pass.dropout(rate: config.inputDropout, layer: 0xFFF, site: 0)
     let gradients = parameters.gradients
     try beforeEmbeddingGradients()
-    try device.embeddingScatterAdd(dOut: dx0, ids: items, dTable: gradients.slice(itemEmbedding), dim: d, scale: scale)
-    try device.embeddingScatterAdd(dOut: dx0, ids: positions, dTable: gradients.slice(positionEmbedding), dim: d)
+    try device.embeddingScatterAdd(dOut: dx0, ids: items, dTable: gradients.slice(itemEmbedding), dim: d, scale: scale, dropout: mask)
+    try device.embeddingScatterAdd(dOut: dx0, ids: positions, dTable: gradients.slice(positionEmbedding), dim: d, dropout: mask)
     for (s, table) in actionEmbeddings.enumerated() {
       try device.embeddingScatterAdd(dOut: dx0, ids: actions.prefix(t * actionEmbeddings.count, from: s), idStride: actionEmbeddings.count,
-                                     rows: t, dTable: gradients.slice(table), dim: d, scale: scale)
+                                     rows: t, dTable: gradients.slice(table), dim: d, scale: scale, dropout: mask)
     }
   }
 }

@@ -111,7 +111,7 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
     let valuesBF16 = parameters.valuesBF16, gradients = parameters.gradients, sc = scratch
     try device.gemm(m: rows, n: hv, k: d, a: gradientBF16, b: valuesBF16.slice(outputWeight), transB: true, d: sc.dGated)
     try device.gemm(m: hv, n: d, k: rows, a: gated.prefix(rows * hv), transA: true, b: gradientBF16, d: gradients.slice(outputWeight))
-    try device.biasGradient(gradient, into: gradients.slice(outputBias), rows: rows, cols: d)
+    try device.biasGradient(gradientBF16, into: gradients.slice(outputBias), rows: rows, cols: d)
     try device.layerNormBackward(dy: sc.dGated, x: attention, gate: SiLUGate(pre: pre, stride: w, dPre: sc.dPre),
                                  dropout: pass.dropout(rate: config.linearDropout, layer: index, site: 1),
                                  mean: mean2, rstd: rstd2, dx: padded ? sc.dAttention : nil,

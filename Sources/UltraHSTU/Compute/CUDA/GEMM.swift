@@ -2,29 +2,43 @@
 /// and residual epilogues fused; and the backward of the bias epilogue, a column sum.
 ///
 ///   forward:   d[m,n] = op(a)·op(b) + bias[n] (+ residual)
-///   backward:  dBias[n] += Σ_rows dD[row, n]
+///   backward:  dBias[n] += Σ_rows dD[row, n]   (dD fp32, or its bf16 copy: half the bytes, and the
+///              values PyTorch's autocast would sum too; fp32 accumulation either way)
 /// (cuBLASLt would do the column sum as an m = 1 GEMM: one output tile, so one SM reads all of dD.)
 enum GEMMEpilogueKernels {
   static let source = CUDAPrelude.source + #"""
+__device__ __forceinline__ float as_float(float x) { return x; }
+__device__ __forceinline__ float as_float(bf16_t x) { return bf16_to_float(x); }
+
 /// Each block sums a chunk of rows: a thread owns columns, and keeps four rows' loads in flight
 /// (four partial sums) so the column walk is not one dependent load after another; then one
-/// atomic per column and block.
-extern "C" __global__ void bias_gradient(const float* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
-  grid_dependency_wait();
+/// atomic per column and block. DY is float or bf16_t.
+template <typename DY>
+__device__ __forceinline__ void bias_gradient_rows(const DY* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
   const int rowsPerBlock = (rows + gridDim.x - 1) / gridDim.x;
   const int r0 = blockIdx.x * rowsPerBlock, r1 = min(rows, r0 + rowsPerBlock);
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
     float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
     int r = r0;
     for (; r + 4 <= r1; r += 4) {
-      s0 += dy[(size_t)r * cols + c];
-      s1 += dy[(size_t)(r + 1) * cols + c];
-      s2 += dy[(size_t)(r + 2) * cols + c];
-      s3 += dy[(size_t)(r + 3) * cols + c];
+      s0 += as_float(dy[(size_t)r * cols + c]);
+      s1 += as_float(dy[(size_t)(r + 1) * cols + c]);
+      s2 += as_float(dy[(size_t)(r + 2) * cols + c]);
+      s3 += as_float(dy[(size_t)(r + 3) * cols + c]);
     }
-    for (; r < r1; ++r) s0 += dy[(size_t)r * cols + c];
+    for (; r < r1; ++r) s0 += as_float(dy[(size_t)r * cols + c]);
     if (r1 > r0) atomicAdd(dbias + c, (s0 + s1) + (s2 + s3));
   }
+}
+
+extern "C" __global__ void bias_gradient(const float* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
+  grid_dependency_wait();
+  bias_gradient_rows(dy, dbias, rows, cols);
+}
+
+extern "C" __global__ void bias_gradient_bf16(const bf16_t* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
+  grid_dependency_wait();
+  bias_gradient_rows(dy, dbias, rows, cols);
 }
 """#
 }
@@ -45,10 +59,16 @@ extension CUDADevice {
                     workspace: workspace.address, workspaceSize: workspace.bytes, stream: stream)
   }
 
-  /// `dBias[n] += Σ_r dY[r, n]` over `rows` rows of `dY` (`[rows, cols]`, fp32).
-  public func biasGradient(_ dY: DeviceArray<Float>, into dBias: DeviceArray<Float>, rows: Int, cols: Int) throws {
+  /// `dBias[n] += Σ_r dY[r, n]` over `rows` rows of `dY` (`[rows, cols]`, fp32 or bf16).
+  public func biasGradient<DY>(_ dY: DeviceArray<DY>, into dBias: DeviceArray<Float>, rows: Int, cols: Int) throws {
+    let name: String
+    switch DY.self {
+    case is Float.Type: name = "bias_gradient"
+    case is BFloat16.Type: name = "bias_gradient_bf16"
+    default: throw CUDAError.unsupported("biasGradient: dY of type \(DY.self)")
+    }
     let blocks = max(1, min(Int(multiprocessors) * 2, (rows + 63) / 64))
-    try launch(module("gemm_epilogue", source: GEMMEpilogueKernels.source).function("bias_gradient"),
+    try launch(module("gemm_epilogue", source: GEMMEpilogueKernels.source).function(name),
                grid: (blocks, 1, 1), block: (min(256, (cols + 31) / 32 * 32), 1, 1),
                [.pointer(dY.address), .pointer(dBias.address), .int(Int32(rows)), .int(Int32(cols))])
   }
