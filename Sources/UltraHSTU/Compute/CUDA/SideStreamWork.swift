@@ -22,6 +22,17 @@ extension CUDADevice {
     return SideStreamWork(arenaMark: arenaMark)
   }
 
+  /// Queues `body`'s launches on the side stream after `work` (not joined yet), which the same
+  /// `join` then covers. `body` must not allocate arena memory.
+  func continueOnSideStream(after work: SideStreamWork, _ body: () throws -> Void) throws {
+    precondition(stream == mainStream, "continueOnSideStream inside fork")
+    let top = arena.mark()
+    stream = sideStream
+    defer { stream = mainStream }
+    try body()
+    precondition(arena.mark() == top, "side-stream work allocated arena memory")
+  }
+
   /// Makes the main stream wait for `work` and releases the arena memory it used.
   func join(_ work: SideStreamWork) throws {
     try driver.check(driver.cuEventRecord(joinEvent, sideStream), "cuEventRecord")
