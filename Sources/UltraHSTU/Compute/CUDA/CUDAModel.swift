@@ -24,8 +24,10 @@ public final class CUDAModel {
   let main: CUDAEncoder
   /// The last loss's item-table gradient while it runs on the side stream (`joinTableGradient`).
   private var pendingTableGradient: SideStreamWork?
-  /// The item-table rows the current training step's inputs read (`trainingStep`).
+  /// The item-table rows the current training step's inputs read, and the AdamW step of the
+  /// others while it runs on the side stream (`trainingStep`).
   let tableMarks: TableRowMarks
+  private var pendingTableUpdate: SideStreamWork?
 
   struct Channel {
     var encoder: CUDAEncoder
@@ -177,9 +179,8 @@ public final class CUDAModel {
       weights: ones.prefix(s), weightSum: Float(s), loss: rowLoss.prefix(s), dUser: allRowsSupervised ? dOutput : dSupervised,
       dTable: parameters.gradients.slice(itemEmbedding), rows: s, dim: d, numNegatives: r, temperature: train.temperature,
       tableGradientOnSideStream: true)
-    let updated = updatesUnmarkedRows && pendingTableGradient != nil
-    if updated, let work = pendingTableGradient {
-      try device.continueOnSideStream(after: work) {
+    if updatesUnmarkedRows, let work = pendingTableGradient {
+      pendingTableUpdate = try device.continueOnSideStream(after: work) {
         try parameters.adamWStepBegin(train, table: itemEmbedding, marks: tableMarks)
       }
     }
@@ -188,7 +189,7 @@ public final class CUDAModel {
       try device.embeddingScatterAdd(dOut: dSupervised, ids: supervisedRows, rows: s, dTable: dOutput, dim: d)
     }
     try device.accumulateSum(rowLoss.prefix(s), scale: 1 / Float(s), into: lossSum)
-    return updated
+    return pendingTableUpdate != nil
   }
 
   /// Makes the main stream wait for the loss's item-table gradient, if it still runs on the side stream.
@@ -235,15 +236,25 @@ public final class CUDAModel {
   public func trainingStep(train: TrainConfig, step: UInt64) throws {
     if try queueStep(train: train, step: step, optimizes: true) {
       try parameters.adamWStepFinish(train, table: itemEmbedding, marks: tableMarks)
+      try joinTableUpdate()
     } else {
       try parameters.adamWStep(train)
     }
   }
 
+  /// Makes the main stream wait for the side stream's AdamW of the unmarked item-table rows, if queued.
+  func joinTableUpdate() throws {
+    guard let work = pendingTableUpdate else { return }
+    pendingTableUpdate = nil
+    try device.join(work)
+  }
+
   /// The work of `lossAndGradients`; with `optimizes`, marks the item-table rows the inputs read
   /// and starts AdamW on the others. Returns whether that first half of AdamW was queued.
   private func queueStep(train: TrainConfig, step: UInt64, optimizes: Bool) throws -> Bool {
-    try joinTableGradient()   // only after an earlier step threw between its loss and its end
+    // Only after an earlier step threw between its loss and its end.
+    try joinTableGradient()
+    try joinTableUpdate()
     // Every gradient but the item table's (most of their bytes), which the loss overwrites.
     let gradients = parameters.gradients, table = itemEmbedding, tableEnd = table.offset + table.count
     for (start, end) in [(0, table.offset), (tableEnd, gradients.count)] where end > start {
