@@ -64,7 +64,7 @@ for spec in "$@"; do
     python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" hstu-$bin.xz $exe && chmod +x $exe
   fi
   case $stage in
-    check) capped $bin-gpu-check 150 $exe gpu-check && touch /tmp/passed-$bin ;;
+    check) capped $bin-gpu-check 240 $exe gpu-check && touch /tmp/passed-$bin ;;
     swift)
       capped $bin-swift-cfg1 45 $exe gpu-bench step $CFG1 --dump /tmp/dump-$bin
       capped $bin-swift-cfg2 45 $exe gpu-bench step $CFG2
