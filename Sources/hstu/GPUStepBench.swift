@@ -96,8 +96,7 @@ struct GPUStepBench: ParsableCommand {
                               maxTokens: sample.tokenCount, maxSequences: batch)
     try timed.setBatch(sample)
     let ms = try device.time(warmup: 3, repeats: repeats) {
-      try timed.lossAndGradients(train: train, step: UInt64(timed.step + 1))
-      try timed.adamWStep(train)
+      try timed.trainingStep(train: train, step: UInt64(timed.step + 1))
     }.sorted()[repeats / 2]
     if breakdown {
       func median(_ body: () throws -> Void) throws -> Double { try device.time(warmup: 2, repeats: repeats, body).sorted()[repeats / 2] }
@@ -106,8 +105,7 @@ struct GPUStepBench: ParsableCommand {
       let adam = try median { try timed.adamWStep(train) }
       try device.synchronize()
       let start = DispatchTime.now().uptimeNanoseconds
-      try timed.lossAndGradients(train: train, step: 1)
-      try timed.adamWStep(train)
+      try timed.trainingStep(train: train, step: 1)
       let enqueue = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
       try device.synchronize()
       print(String(format: "breakdown ms: forward %.3f, loss+gradients (incl. forward) %.3f, AdamW %.3f, host enqueue of one step %.3f",

@@ -99,6 +99,7 @@ struct ParityChecker {
     // 64 and 512 take 8-column chunks (one and two per lane), 50 two-column chunks.
     for dim in [64, 512, 50] { try checkSampledSoftmax(dim: dim) }
     try checkAdamW()
+    try checkAdamWRows()
     try checkLossSum()
     try checkModelStep("hstu", config: Preset.hstu.model)
     try checkModelStep("hstu-large", config: Preset.hstuLarge.model)
@@ -144,7 +145,9 @@ struct ParityChecker {
 
   /// One training step of `config` (dropout and negatives on) on a batch of random rated
   /// histories built by the trainer, the same weights on CPU (`Trainer.lossAndGradients`) and GPU
-  /// (`CUDAModel`): the loss and every parameter gradient. The GPU rounds GEMM operands, q, k, v
+  /// (`CUDAModel.trainingStep`): the loss and every parameter gradient, then the weights, first
+  /// moments and bf16 weights after the GPU's AdamW (its item-table rows split between the side
+  /// stream and the step's end) against one CPU AdamW over the GPU's gradients. The GPU rounds GEMM operands, q, k, v
   /// and dO to bf16; the CPU does not. A ReLU turns that rounding into whole flips: a
   /// pre-activation within rounding of zero is kept on one side and dropped on the other, and
   /// that element's full gradient differs. With `reluFlips` the gradients are compared by the
@@ -173,7 +176,7 @@ struct ParityChecker {
     let gpu = try CUDAModel(model, device: device, maxTokens: batch.tokenCount, maxSequences: batch.batchSize)
     let cpuLoss = trainer.lossAndGradients(batch, step: 3)
     try gpu.setBatch(batch)
-    try gpu.lossAndGradients(train: train, step: 3)
+    try gpu.trainingStep(train: train, step: 3)
     let gpuLoss = try gpu.takeLossSum()
     let gradients = try device.download(gpu.gradients)
     record("step [\(name)] loss (\(batch.tokenCount) tokens)", [gpuLoss], [cpuLoss], tolerance: 1e-3)
@@ -182,6 +185,17 @@ struct ParityChecker {
       record("step [\(name)] d \(e.name)", Array(gradients[e.offset..<(e.offset + e.count)]), cpu,
              tolerance: reluFlips ? 1e-1 : 3e-2, l2: reluFlips)
     }
+    let store = model.parameters, n = store.count
+    var p = Array(UnsafeBufferPointer(start: store.values.pointer, count: n))
+    var m = Array(UnsafeBufferPointer(start: store.firstMoment.pointer, count: n))
+    var v = Array(UnsafeBufferPointer(start: store.secondMoment.pointer, count: n))
+    CPUOps.adamW(parameters: &p, gradients: gradients, m: &m, v: &v, count: n, learningRate: train.learningRate, beta1: train.beta1,
+                 beta2: train.beta2, epsilon: train.epsilon, weightDecay: train.weightDecay, step: gpu.step)
+    let weights = try device.download(gpu.parameters.values)
+    record("step [\(name)] AdamW weights", weights, p, tolerance: 1e-5)
+    record("step [\(name)] AdamW first moment", try device.download(gpu.parameters.firstMoment), m, tolerance: 1e-5)
+    record("step [\(name)] AdamW bf16 weights = weights rounded", try device.download(gpu.parameters.valuesBF16).map(\.float),
+           weights.map { BFloat16($0).float }, tolerance: 0)
   }
 
   // MARK: attention
@@ -633,6 +647,40 @@ struct ParityChecker {
       record("AdamW \(count) second moment", try device.download(gv), v, tolerance: 1e-5)
       record("AdamW \(count) bf16 shadow", try device.download(shadow).map(\.float), p.map { BFloat16($0).float }, tolerance: 4e-3)
     }
+  }
+
+  /// AdamW over a `[rows, dim]` table in two launches, the rows marked with the current stamp and
+  /// the others (as a training step splits the item table's update), against one CPU AdamW over
+  /// all rows; after the first launch the rows it did not select must be untouched. Its inputs are
+  /// `sideRandoms`, so the checks after it keep theirs.
+  mutating func checkAdamWRows() throws {
+    let mark = device.arena.mark()
+    defer { device.arena.release(to: mark) }
+    let rows = 1000, dim = 64, count = rows * dim, stamp: UInt32 = 5
+    let p0 = sideRandoms(count, tag: 3), g = sideRandoms(count, tag: 4)
+    let m0 = sideRandoms(count, scale: 0.1, tag: 5), v0 = sideRandoms(count, scale: 0.1, tag: 6).map { $0 * $0 }
+    // Rows marked with this step's stamp, with an older one, or never (0).
+    let stamps: [UInt32] = sideRandoms(rows, tag: 7).map { [stamp, stamp - 1, 0][Int(abs($0) * 2) % 3] }
+    var p = p0, m = m0, v = v0
+    CPUOps.adamW(parameters: &p, gradients: g, m: &m, v: &v, count: count, learningRate: 1e-3, beta1: 0.9, beta2: 0.98,
+                 epsilon: 1e-8, weightDecay: 0.01, step: 7)
+    let gp = try device.array(p0), gg = try device.array(g), gm = try device.array(m0), gv = try device.array(v0)
+    let shadow = try device.allocate(BFloat16.self, count: count), gs = try device.array(stamps)
+    try device.fill(shadow)
+    for touched in [false, true] {
+      try device.adamW(parameters: gp, gradients: gg, m: gm, v: gv, shadow: shadow,
+                       rows: AdamWRows(stamps: gs, stamp: stamp, dim: dim, touched: touched),
+                       lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01, step: 7)
+      if !touched {
+        let after = try device.download(gp)
+        let marked = (0..<count).filter { stamps[$0 / dim] == stamp }
+        record("AdamW unmarked rows leave the marked ones alone", marked.map { after[$0] }, marked.map { p0[$0] }, tolerance: 0)
+      }
+    }
+    try device.synchronize()
+    record("AdamW marked + unmarked rows: parameters", try device.download(gp), p, tolerance: 1e-5)
+    record("AdamW marked + unmarked rows: second moment", try device.download(gv), v, tolerance: 1e-5)
+    record("AdamW marked + unmarked rows: bf16 shadow", try device.download(shadow).map(\.float), p.map { BFloat16($0).float }, tolerance: 4e-3)
   }
 
   // MARK: loss sum

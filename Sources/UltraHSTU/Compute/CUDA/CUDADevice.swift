@@ -38,8 +38,10 @@ public final class CUDADevice {
   /// The stream that launches, copies and fills go to: `mainStream`, or `sideStream` inside `fork`.
   var stream: OpaquePointer?
   let mainStream, sideStream: OpaquePointer?
-  /// Recorded on one stream and waited for on the other by `fork` and `join`.
-  let forkEvent, joinEvent: OpaquePointer?
+  /// Recorded on the main stream by `fork`, for the side stream to wait for.
+  let forkEvent: OpaquePointer?
+  /// Events no `SideStreamWork` holds, for the next ones.
+  var idleEvents: [OpaquePointer?] = []
   private var modules: [String: CUDAModule] = [:]
   private var blasHandle: CuBLASLt?
   /// cuBLASLt's workspace: the first bytes of the arena, reserved at init so that no mark/release
@@ -93,7 +95,7 @@ public final class CUDADevice {
     }
     mainStream = try newStream(priority: greatestPriority); sideStream = try newStream(priority: leastPriority)
     stream = mainStream
-    forkEvent = try newEvent(); joinEvent = try newEvent()
+    forkEvent = try newEvent()
     var base: CUdeviceptr = 0
     try d.check(d.cuMemAlloc(&base, arenaBytes), "cuMemAlloc(\(arenaBytes) bytes)")
     arena = DeviceArena(base: base, capacity: arenaBytes)

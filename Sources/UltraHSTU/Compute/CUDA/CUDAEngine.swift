@@ -21,8 +21,7 @@ public final class CUDAEngine: TrainingEngine {
 
   public func train(_ batch: SequenceBatch, step: UInt64) throws {
     try gpu.setBatch(batch)
-    try gpu.lossAndGradients(train: train, step: step)
-    try gpu.adamWStep(train)
+    try gpu.trainingStep(train: train, step: step)
   }
 
   public func takeLossSum() throws -> Double { Double(try gpu.takeLossSum()) }

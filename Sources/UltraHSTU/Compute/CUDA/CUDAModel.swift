@@ -24,6 +24,10 @@ public final class CUDAModel {
   let main: CUDAEncoder
   /// The last loss's item-table gradient while it runs on the side stream (`joinTableGradient`).
   private var pendingTableGradient: SideStreamWork?
+  /// The item-table rows the current training step's inputs read, and the AdamW step of the
+  /// others while it runs on the side stream (`trainingStep`).
+  let tableMarks: TableRowMarks
+  private var pendingTableUpdate: SideStreamWork?
 
   struct Channel {
     var encoder: CUDAEncoder
@@ -82,6 +86,7 @@ public final class CUDAModel {
                               dGathered: try device.allocate(Float.self, count: maxTokens * dc)))
     }
     fused = try device.allocate(Float.self, count: channels.isEmpty ? 1 : maxTokens * d)
+    tableMarks = try TableRowMarks(rows: main.itemEmbedding.count / d, dim: d, device: device)
     negatives = try device.allocate(Int32.self, count: maxTokens * Self.maxNegatives)
     supervisedRows = try device.allocate(Int32.self, count: maxTokens)
     labels = try device.allocate(Int32.self, count: maxTokens)
@@ -152,15 +157,16 @@ public final class CUDAModel {
   /// Sampled-softmax loss of the last training forward with the negatives of `step` (the CPU's
   /// stream): adds the mean loss to the device loss sum, writes d output into the main stack's
   /// `outputGradient` and overwrites the item-table gradient, on the side stream: `backward` joins
-  /// it before any stack writes an embedding table's gradient.
-  func lossForwardBackward(train: TrainConfig, seed: UInt64, step: UInt64) throws {
+  /// it before any stack writes an embedding table's gradient. With `updatesUnmarkedRows` the side
+  /// stream then runs the first half of the AdamW step (`adamWStepBegin`); returns whether it did.
+  func lossForwardBackward(train: TrainConfig, seed: UInt64, step: UInt64, updatesUnmarkedRows: Bool) throws -> Bool {
     let s = supervised, r = train.negatives, d = config.embeddingDim, rows = main.outputStage.rows
     guard r <= Self.maxNegatives else { throw CUDAError.unsupported("at most \(Self.maxNegatives) negatives (got \(r))") }
     let dOutput = main.outputGradient.prefix(rows * d)
     if s == 0 {
       try device.fill(dOutput)
       try device.fill(parameters.gradients.slice(itemEmbedding))
-      return
+      return false
     }
     let negs = negatives.prefix(s * r)
     try device.sampleNegatives(negs, itemCount: itemCount, seed: seed, stream: ForwardContext.negativeStream(step: step))
@@ -173,11 +179,17 @@ public final class CUDAModel {
       weights: ones.prefix(s), weightSum: Float(s), loss: rowLoss.prefix(s), dUser: allRowsSupervised ? dOutput : dSupervised,
       dTable: parameters.gradients.slice(itemEmbedding), rows: s, dim: d, numNegatives: r, temperature: train.temperature,
       tableGradientOnSideStream: true)
+    if updatesUnmarkedRows, let work = pendingTableGradient {
+      pendingTableUpdate = try device.continueOnSideStream(after: work) {
+        try parameters.adamWStepBegin(train, table: itemEmbedding, marks: tableMarks)
+      }
+    }
     if !allRowsSupervised {
       try device.fill(dOutput)
       try device.embeddingScatterAdd(dOut: dSupervised, ids: supervisedRows, rows: s, dTable: dOutput, dim: d)
     }
     try device.accumulateSum(rowLoss.prefix(s), scale: 1 / Float(s), into: lossSum)
+    return pendingTableUpdate != nil
   }
 
   /// Makes the main stream wait for the loss's item-table gradient, if it still runs on the side stream.
@@ -212,19 +224,51 @@ public final class CUDAModel {
   /// masks and negatives of `step` (as `Trainer.lossAndGradients`). Queues work only; the loss
   /// lands in the device loss sum.
   public func lossAndGradients(train: TrainConfig, step: UInt64) throws {
-    try joinTableGradient()   // only after an earlier step threw between its loss and its end
+    _ = try queueStep(train: train, step: step, optimizes: false)
+  }
+
+  /// One AdamW step over every parameter with the current gradients.
+  public func adamWStep(_ train: TrainConfig) throws { try parameters.adamWStep(train) }
+
+  /// `lossAndGradients` then `adamWStep`, with the same results, but the item-table rows that the
+  /// batch's inputs did not read (whose gradient the loss alone writes) are updated on the side
+  /// stream alongside the encoder backward, and only the rest after it.
+  public func trainingStep(train: TrainConfig, step: UInt64) throws {
+    if try queueStep(train: train, step: step, optimizes: true) {
+      try parameters.adamWStepFinish(train, table: itemEmbedding, marks: tableMarks)
+      try joinTableUpdate()
+    } else {
+      try parameters.adamWStep(train)
+    }
+  }
+
+  /// Makes the main stream wait for the side stream's AdamW of the unmarked item-table rows, if queued.
+  func joinTableUpdate() throws {
+    guard let work = pendingTableUpdate else { return }
+    pendingTableUpdate = nil
+    try device.join(work)
+  }
+
+  /// The work of `lossAndGradients`; with `optimizes`, marks the item-table rows the inputs read
+  /// and starts AdamW on the others. Returns whether that first half of AdamW was queued.
+  private func queueStep(train: TrainConfig, step: UInt64, optimizes: Bool) throws -> Bool {
+    // Only after an earlier step threw between its loss and its end.
+    try joinTableGradient()
+    try joinTableUpdate()
     // Every gradient but the item table's (most of their bytes), which the loss overwrites.
     let gradients = parameters.gradients, table = itemEmbedding, tableEnd = table.offset + table.count
     for (start, end) in [(0, table.offset), (tableEnd, gradients.count)] where end > start {
       try device.fill(gradients.prefix(end - start, from: start))
     }
+    if optimizes {
+      let encoders = [main] + channels.map(\.encoder).filter { $0.itemEmbedding.offset == table.offset }
+      try tableMarks.mark(encoders.map { $0.items })
+    }
     try forward(training: true, seed: train.seed, step: step)
-    try lossForwardBackward(train: train, seed: train.seed, step: step)
+    let updated = try lossForwardBackward(train: train, seed: train.seed, step: step, updatesUnmarkedRows: optimizes)
     try backward(training: true, seed: train.seed, step: step)
+    return updated
   }
-
-  /// One AdamW step over every parameter with the current gradients.
-  public func adamWStep(_ train: TrainConfig) throws { try parameters.adamWStep(train) }
 
   /// Returns the loss sum accumulated since the last call and resets it (synchronises).
   public func takeLossSum() throws -> Float {

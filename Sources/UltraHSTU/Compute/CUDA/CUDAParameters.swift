@@ -45,8 +45,31 @@ public final class CUDAParameters {
   /// One AdamW step over every parameter with the current gradients.
   public func adamWStep(_ train: TrainConfig) throws {
     step += 1
-    try device.adamW(parameters: values, gradients: gradients, m: firstMoment, v: secondMoment, shadow: valuesBF16, lr: train.learningRate,
-                     beta1: train.beta1, beta2: train.beta2, eps: train.epsilon, weightDecay: train.weightDecay, step: step)
+    try adamW(train, values.count, from: 0)
+  }
+
+  /// The first half of an AdamW step split around the backward: counts the step and updates the
+  /// rows of `table` that `marks` did not mark, whose gradients are final once the loss has written
+  /// them. `adamWStepFinish` updates the rest.
+  func adamWStepBegin(_ train: TrainConfig, table: ParameterEntry, marks: TableRowMarks) throws {
+    step += 1
+    try adamW(train, table.count, from: table.offset, rows: marks.selection(touched: false))
+  }
+
+  /// The second half: every parameter outside `table`, and the rows of `table` that `marks` marked.
+  func adamWStepFinish(_ train: TrainConfig, table: ParameterEntry, marks: TableRowMarks) throws {
+    let end = table.offset + table.count
+    if table.offset > 0 { try adamW(train, table.offset, from: 0) }
+    if values.count > end { try adamW(train, values.count - end, from: end) }
+    try adamW(train, table.count, from: table.offset, rows: marks.selection(touched: true))
+  }
+
+  /// AdamW at the current step over `count` values from `start` (only `rows` of them, if given).
+  private func adamW(_ train: TrainConfig, _ count: Int, from start: Int, rows: AdamWRows? = nil) throws {
+    try device.adamW(parameters: values.prefix(count, from: start), gradients: gradients.prefix(count, from: start),
+                     m: firstMoment.prefix(count, from: start), v: secondMoment.prefix(count, from: start),
+                     shadow: valuesBF16.prefix(count, from: start), rows: rows, lr: train.learningRate, beta1: train.beta1,
+                     beta2: train.beta2, eps: train.epsilon, weightDecay: train.weightDecay, step: step)
   }
 }
 
