@@ -1,6 +1,7 @@
 """Sums `ncu --csv --metrics gpu__time_duration.sum` output (device_run.sh's ncu stage) by kernel
-name over the whole training steps in the window: the launches after the first AdamW launch up to
-and including the last (AdamW ends each step), divided by the steps between them:
+name over the whole training steps in the window: the launches from the first `loss_rows` (one per
+step) up to the last one, divided by the steps between them (each span holds one step's backward and
+AdamW and the next step's forward and loss: every kernel of a step once):
     python3 bench/gpu/ncu_summary.py ncu-cfg1.txt"""
 import csv
 import sys
@@ -10,12 +11,12 @@ lines = open(sys.argv[1]).read().splitlines()
 start = next(i for i, l in enumerate(lines) if l.startswith('"ID"'))
 launches = [(row["Kernel Name"].split("(")[0][:60], float(row["Metric Value"].replace(",", "")))
             for row in csv.DictReader(lines[start:]) if row.get("Metric Name") == "gpu__time_duration.sum"]
-ends = [i for i, (name, _) in enumerate(launches) if name.startswith("adamw_step")]
+ends = [i for i, (name, _) in enumerate(launches) if name == "loss_rows"]
 if len(ends) < 2:
-    sys.exit("fewer than two AdamW launches in the window: no whole step to sum")
+    sys.exit("fewer than two loss_rows launches in the window: no whole step to sum")
 steps = len(ends) - 1
 total, count = defaultdict(float), defaultdict(int)
-for name, ns in launches[ends[0] + 1:ends[-1] + 1]:
+for name, ns in launches[ends[0]:ends[-1]]:
     total[name] += ns
     count[name] += 1
 grand = sum(total.values())
