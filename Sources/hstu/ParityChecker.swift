@@ -98,6 +98,7 @@ struct ParityChecker {
     try checkGEMM()
     // 64 and 512 take 8-column chunks (one and two per lane), 50 two-column chunks.
     for dim in [64, 512, 50] { try checkSampledSoftmax(dim: dim) }
+    try checkBiasGradient()
     try checkAdamW()
     try checkAdamWRows()
     try checkLossSum()
@@ -624,6 +625,27 @@ struct ParityChecker {
     // The table gradient sums bf16 copies of the user rows (fp32 accumulation): 2e-3 at worst in 20
     // random draws of this shape (numpy), so the bf16 tolerance of the other checks.
     record("sampled softmax d items (bf16 user rows, dim \(dim))", try device.download(gdi), di, tolerance: 4e-3)
+  }
+
+  /// The bias gradient (column sums) on its own at widths that take the 16-byte kernels (several
+  /// row lanes per block at 512, one at 1032 bf16 and 1024 fp32) and at widths that do not (50, and 1032 fp32), from
+  /// fp32 and from bf16 dY, against double-precision CPU sums of the same values. Its inputs are
+  /// `sideRandoms`, so the checks after it keep theirs.
+  mutating func checkBiasGradient() throws {
+    for (cols, tag) in [(512, UInt64(8)), (1032, 9), (1024, 10), (50, 11)] {
+      let mark = device.arena.mark()
+      defer { device.arena.release(to: mark) }
+      let rows = 3001, dy = sideRandoms(rows * cols, tag: tag).map { BFloat16($0).float }
+      let reference = (0..<cols).map { c in Float((0..<rows).reduce(0.0) { $0 + Double(dy[$1 * cols + c]) }) }
+      let prior = sideRandoms(cols, tag: tag + 100)
+      let fp32 = try device.array(prior), bf16 = try device.array(prior)
+      try device.biasGradient(try device.array(dy), into: fp32, rows: rows, cols: cols)
+      try device.biasGradient(try device.array(dy.map(BFloat16.init)), into: bf16, rows: rows, cols: cols)
+      try device.synchronize()
+      let expected = zip(reference, prior).map { $0 + $1 }
+      record("bias gradient, \(cols) columns, fp32 dY", try device.download(fp32), expected, tolerance: 1e-5)
+      record("bias gradient, \(cols) columns, bf16 dY", try device.download(bf16), expected, tolerance: 1e-5)
+    }
   }
 
   // MARK: AdamW

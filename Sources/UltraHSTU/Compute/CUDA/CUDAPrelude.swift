@@ -39,9 +39,14 @@ template <int N> __device__ __forceinline__ void load_vec(const float* p, float 
     o[0] = *p;
   }
 }
-/// N consecutive bf16 at p as floats (N = 1 or 4; p aligned to 2·N bytes), in one access.
+/// N consecutive bf16 at p as floats (N = 1, 4 or 8; p aligned to 2·N bytes), in one access.
 template <int N> __device__ __forceinline__ void load_bf16_vec(const bf16_t* p, float (&o)[N]) {
-  if constexpr (N == 4) {
+  if constexpr (N == 8) {
+    const uint4 t = *(const uint4*)p;
+    const u32 w[4] = {t.x, t.y, t.z, t.w};
+    #pragma unroll
+    for (int i = 0; i < 4; ++i) { o[2 * i] = __uint_as_float(w[i] << 16); o[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u); }
+  } else if constexpr (N == 4) {
     const uint2 t = *(const uint2*)p;
     o[0] = __uint_as_float(t.x << 16); o[1] = __uint_as_float(t.x & 0xffff0000u);
     o[2] = __uint_as_float(t.y << 16); o[3] = __uint_as_float(t.y & 0xffff0000u);

@@ -12,7 +12,7 @@ __device__ __forceinline__ float as_float(bf16_t x) { return bf16_to_float(x); }
 
 /// Each block sums a chunk of rows: a thread owns columns, and keeps four rows' loads in flight
 /// (four partial sums) so the column walk is not one dependent load after another; then one
-/// atomic per column and block. DY is float or bf16_t.
+/// atomic per column and block. DY is float or bf16_t. For any width and alignment.
 template <typename DY>
 __device__ __forceinline__ void bias_gradient_rows(const DY* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
   const int rowsPerBlock = (rows + gridDim.x - 1) / gridDim.x;
@@ -31,6 +31,50 @@ __device__ __forceinline__ void bias_gradient_rows(const DY* __restrict__ dy, fl
   }
 }
 
+/// V columns of a row as floats, one 16-byte access (V = 4 fp32 or 8 bf16 values).
+template <int V> __device__ __forceinline__ void load_chunk(const float* p, float (&o)[V]) { load_vec(p, o); }
+template <int V> __device__ __forceinline__ void load_chunk(const bf16_t* p, float (&o)[V]) { load_bf16_vec(p, o); }
+
+/// The same sums with 16-byte loads, for cols a multiple of V with cols / V ≤ blockDim.x and dy
+/// 16-byte aligned: thread t owns the V-column chunk t mod (cols / V) in the row lane t / (cols / V)
+/// (rows r0 + lane, r0 + lane + lanes, …), four rows' loads in flight; the lanes' sums meet in
+/// shared memory, then one atomic per column and block.
+template <int V, typename DY>
+__device__ __forceinline__ void bias_gradient_chunks(const DY* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
+  extern __shared__ float partial[];   // [lanes][cols]
+  const int chunks = cols / V, lanes = blockDim.x / chunks;
+  const int chunk = threadIdx.x % chunks, lane = threadIdx.x / chunks;
+  const int rowsPerBlock = (rows + gridDim.x - 1) / gridDim.x;
+  const int r0 = blockIdx.x * rowsPerBlock, r1 = min(rows, r0 + rowsPerBlock);
+  if (r1 <= r0) return;
+  if (lane < lanes) {
+    float s[V] = {};
+    const DY* p = dy + chunk * V;
+    int r = r0 + lane;
+    for (; r + 3 * lanes < r1; r += 4 * lanes) {
+      float a[V], b[V], c[V], d[V];
+      load_chunk(p + (size_t)r * cols, a); load_chunk(p + (size_t)(r + lanes) * cols, b);
+      load_chunk(p + (size_t)(r + 2 * lanes) * cols, c); load_chunk(p + (size_t)(r + 3 * lanes) * cols, d);
+      #pragma unroll
+      for (int i = 0; i < V; ++i) s[i] += (a[i] + b[i]) + (c[i] + d[i]);
+    }
+    for (; r < r1; r += lanes) {
+      float a[V];
+      load_chunk(p + (size_t)r * cols, a);
+      #pragma unroll
+      for (int i = 0; i < V; ++i) s[i] += a[i];
+    }
+    #pragma unroll
+    for (int i = 0; i < V; ++i) partial[lane * cols + chunk * V + i] = s[i];
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+    float sum = 0.f;
+    for (int l = 0; l < lanes; ++l) sum += partial[l * cols + c];
+    atomicAdd(dbias + c, sum);
+  }
+}
+
 extern "C" __global__ void bias_gradient(const float* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
   grid_dependency_wait();
   bias_gradient_rows(dy, dbias, rows, cols);
@@ -39,6 +83,16 @@ extern "C" __global__ void bias_gradient(const float* __restrict__ dy, float* __
 extern "C" __global__ void bias_gradient_bf16(const bf16_t* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
   grid_dependency_wait();
   bias_gradient_rows(dy, dbias, rows, cols);
+}
+
+extern "C" __global__ void bias_gradient_vec(const float* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
+  grid_dependency_wait();
+  bias_gradient_chunks<4>(dy, dbias, rows, cols);
+}
+
+extern "C" __global__ void bias_gradient_bf16_vec(const bf16_t* __restrict__ dy, float* __restrict__ dbias, int rows, int cols) {
+  grid_dependency_wait();
+  bias_gradient_chunks<8>(dy, dbias, rows, cols);
 }
 """#
 }
@@ -59,7 +113,8 @@ extension CUDADevice {
                     workspace: workspace.address, workspaceSize: workspace.bytes, stream: stream)
   }
 
-  /// `dBias[n] += Σ_r dY[r, n]` over `rows` rows of `dY` (`[rows, cols]`, fp32 or bf16).
+  /// `dBias[n] += Σ_r dY[r, n]` over `rows` rows of `dY` (`[rows, cols]`, fp32 or bf16). 16-byte
+  /// loads when the width and alignment allow them (`bias_gradient[_bf16]_vec`).
   public func biasGradient<DY>(_ dY: DeviceArray<DY>, into dBias: DeviceArray<Float>, rows: Int, cols: Int) throws {
     let name: String
     switch DY.self {
@@ -67,9 +122,12 @@ extension CUDADevice {
     case is BFloat16.Type: name = "bias_gradient_bf16"
     default: throw CUDAError.unsupported("biasGradient: dY of type \(DY.self)")
     }
+    let threads = 256, vector = 16 / MemoryLayout<DY>.stride
+    let vectorized = cols % vector == 0 && cols / vector <= threads && dY.address % 16 == 0
     let blocks = max(1, min(Int(multiprocessors) * 2, (rows + 63) / 64))
-    try launch(module("gemm_epilogue", source: GEMMEpilogueKernels.source).function(name),
-               grid: (blocks, 1, 1), block: (min(256, (cols + 31) / 32 * 32), 1, 1),
+    try launch(module("gemm_epilogue", source: GEMMEpilogueKernels.source).function(vectorized ? name + "_vec" : name),
+               grid: (blocks, 1, 1), block: (vectorized ? threads : min(threads, (cols + 31) / 32 * 32), 1, 1),
+               sharedBytes: vectorized ? 4 * threads / (cols / vector) * cols : 0,
                [.pointer(dY.address), .pointer(dBias.address), .int(Int32(rows)), .int(Int32(cols))])
   }
 }
