@@ -5,7 +5,7 @@
 #   bash .device-carry/device_run.sh NAME:STAGE ...
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
-# swift-mma (the same with the mma.sync attention forward), swift-bwd-mma (with the mma.sync backward), swift-notune (with HSTU_GEMM_TUNE=0), attention-quick (causal attention at L = 4k, 16k),
+# swift-mma (the same with the mma.sync attention forward), swift-bwd-mma (with the mma.sync backward), swift-notune (with HSTU_GEMM_TUNE=0), swift-bwd-pair (with the paired wgmma backward), attention-quick (causal attention at L = 4k, 16k),
 # attention-short (causal attention at head dim 64, L = 128 … 2048, without and with rab^p),
 # attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k), attention-window (semi-local L = 16k at K1 = K2 = 64 … 1024), attention-sla (semi-local L = 1k, 4k, 16k without and with
 # rab^p, causal 16k), sass (opcode histogram of $SASS_FUN),
@@ -170,6 +170,7 @@ PY
     swift-mma) steps swift-mma --attention-forward mmaSync ;;           # A/B against the wgmma forward in one call
     swift-bwd-mma) steps swift-bwd-mma --attention-backward mmaSync ;;  # A/B against the wgmma backward in one call
     swift-notune) (export HSTU_GEMM_TUNE=0; steps swift-notune) ;;    # A/B of cuBLASLt autotuning in one binary (branch gemm-tune)
+    swift-bwd-pair) steps swift-bwd-pair --attention-backward wgmmaPair ;;  # the paired wgmma backward (branch bwd-pair)
     torch-check) capped $bin-torch-check 60 $TORCH check --dump /tmp/dump-$bin ;;
     torch-eager)
       capped torch-eager-cfg1 45 $TORCH time --mode eager $CFG1
