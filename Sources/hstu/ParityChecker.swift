@@ -38,6 +38,11 @@ struct ParityChecker {
     return diff / max(scale, 1e-30)
   }
 
+  /// Σ_r x[r, c] of a row-major `[rows, cols]` array, summed in double precision.
+  static func columnSums(_ x: [Float], rows: Int, cols: Int) -> [Float] {
+    (0..<cols).map { c in Float((0..<rows).reduce(0.0) { $0 + Double(x[$1 * cols + c]) }) }
+  }
+
   /// ‖gpu − cpu‖₂ / ‖cpu‖₂ (NaN anywhere fails).
   static func relativeL2Error(_ gpu: [Float], _ cpu: [Float]) -> Float {
     precondition(gpu.count == cpu.count)
@@ -579,7 +584,7 @@ struct ParityChecker {
     record("bias gradient (column sum of dY)", try device.download(gdb), dbRef, tolerance: 1e-5)
     // From dY's bf16 copy (as the HSTU layer sums it): the CPU sums the same bf16-exact values.
     let dyBF16 = dy.map { BFloat16($0).float }
-    let dbRefBF16 = (0..<n).map { c in Float((0..<m).reduce(0.0) { $0 + Double(dyBF16[$1 * n + c]) }) }
+    let dbRefBF16 = Self.columnSums(dyBF16, rows: m, cols: n)
     let gdyh = try device.array(dyBF16.map(BFloat16.init)), gdbh = try device.array([Float](repeating: 0, count: n))
     try device.biasGradient(gdyh, into: gdbh, rows: m, cols: n)
     try device.synchronize()
@@ -636,7 +641,7 @@ struct ParityChecker {
       let mark = device.arena.mark()
       defer { device.arena.release(to: mark) }
       let rows = 3001, dy = sideRandoms(rows * cols, tag: tag).map { BFloat16($0).float }
-      let reference = (0..<cols).map { c in Float((0..<rows).reduce(0.0) { $0 + Double(dy[$1 * cols + c]) }) }
+      let reference = Self.columnSums(dy, rows: rows, cols: cols)
       let prior = sideRandoms(cols, tag: tag + 100)
       let fp32 = try device.array(prior), bf16 = try device.array(prior)
       try device.biasGradient(try device.array(dy), into: fp32, rows: rows, cols: cols)

@@ -158,15 +158,15 @@ public final class CUDAModel {
   /// stream): adds the mean loss to the device loss sum, writes d output into the main stack's
   /// `outputGradient` and overwrites the item-table gradient, on the side stream: `backward` joins
   /// it before any stack writes an embedding table's gradient. With `updatesUnmarkedRows` the side
-  /// stream then runs the first half of the AdamW step (`adamWStepBegin`); returns whether it did.
-  func lossForwardBackward(train: TrainConfig, seed: UInt64, step: UInt64, updatesUnmarkedRows: Bool) throws -> Bool {
+  /// stream then runs the first half of the AdamW step (`adamWStepBegin`, pending in `pendingTableUpdate`).
+  func lossForwardBackward(train: TrainConfig, seed: UInt64, step: UInt64, updatesUnmarkedRows: Bool) throws {
     let s = supervised, r = train.negatives, d = config.embeddingDim, rows = main.outputStage.rows
     guard r <= Self.maxNegatives else { throw CUDAError.unsupported("at most \(Self.maxNegatives) negatives (got \(r))") }
     let dOutput = main.outputGradient.prefix(rows * d)
     if s == 0 {
       try device.fill(dOutput)
       try device.fill(parameters.gradients.slice(itemEmbedding))
-      return false
+      return
     }
     let negs = negatives.prefix(s * r)
     try device.sampleNegatives(negs, itemCount: itemCount, seed: seed, stream: ForwardContext.negativeStream(step: step))
@@ -189,7 +189,6 @@ public final class CUDAModel {
       try device.embeddingScatterAdd(dOut: dSupervised, ids: supervisedRows, rows: s, dTable: dOutput, dim: d)
     }
     try device.accumulateSum(rowLoss.prefix(s), scale: 1 / Float(s), into: lossSum)
-    return pendingTableUpdate != nil
   }
 
   /// Makes the main stream wait for the loss's item-table gradient, if it still runs on the side stream.
@@ -224,7 +223,7 @@ public final class CUDAModel {
   /// masks and negatives of `step` (as `Trainer.lossAndGradients`). Queues work only; the loss
   /// lands in the device loss sum.
   public func lossAndGradients(train: TrainConfig, step: UInt64) throws {
-    _ = try queueStep(train: train, step: step, optimizes: false)
+    try queueStep(train: train, step: step, optimizes: false)
   }
 
   /// One AdamW step over every parameter with the current gradients.
@@ -234,7 +233,8 @@ public final class CUDAModel {
   /// batch's inputs did not read (whose gradient the loss alone writes) are updated on the side
   /// stream alongside the encoder backward, and only the rest after it.
   public func trainingStep(train: TrainConfig, step: UInt64) throws {
-    if try queueStep(train: train, step: step, optimizes: true) {
+    try queueStep(train: train, step: step, optimizes: true)
+    if pendingTableUpdate != nil {
       try parameters.adamWStepFinish(train, table: itemEmbedding, marks: tableMarks)
       try joinTableUpdate()
     } else {
@@ -250,24 +250,23 @@ public final class CUDAModel {
   }
 
   /// The work of `lossAndGradients`; with `optimizes`, marks the item-table rows the inputs read
-  /// and starts AdamW on the others. Returns whether that first half of AdamW was queued.
-  private func queueStep(train: TrainConfig, step: UInt64, optimizes: Bool) throws -> Bool {
+  /// and starts AdamW on the others (`pendingTableUpdate`, unless the batch had no label).
+  private func queueStep(train: TrainConfig, step: UInt64, optimizes: Bool) throws {
     // Only after an earlier step threw between its loss and its end.
     try joinTableGradient()
     try joinTableUpdate()
     // Every gradient but the item table's (most of their bytes), which the loss overwrites.
-    let gradients = parameters.gradients, table = itemEmbedding, tableEnd = table.offset + table.count
-    for (start, end) in [(0, table.offset), (tableEnd, gradients.count)] where end > start {
-      try device.fill(gradients.prefix(end - start, from: start))
+    let table = itemEmbedding
+    for range in parameters.ranges(outside: table) {
+      try device.fill(parameters.gradients.prefix(range.count, from: range.lowerBound))
     }
     if optimizes {
       let encoders = [main] + channels.map(\.encoder).filter { $0.itemEmbedding.offset == table.offset }
       try tableMarks.mark(encoders.map { $0.items })
     }
     try forward(training: true, seed: train.seed, step: step)
-    let updated = try lossForwardBackward(train: train, seed: train.seed, step: step, updatesUnmarkedRows: optimizes)
+    try lossForwardBackward(train: train, seed: train.seed, step: step, updatesUnmarkedRows: optimizes)
     try backward(training: true, seed: train.seed, step: step)
-    return updated
   }
 
   /// Returns the loss sum accumulated since the last call and resets it (synchronises).

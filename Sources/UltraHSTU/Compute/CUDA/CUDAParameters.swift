@@ -45,7 +45,7 @@ public final class CUDAParameters {
   /// One AdamW step over every parameter with the current gradients.
   public func adamWStep(_ train: TrainConfig) throws {
     step += 1
-    try adamW(train, values.count, from: 0)
+    try adamW(train, 0..<values.count)
   }
 
   /// The first half of an AdamW step split around the backward: counts the step and updates the
@@ -53,19 +53,23 @@ public final class CUDAParameters {
   /// them. `adamWStepFinish` updates the rest.
   func adamWStepBegin(_ train: TrainConfig, table: ParameterEntry, marks: TableRowMarks) throws {
     step += 1
-    try adamW(train, table.count, from: table.offset, rows: marks.selection(touched: false))
+    try adamW(train, table.offset..<(table.offset + table.count), rows: marks.selection(touched: false))
   }
 
   /// The second half: every parameter outside `table`, and the rows of `table` that `marks` marked.
   func adamWStepFinish(_ train: TrainConfig, table: ParameterEntry, marks: TableRowMarks) throws {
-    let end = table.offset + table.count
-    if table.offset > 0 { try adamW(train, table.offset, from: 0) }
-    if values.count > end { try adamW(train, values.count - end, from: end) }
-    try adamW(train, table.count, from: table.offset, rows: marks.selection(touched: true))
+    for range in ranges(outside: table) { try adamW(train, range) }
+    try adamW(train, table.offset..<(table.offset + table.count), rows: marks.selection(touched: true))
   }
 
-  /// AdamW at the current step over `count` values from `start` (only `rows` of them, if given).
-  private func adamW(_ train: TrainConfig, _ count: Int, from start: Int, rows: AdamWRows? = nil) throws {
+  /// The non-empty index ranges of the layout before and after `entry`.
+  func ranges(outside entry: ParameterEntry) -> [Range<Int>] {
+    [0..<entry.offset, (entry.offset + entry.count)..<values.count].filter { !$0.isEmpty }
+  }
+
+  /// AdamW at the current step over the values in `range` (only `rows` of them, if given).
+  private func adamW(_ train: TrainConfig, _ range: Range<Int>, rows: AdamWRows? = nil) throws {
+    let count = range.count, start = range.lowerBound
     try device.adamW(parameters: values.prefix(count, from: start), gradients: gradients.prefix(count, from: start),
                      m: firstMoment.prefix(count, from: start), v: secondMoment.prefix(count, from: start),
                      shadow: valuesBF16.prefix(count, from: start), rows: rows, lr: train.learningRate, beta1: train.beta1,

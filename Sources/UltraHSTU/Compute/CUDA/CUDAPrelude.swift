@@ -54,6 +54,9 @@ template <int N> __device__ __forceinline__ void load_bf16_vec(const bf16_t* p, 
     o[0] = bf16_to_float(*p);
   }
 }
+/// V values of an fp32 or a bf16 row as floats (`load_vec` or `load_bf16_vec`).
+template <int V> __device__ __forceinline__ void load_floats(const float* p, float (&o)[V]) { load_vec(p, o); }
+template <int V> __device__ __forceinline__ void load_floats(const bf16_t* p, float (&o)[V]) { load_bf16_vec(p, o); }
 template <int N> __device__ __forceinline__ void store_vec(float* p, const float (&o)[N]) {
   if constexpr (N % 4 == 0) {
     #pragma unroll

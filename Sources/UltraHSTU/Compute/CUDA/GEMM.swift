@@ -31,10 +31,6 @@ __device__ __forceinline__ void bias_gradient_rows(const DY* __restrict__ dy, fl
   }
 }
 
-/// V columns of a row as floats, one 16-byte access (V = 4 fp32 or 8 bf16 values).
-template <int V> __device__ __forceinline__ void load_chunk(const float* p, float (&o)[V]) { load_vec(p, o); }
-template <int V> __device__ __forceinline__ void load_chunk(const bf16_t* p, float (&o)[V]) { load_bf16_vec(p, o); }
-
 /// The same sums with 16-byte loads, for cols a multiple of V with cols / V ≤ blockDim.x and dy
 /// 16-byte aligned: thread t owns the V-column chunk t mod (cols / V) in the row lane t / (cols / V)
 /// (rows r0 + lane, r0 + lane + lanes, …), four rows' loads in flight; the lanes' sums meet in
@@ -53,14 +49,14 @@ __device__ __forceinline__ void bias_gradient_chunks(const DY* __restrict__ dy, 
     int r = r0 + lane;
     for (; r + 3 * lanes < r1; r += 4 * lanes) {
       float a[V], b[V], c[V], d[V];
-      load_chunk(p + (size_t)r * cols, a); load_chunk(p + (size_t)(r + lanes) * cols, b);
-      load_chunk(p + (size_t)(r + 2 * lanes) * cols, c); load_chunk(p + (size_t)(r + 3 * lanes) * cols, d);
+      load_floats(p + (size_t)r * cols, a); load_floats(p + (size_t)(r + lanes) * cols, b);
+      load_floats(p + (size_t)(r + 2 * lanes) * cols, c); load_floats(p + (size_t)(r + 3 * lanes) * cols, d);
       #pragma unroll
       for (int i = 0; i < V; ++i) s[i] += (a[i] + b[i]) + (c[i] + d[i]);
     }
     for (; r < r1; r += lanes) {
       float a[V];
-      load_chunk(p + (size_t)r * cols, a);
+      load_floats(p + (size_t)r * cols, a);
       #pragma unroll
       for (int i = 0; i < V; ++i) s[i] += a[i];
     }

@@ -23,9 +23,6 @@ enum LayerNormKernels {
   static let source = CUDAPrelude.source + #"""
 #define ROWS_PER_BLOCK 8
 
-/// V values of an fp32 or a bf16 row as floats (one access).
-template <int V> __device__ __forceinline__ void load_floats(const float* p, float (&o)[V]) { load_vec(p, o); }
-template <int V> __device__ __forceinline__ void load_floats(const bf16_t* p, float (&o)[V]) { load_bf16_vec(p, o); }
 
 /// V floats as bf16 (one 8-byte store for V = 4; p aligned to 2·V bytes).
 template <int V> __device__ __forceinline__ void store_bf16_vec(bf16_t* p, const float (&o)[V]) {
