@@ -4,7 +4,17 @@
 /// Row-major `D[m,n] = A[m,k]·B[k,n]` is issued as the column-major product `Dᵀ = Bᵀ·Aᵀ`, so the
 /// buffers are passed unchanged and a bias of length `n` (one per output feature) is cuBLASLt's
 /// per-row bias of `Dᵀ`. The residual is cuBLASLt's `C` with beta = 1 (C may alias D).
+///
+/// The algorithm for each new shape (sizes, transposes, types, epilogue, alignments) comes from
+/// cuBLASLt's heuristic; with a `Chooser`, from up to `candidateCount` of its candidates, the one
+/// the chooser picks (`CUDADevice.gemm` times them), and is then kept for the shape.
 final class CuBLASLt: @unchecked Sendable {
+  /// Picks one of `count` candidate algorithms for a new shape, given `run(i, output)`, which
+  /// computes the product with candidate i into `output` (a scratch buffer the size of D, which
+  /// also serves as the residual): returns the index to keep.
+  typealias Chooser = (_ count: Int, _ run: (Int, CUdeviceptr) throws -> Void) throws -> Int
+  /// Most heuristic candidates a chooser is offered.
+  static let candidateCount = 8
   typealias Handle = OpaquePointer?
   let library: DynamicLibrary
   private(set) var handle: Handle = nil
@@ -80,7 +90,7 @@ final class CuBLASLt: @unchecked Sendable {
     b: CUdeviceptr, transB: Bool = false, bType: DataType,
     d: CUdeviceptr, dType: DataType,
     bias: CUdeviceptr? = nil, residual: CUdeviceptr? = nil,
-    workspace: CUdeviceptr, workspaceSize: Int, stream: OpaquePointer?
+    workspace: CUdeviceptr, workspaceSize: Int, stream: OpaquePointer?, chooser: Chooser? = nil
   ) throws {
     var desc: Handle = nil
     try check(cublasLtMatmulDescCreate(&desc, Self.computeF32, DataType.f32.rawValue), "cublasLtMatmulDescCreate")
@@ -123,20 +133,33 @@ final class CuBLASLt: @unchecked Sendable {
         var value = bytes
         try check(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, 4), "set MIN_ALIGNMENT")
       }
-      var result = [UInt8](repeating: 0, count: Self.heuristicResultSize)
+      let requested = chooser == nil ? 1 : Self.candidateCount
+      var results = [UInt8](repeating: 0, count: requested * Self.heuristicResultSize)
       var found: Int32 = 0
-      try check(result.withUnsafeMutableBytes {
-        cublasLtMatmulAlgoGetHeuristic(handle, desc, layoutFirst, layoutSecond, layoutD, layoutD, preference, 1, $0.baseAddress!, &found)
+      try check(results.withUnsafeMutableBytes {
+        cublasLtMatmulAlgoGetHeuristic(handle, desc, layoutFirst, layoutSecond, layoutD, layoutD, preference, Int32(requested),
+                                       $0.baseAddress!, &found)
       }, "cublasLtMatmulAlgoGetHeuristic(m=\(m) n=\(n) k=\(k))")
       guard found > 0 else { throw CUDAError.unsupported("cuBLASLt found no algorithm for m=\(m) n=\(n) k=\(k)") }
-      algorithm = Array(result[0..<64])
+      let candidates = (0..<Int(found)).map { Array(results[($0 * Self.heuristicResultSize)..<($0 * Self.heuristicResultSize + 64)]) }
+      var chosen = 0
+      if let chooser, candidates.count > 1 {
+        chosen = try chooser(candidates.count) { i, output in
+          try run(candidates[i], c: output, d: output)
+        }
+      }
+      algorithm = candidates[chosen]
       algorithms[key] = algorithm
     }
+    try run(algorithm, c: residual ?? d, d: d)
 
-    var alpha: Float = 1, beta: Float = residual == nil ? 0 : 1
-    try check(algorithm.withUnsafeBytes { algo in
-      cublasLtMatmul(handle, desc, &alpha, b, layoutFirst, a, layoutSecond, &beta, residual ?? d, layoutD, d, layoutD,
-                     algo.baseAddress, workspace, workspaceSize, stream)
-    }, "cublasLtMatmul(m=\(m) n=\(n) k=\(k))")
+    /// The product with `algorithm` into `d` (C = `c`, added when there is a residual).
+    func run(_ algorithm: [UInt8], c: CUdeviceptr, d: CUdeviceptr) throws {
+      var alpha: Float = 1, beta: Float = residual == nil ? 0 : 1
+      try check(algorithm.withUnsafeBytes { algo in
+        cublasLtMatmul(handle, desc, &alpha, b, layoutFirst, a, layoutSecond, &beta, c, layoutD, d, layoutD,
+                       algo.baseAddress, workspace, workspaceSize, stream)
+      }, "cublasLtMatmul(m=\(m) n=\(n) k=\(k))")
+    }
   }
 }
