@@ -225,6 +225,7 @@ public final class CUDADevice {
     var start: OpaquePointer? = nil, stop: OpaquePointer? = nil
     try driver.check(driver.cuEventCreate(&start, 0), "cuEventCreate")
     try driver.check(driver.cuEventCreate(&stop, 0), "cuEventCreate")
+    defer { _ = driver.cuEventDestroy(start); _ = driver.cuEventDestroy(stop) }
     var times: [Double] = []
     for _ in 0..<repeats {
       try driver.check(driver.cuEventRecord(start, stream), "cuEventRecord")

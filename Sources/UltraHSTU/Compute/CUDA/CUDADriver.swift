@@ -38,6 +38,7 @@ final class CUDADriver: @unchecked Sendable {
     UnsafeRawPointer, Handle, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?
   ) -> Int32)?
   let cuEventCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Int32
+  let cuEventDestroy: @convention(c) (Handle) -> Int32
   let cuEventRecord: @convention(c) (Handle, Handle) -> Int32
   let cuEventSynchronize: @convention(c) (Handle) -> Int32
   let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle, Handle) -> Int32
@@ -81,6 +82,7 @@ final class CUDADriver: @unchecked Sendable {
     cuLaunchKernel = try lib.function("cuLaunchKernel")
     cuLaunchKernelEx = try? lib.function("cuLaunchKernelEx")
     cuEventCreate = try lib.function("cuEventCreate")
+    cuEventDestroy = try lib.function("cuEventDestroy_v2")
     cuEventRecord = try lib.function("cuEventRecord")
     cuEventSynchronize = try lib.function("cuEventSynchronize")
     cuEventElapsedTime = try lib.function("cuEventElapsedTime")
