@@ -103,8 +103,8 @@ extension CUDADevice {
   static let tunesGEMMs = getenv("HSTU_GEMM_TUNE").map { String(cString: $0) != "0" } ?? true
 
   /// `d[m,n] = op(a)·op(b) (+ bias[n]) (+ residual)`; `a`, `b` bf16 or fp32 (both the same), `d` fp32 or bf16.
-  /// The first product of each shape times cuBLASLt's candidate algorithms on these operands (into
-  /// scratch memory, synchronising the stream) and keeps the fastest for the shape.
+  /// The second product of each shape times cuBLASLt's candidate algorithms on its operands (into
+  /// scratch memory, synchronising the stream) and keeps the fastest for the shape (see `CuBLASLt`).
   public func gemm<A, D>(m: Int, n: Int, k: Int, a: DeviceArray<A>, transA: Bool = false, b: DeviceArray<A>, transB: Bool = false,
                          d: DeviceArray<D>, bias: DeviceArray<Float>? = nil, residual: DeviceArray<D>? = nil) throws {
     func type<T>(_: T.Type) throws -> CuBLASLt.DataType {
