@@ -5,10 +5,10 @@
 #   bash .device-carry/device_run.sh NAME:STAGE ...
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
-# swift-mma (the same with the mma.sync attention forward), swift-bwd-mma (with the mma.sync backward), swift-notune (with HSTU_GEMM_TUNE=0), swift-bwd-pair (with the paired wgmma backward), attention-quick (causal attention at L = 4k, 16k),
+# swift-mma (the same with the mma.sync attention forward), swift-bwd-mma (with the mma.sync backward), attention-quick (causal attention at L = 4k, 16k),
 # attention-short (causal attention at head dim 64, L = 128 … 2048, without and with rab^p),
 # attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k), attention-window (semi-local L = 16k at K1 = K2 = 64 … 1024), attention-sla (semi-local L = 1k, 4k, 16k without and with
-# rab^p, causal 16k), attention-sla-pair (its semi-local rows with the paired wgmma backward), sass (opcode histogram of $SASS_FUN),
+# rab^p, causal 16k), sass (opcode histogram of $SASS_FUN),
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
@@ -143,11 +143,6 @@ PY
       capped $bin-attention-causal 40 $exe gpu-bench --lengths 16384 --masks causal --out /tmp/attention-sla
       grep -h "L=" $LOG/$bin-attention-sla.txt $LOG/$bin-attention-causal.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
       grep -h "L=" $LOG/$bin-attention-sla-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
-    attention-sla-pair)   # attention-sla's semi-local rows with the paired wgmma backward (branch bwd-pair)
-      capped $bin-attention-sla-pair 60 $exe gpu-bench --lengths 1024 4096 16384 --masks semi-local --attention-backward wgmmaPair --out /tmp/attention-sla
-      capped $bin-attention-sla-pair-pos 60 $exe gpu-bench --lengths 1024 4096 16384 --masks semi-local --position-bias --attention-backward wgmmaPair --out /tmp/attention-sla
-      grep -h "L=" $LOG/$bin-attention-sla-pair.txt | sed "s/^/$bin pair: /" >> $LOG/summary.txt
-      grep -h "L=" $LOG/$bin-attention-sla-pair-pos.txt | sed "s/^/$bin pair rab^p: /" >> $LOG/summary.txt ;;
     attention-window)   # semi-local attention at L = 16k, head dim 128, K1 = K2 = 64 … 1024: the forward's window CTAs walk about 3 … 18 key tiles (plus the tail rows' split runs), so time against tiles separates a CTA's fixed cost from its cost per tile
       capped $bin-attention-window 90 $exe gpu-bench --lengths 16384 --masks semi-local --windows 64 128 256 512 1024 --out /tmp/attention-window
       grep -h "L=" $LOG/$bin-attention-window.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
@@ -174,8 +169,6 @@ PY
       ;;
     swift-mma) steps swift-mma --attention-forward mmaSync ;;           # A/B against the wgmma forward in one call
     swift-bwd-mma) steps swift-bwd-mma --attention-backward mmaSync ;;  # A/B against the wgmma backward in one call
-    swift-notune) (export HSTU_GEMM_TUNE=0; steps swift-notune) ;;    # A/B of cuBLASLt autotuning in one binary (branch gemm-tune)
-    swift-bwd-pair) steps swift-bwd-pair --attention-backward wgmmaPair ;;  # the paired wgmma backward (branch bwd-pair)
     torch-check) capped $bin-torch-check 60 $TORCH check --dump /tmp/dump-$bin ;;
     torch-eager)
       capped torch-eager-cfg1 45 $TORCH time --mode eager $CFG1

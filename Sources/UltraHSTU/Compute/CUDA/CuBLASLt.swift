@@ -4,19 +4,7 @@
 /// Row-major `D[m,n] = A[m,k]·B[k,n]` is issued as the column-major product `Dᵀ = Bᵀ·Aᵀ`, so the
 /// buffers are passed unchanged and a bias of length `n` (one per output feature) is cuBLASLt's
 /// per-row bias of `Dᵀ`. The residual is cuBLASLt's `C` with beta = 1 (C may alias D).
-///
-/// The algorithm for each new shape (sizes, transposes, types, epilogue, alignments) is cuBLASLt's
-/// heuristic's first choice, kept for the shape. With a `Chooser`, a shape seen a second time gets
-/// the one the chooser picks of up to `candidateCount` heuristic candidates (`CUDADevice.gemm`
-/// times them) instead: shapes that repeat (fixed-length batches, evaluation) are tuned once, and
-/// products whose row count changes with every jagged batch never pay for the timing.
 final class CuBLASLt: @unchecked Sendable {
-  /// Picks one of `count` candidate algorithms for a shape, given `run(i, output)`, which
-  /// computes the product with candidate i into `output` (a scratch buffer the size of D, which
-  /// also serves as the residual): returns the index to keep.
-  typealias Chooser = (_ count: Int, _ run: (Int, CUdeviceptr) throws -> Void) throws -> Int
-  /// Most heuristic candidates a chooser is offered.
-  static let candidateCount = 8
   typealias Handle = OpaquePointer?
   let library: DynamicLibrary
   private(set) var handle: Handle = nil
@@ -59,9 +47,7 @@ final class CuBLASLt: @unchecked Sendable {
   private static func alignment(_ address: CUdeviceptr) -> UInt32 {
     address == 0 ? 256 : UInt32(min(256, 1 << address.trailingZeroBitCount))
   }
-  /// A shape's algorithm, and whether it is final (chosen by the chooser, or there is none).
-  private struct Choice { var algorithm: [UInt8]; var final: Bool }
-  private var choices: [Key: Choice] = [:]
+  private var algorithms: [Key: [UInt8]] = [:]
 
   init() throws {
     let lib = try DynamicLibrary(name: "libcublasLt", candidates: toolkitLibraryCandidates("libcublasLt"))
@@ -94,7 +80,7 @@ final class CuBLASLt: @unchecked Sendable {
     b: CUdeviceptr, transB: Bool = false, bType: DataType,
     d: CUdeviceptr, dType: DataType,
     bias: CUdeviceptr? = nil, residual: CUdeviceptr? = nil,
-    workspace: CUdeviceptr, workspaceSize: Int, stream: OpaquePointer?, chooser: Chooser? = nil
+    workspace: CUdeviceptr, workspaceSize: Int, stream: OpaquePointer?
   ) throws {
     var desc: Handle = nil
     try check(cublasLtMatmulDescCreate(&desc, Self.computeF32, DataType.f32.rawValue), "cublasLtMatmulDescCreate")
@@ -124,9 +110,10 @@ final class CuBLASLt: @unchecked Sendable {
     let alignments = [b, a, residual ?? d, d].map(Self.alignment)
     let key = Key(m: m, n: n, k: k, transA: transA, transB: transB, a: aType.rawValue, b: bType.rawValue, d: dType.rawValue,
                   bias: bias != nil, residual: residual != nil, alignments: alignments)
-    var choice = choices[key]
-    if choice == nil || !choice!.final {
-      let tunes = chooser != nil && choice != nil
+    let algorithm: [UInt8]
+    if let cached = algorithms[key] {
+      algorithm = cached
+    } else {
       var preference: Handle = nil
       try check(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
       defer { _ = cublasLtMatmulPreferenceDestroy(preference) }
@@ -136,33 +123,20 @@ final class CuBLASLt: @unchecked Sendable {
         var value = bytes
         try check(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, 4), "set MIN_ALIGNMENT")
       }
-      let requested = tunes ? Self.candidateCount : 1
-      var results = [UInt8](repeating: 0, count: requested * Self.heuristicResultSize)
+      var result = [UInt8](repeating: 0, count: Self.heuristicResultSize)
       var found: Int32 = 0
-      try check(results.withUnsafeMutableBytes {
-        cublasLtMatmulAlgoGetHeuristic(handle, desc, layoutFirst, layoutSecond, layoutD, layoutD, preference, Int32(requested),
-                                       $0.baseAddress!, &found)
+      try check(result.withUnsafeMutableBytes {
+        cublasLtMatmulAlgoGetHeuristic(handle, desc, layoutFirst, layoutSecond, layoutD, layoutD, preference, 1, $0.baseAddress!, &found)
       }, "cublasLtMatmulAlgoGetHeuristic(m=\(m) n=\(n) k=\(k))")
       guard found > 0 else { throw CUDAError.unsupported("cuBLASLt found no algorithm for m=\(m) n=\(n) k=\(k)") }
-      let candidates = (0..<Int(found)).map { Array(results[($0 * Self.heuristicResultSize)..<($0 * Self.heuristicResultSize + 64)]) }
-      var chosen = 0
-      if let chooser, tunes, candidates.count > 1 {
-        chosen = try chooser(candidates.count) { i, output in
-          try run(candidates[i], c: output, d: output)
-        }
-      }
-      choice = Choice(algorithm: candidates[chosen], final: tunes || chooser == nil)
-      choices[key] = choice
+      algorithm = Array(result[0..<64])
+      algorithms[key] = algorithm
     }
-    try run(choice!.algorithm, c: residual ?? d, d: d)
 
-    /// The product with `algorithm` into `d` (C = `c`, added when there is a residual).
-    func run(_ algorithm: [UInt8], c: CUdeviceptr, d: CUdeviceptr) throws {
-      var alpha: Float = 1, beta: Float = residual == nil ? 0 : 1
-      try check(algorithm.withUnsafeBytes { algo in
-        cublasLtMatmul(handle, desc, &alpha, b, layoutFirst, a, layoutSecond, &beta, c, layoutD, d, layoutD,
-                       algo.baseAddress, workspace, workspaceSize, stream)
-      }, "cublasLtMatmul(m=\(m) n=\(n) k=\(k))")
-    }
+    var alpha: Float = 1, beta: Float = residual == nil ? 0 : 1
+    try check(algorithm.withUnsafeBytes { algo in
+      cublasLtMatmul(handle, desc, &alpha, b, layoutFirst, a, layoutSecond, &beta, residual ?? d, layoutD, d, layoutD,
+                     algo.baseAddress, workspace, workspaceSize, stream)
+    }, "cublasLtMatmul(m=\(m) n=\(n) k=\(k))")
   }
 }

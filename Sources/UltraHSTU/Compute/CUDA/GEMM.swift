@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// Dense products through cuBLASLt (see `CuBLASLt`), row-major, fp32 accumulation, with the bias
 /// and residual epilogues fused; and the backward of the bias epilogue, a column sum.
 ///
@@ -98,13 +94,7 @@ extern "C" __global__ void bias_gradient_bf16_vec(const bf16_t* __restrict__ dy,
 }
 
 extension CUDADevice {
-  /// HSTU_GEMM_TUNE=0 keeps cuBLASLt's first heuristic choice for every shape instead of timing its
-  /// candidates (for A/B runs of one binary).
-  static let tunesGEMMs = getenv("HSTU_GEMM_TUNE").map { String(cString: $0) != "0" } ?? true
-
   /// `d[m,n] = op(a)·op(b) (+ bias[n]) (+ residual)`; `a`, `b` bf16 or fp32 (both the same), `d` fp32 or bf16.
-  /// The second product of each shape times cuBLASLt's candidate algorithms on its operands (into
-  /// scratch memory, synchronising the stream) and keeps the fastest for the shape (see `CuBLASLt`).
   public func gemm<A, D>(m: Int, n: Int, k: Int, a: DeviceArray<A>, transA: Bool = false, b: DeviceArray<A>, transB: Bool = false,
                          d: DeviceArray<D>, bias: DeviceArray<Float>? = nil, residual: DeviceArray<D>? = nil) throws {
     func type<T>(_: T.Type) throws -> CuBLASLt.DataType {
@@ -114,17 +104,9 @@ extension CUDADevice {
     }
     precondition(stream == mainStream, "GEMMs share one cuBLASLt workspace: main stream only")
     let (blas, workspace) = try blas()
-    let chooser: CuBLASLt.Chooser = { [self] count, run in
-      let mark = arena.mark()
-      defer { arena.release(to: mark) }
-      let scratch = try allocate(D.self, count: m * n)
-      let times = try (0..<count).map { i in try time(warmup: 1, repeats: 3) { try run(i, scratch.address) }.sorted()[1] }
-      return times.indices.min { times[$0] < times[$1] }!
-    }
     try blas.matmul(m: m, n: n, k: k, a: a.address, transA: transA, aType: type(A.self), b: b.address, transB: transB,
                     bType: type(A.self), d: d.address, dType: type(D.self), bias: bias?.address, residual: residual?.address,
-                    workspace: workspace.address, workspaceSize: workspace.bytes, stream: stream,
-                    chooser: Self.tunesGEMMs ? chooser : nil)
+                    workspace: workspace.address, workspaceSize: workspace.bytes, stream: stream)
   }
 
   /// `dBias[n] += Σ_r dY[r, n]` over `rows` rows of `dY` (`[rows, cols]`, fp32 or bf16). 16-byte
