@@ -13,7 +13,8 @@ struct GPUBench: ParsableCommand {
 
 /// `hstu gpu-bench [attention]`: HSTU attention forward/backward TFLOP/s (FLOPs the mask keeps) for
 /// L = 1k…16k, head dim 128, next to the cuBLASLt bf16 GEMM rate measured in the same run; and
-/// semi-local (K1 = K2 = 256 unless `--windows` says otherwise) time per token vs L. Writes
+/// semi-local (K1 = K2 = 256 unless `--windows` says otherwise) and local-window time per token vs
+/// L. Writes
 /// gpu-attention.json and gpu-attention.md.
 struct GPUAttentionBench: ParsableCommand {
   static let configuration = CommandConfiguration(commandName: "attention", abstract: "Benchmark the CUDA HSTU attention against cuBLASLt.")
@@ -39,11 +40,11 @@ struct GPUAttentionBench: ParsableCommand {
   @Option(help: "Head dim of q, k and v.")
   var attentionHeadDim = 128
 
-  @Option(parsing: .upToNextOption, help: "Masks to time: causal, semi-local.")
+  @Option(parsing: .upToNextOption, help: "Masks to time: causal, semi-local, local.")
   var masks: [BenchMask] = [.causal, .semiLocal]
 
   @Option(parsing: .upToNextOption,
-          help: "K1 = K2 of the semi-local mask (local window K1, the last K2 rows global); several values time each.")
+          help: "K1 = K2 of the semi-local mask (local window K1, the last K2 rows global), K1 of the local one; several values time each.")
   var windows: [Int] = [256]
 
   @Flag(help: "Add the relative-position bias rab^p (L entries) to the scores, and its gradient to the backward, as HSTU layers do.")
@@ -145,14 +146,16 @@ struct GPUAttentionBench: ParsableCommand {
 
 /// The attention masks `gpu-bench` times.
 enum BenchMask: String, ExpressibleByArgument, CaseIterable {
-  case causal, semiLocal = "semi-local"
+  case causal, semiLocal = "semi-local", local
 
   /// The titled masks to time: causal once; semi-local once per K1 = K2 = size (a local window of
-  /// `size` keys, the last `size` rows global).
+  /// `size` keys, the last `size` rows global); local once per K1 = size (the window alone, whose
+  /// kept pairs per token do not grow with L).
   func variants(windows: [Int]) -> [(title: String, mask: AttentionMask)] {
     switch self {
     case .causal: return [("causal", .causal)]
     case .semiLocal: return windows.map { ("semi-local K1=K2=\($0)", .semiLocalMeta(k1: $0, k2: $0)) }
+    case .local: return windows.map { ("local K1=\($0)", .semiLocalMeta(k1: $0, k2: 0)) }
     }
   }
 }

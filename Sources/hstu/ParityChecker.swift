@@ -74,6 +74,8 @@ struct ParityChecker {
                        mask: AttentionMask(localWindow: 40, globalTailRows: 16), normalizer: .fixed(256), targets: 5, withPos: true)
     try checkAttention(name: "window 30 + prefix 10 + context 3 (TorchEasyRec SLA)", lengths: [300, 45], heads: 3, dqk: 64, dv: 64,
                        mask: AttentionMask(localWindow: 30, globalPrefixColumns: 10, contextualPrefix: 3), normalizer: .trueLength, targets: nil, withPos: false)
+    try checkAttention(name: "window 100, no global rows", lengths: [700, 130, 1], heads: 2, dqk: 128, dv: 128,
+                       mask: AttentionMask(localWindow: 100), normalizer: .fixed(700), targets: nil, withPos: true)
     // 2300 keys = 36 key tiles > the 16 a forward CTA walks: the tail rows' keys are split over CTAs.
     try checkAttention(name: "window 64 + tail 70, split keys", lengths: [2300, 900, 1500], heads: 2, dqk: 32, dv: 32,
                        mask: AttentionMask(localWindow: 64, globalTailRows: 70), normalizer: .fixed(2300), targets: nil, withPos: true)

@@ -7,7 +7,7 @@
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
 # swift-mma (the same with the mma.sync attention forward), swift-bwd-mma (with the mma.sync backward), attention-quick (causal attention at L = 4k, 16k),
 # attention-short (causal attention at head dim 64, L = 128 … 2048, without and with rab^p),
-# attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k), attention-window (semi-local L = 16k at K1 = K2 = 64 … 1024), attention-sla (semi-local L = 1k, 4k, 16k without and with
+# attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k), attention-window (semi-local L = 16k at K1 = K2 = 64 … 1024), attention-sla (semi-local and local-window L = 1k, 4k, 16k without and with
 # rab^p, causal 16k), sass (opcode histogram of $SASS_FUN),
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
@@ -137,9 +137,9 @@ PY
       capped $bin-attention-short-pos 40 $exe gpu-bench --lengths 128 256 512 1024 2048 --masks causal --attention-head-dim 64 --position-bias --out /tmp/attention-short
       grep -h "L=" $LOG/$bin-attention-short.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
       grep -h "L=" $LOG/$bin-attention-short-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
-    attention-sla)   # semi-local attention (K1 = K2 = 256) at head dim 128, L = 1k, 4k, 16k, without and with rab^p, and causal L = 16k
-      capped $bin-attention-sla 60 $exe gpu-bench --lengths 1024 4096 16384 --masks semi-local --out /tmp/attention-sla
-      capped $bin-attention-sla-pos 60 $exe gpu-bench --lengths 1024 4096 16384 --masks semi-local --position-bias --out /tmp/attention-sla
+    attention-sla)   # semi-local attention (K1 = K2 = 256) and its window alone (local K1 = 256) at head dim 128, L = 1k, 4k, 16k, without and with rab^p, and causal L = 16k
+      capped $bin-attention-sla 60 $exe gpu-bench --lengths 1024 4096 16384 --masks semi-local local --out /tmp/attention-sla
+      capped $bin-attention-sla-pos 60 $exe gpu-bench --lengths 1024 4096 16384 --masks semi-local local --position-bias --out /tmp/attention-sla
       capped $bin-attention-causal 40 $exe gpu-bench --lengths 16384 --masks causal --out /tmp/attention-sla
       grep -h "L=" $LOG/$bin-attention-sla.txt $LOG/$bin-attention-causal.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
       grep -h "L=" $LOG/$bin-attention-sla-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
