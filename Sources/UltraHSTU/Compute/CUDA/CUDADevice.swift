@@ -21,6 +21,9 @@ public final class CUDADevice {
   public var attentionForwardKernel: AttentionKernel = .automatic
   /// The attention backward that `hstuAttentionBackward` and `softmaxAttentionBackward` run unless told otherwise.
   public var attentionBackwardKernel: AttentionKernel = .automatic
+  /// Told, just before NVRTC starts, of each kernel module that is not in the cubin cache (a first
+  /// run compiles for seconds to tens of seconds per module, then loads the cached cubins).
+  public var compileLog: ((String) -> Void)?
   /// Whether the driver (cuLaunchKernelEx) and the GPU (sm_90+) support programmatic dependent launch.
   public let supportsProgrammaticDependentLaunch: Bool
   /// Launch every kernel with programmatic dependent launch: a kernel may start while the previous
@@ -111,7 +114,11 @@ public final class CUDADevice {
     let options = defines.sorted { $0.key < $1.key }.map { "-D\($0.key)=\($0.value)" }
     let key = family + options.joined()
     if let m = modules[key] { return m }
-    let compiled = try NVRTC.shared().compile(source: source, name: family, arch: architecture, options: options)
+    let compiled = try NVRTC.shared().compile(source: source, name: family, arch: architecture, options: options) { [self] in
+      let cache = NVRTC.cacheDirectory().map { "cached in \($0)" } ?? "no writable cache folder: set HSTU_CACHE_DIR"
+      compileLog?("compiling CUDA module \(([family] + defines.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }).joined(separator: " ")) "
+                  + "for \(architecture) with NVRTC (\(cache))")
+    }
     let m = try CUDAModule(driver: driver, cubin: compiled.cubin, name: key)
     modules[key] = m
     return m
