@@ -43,6 +43,18 @@ capped() {
   echo "$name rc=$rc $((SECONDS - t0))s: $(grep -v '^\s*$' $LOG/$name.txt | tail -1 | cut -c1-400)" >> $LOG/summary.txt
   return $rc
 }
+# trained NAME: a summary line of the training report $LOG/NAME.json (wall time, epoch 1's and the median later
+# epoch's training tokens/s from $LOG/NAME.txt, test HR@10 and NDCG@10).
+trained() {
+  python3 - $LOG/$1.json $LOG/$1.txt <<'PY' | sed "s/^/$1: /" >> $LOG/summary.txt
+import json, re, statistics, sys
+r = json.load(open(sys.argv[1]))
+rates = [float(m.group(1)) for m in re.finditer(r"^epoch \d+ +loss \S+ +(\d+) tokens/s", open(sys.argv[2]).read(), re.M)]
+later = statistics.median(rates[1:]) if len(rates) > 1 else float("nan")
+print(f"{r['wallSeconds']:.2f} s, epoch 1 {rates[0] if rates else float('nan'):.0f} tokens/s, median of later epochs {later:.0f}; "
+      f"test HR@10 {r['test']['HR@10']:.4f} NDCG@10 {r['test']['NDCG@10']:.4f}, best epoch {r['bestEpoch']}")
+PY
+}
 # steps TAG [ARGS...]: `gpu-bench step` of the three comparison configs with ARGS, logs $bin-TAG-cfgN.
 steps() {
   local tag=$1; shift
@@ -190,8 +202,8 @@ PY
       head -16 $LOG/$bin-ncu-cfg$n-summary.md >> $LOG/summary.txt ;;
     attention) capped $bin-gpu-bench-attention 90 $exe gpu-bench --out $LOG --commit "${HSTU_COMMIT:-unknown}" ;;
     train)
-      capped $bin-train-hstu 60 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu --patience 0 --output $LOG/$bin-train-hstu.json
-      capped $bin-train-hstu-large 90 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --patience 0 --output $LOG/$bin-train-hstu-large.json ;;
+      capped $bin-train-hstu 60 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu --patience 0 --output $LOG/$bin-train-hstu.json && trained $bin-train-hstu
+      capped $bin-train-hstu-large 90 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --patience 0 --output $LOG/$bin-train-hstu-large.json && trained $bin-train-hstu-large ;;
     bench)
       capped $bin-bench-hstu-large 45 $exe bench train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --output $LOG/$bin-gpu-train-hstu-large.json
       capped $bin-bench-ultra-hstu 45 $exe bench train --device cuda --data ratings_seq.tsv.gz --preset ultra-hstu --output $LOG/$bin-gpu-train-ultra-hstu.json ;;
