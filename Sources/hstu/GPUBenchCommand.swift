@@ -14,8 +14,7 @@ struct GPUBench: ParsableCommand {
 /// `hstu gpu-bench [attention]`: HSTU attention forward/backward TFLOP/s (FLOPs the mask keeps) for
 /// L = 1k…16k, head dim 128, next to the cuBLASLt bf16 GEMM rate measured in the same run; and
 /// semi-local (K1 = K2 = 256 unless `--windows` says otherwise) and local-window time per token vs
-/// L. Writes
-/// gpu-attention.json and gpu-attention.md.
+/// L. Writes gpu-attention.json and gpu-attention.md.
 struct GPUAttentionBench: ParsableCommand {
   static let configuration = CommandConfiguration(commandName: "attention", abstract: "Benchmark the CUDA HSTU attention against cuBLASLt.")
 

@@ -114,10 +114,9 @@ public final class CUDADevice {
     let options = defines.sorted { $0.key < $1.key }.map { "-D\($0.key)=\($0.value)" }
     let key = family + options.joined()
     if let m = modules[key] { return m }
-    let compiled = try NVRTC.shared().compile(source: source, name: family, arch: architecture, options: options) { [self] in
-      let cache = NVRTC.cacheDirectory().map { "cached in \($0)" } ?? "no writable cache folder: set HSTU_CACHE_DIR"
-      compileLog?("compiling CUDA module \(([family] + defines.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }).joined(separator: " ")) "
-                  + "for \(architecture) with NVRTC (\(cache))")
+    let compiled = try NVRTC.shared().compile(source: source, name: family, arch: architecture, options: options) { [self] directory in
+      compileLog?("compiling CUDA module \(([family] + options).joined(separator: " ")) for \(architecture) with NVRTC ("
+                  + (directory.map { "cached in \($0)" } ?? "no writable cache folder: set HSTU_CACHE_DIR") + ")")
     }
     let m = try CUDAModule(driver: driver, cubin: compiled.cubin, name: key)
     modules[key] = m

@@ -192,11 +192,7 @@ public final class CUDAModel {
   }
 
   /// Makes the main stream wait for the loss's item-table gradient, if it still runs on the side stream.
-  func joinTableGradient() throws {
-    guard let work = pendingTableGradient else { return }
-    pendingTableGradient = nil
-    try device.join(work)
-  }
+  func joinTableGradient() throws { try join(&pendingTableGradient) }
 
   /// Back-propagates the output gradient (in the main stack's `outputGradient`) through the
   /// fusion and every stack into `gradients`. The loss's item-table gradient runs alongside on the
@@ -243,10 +239,13 @@ public final class CUDAModel {
   }
 
   /// Makes the main stream wait for the side stream's AdamW of the unmarked item-table rows, if queued.
-  func joinTableUpdate() throws {
-    guard let work = pendingTableUpdate else { return }
-    pendingTableUpdate = nil
-    try device.join(work)
+  func joinTableUpdate() throws { try join(&pendingTableUpdate) }
+
+  /// Makes the main stream wait for `work`, if any is pending, and clears it.
+  private func join(_ work: inout SideStreamWork?) throws {
+    guard let pending = work else { return }
+    work = nil
+    try device.join(pending)
   }
 
   /// The work of `lossAndGradients`; with `optimizes`, marks the item-table rows the inputs read

@@ -57,16 +57,18 @@ final class NVRTC: @unchecked Sendable {
   }
 
   /// Compiles `source` (named `name` in messages) to a cubin for `arch` (e.g. "sm_90a"), or reads it
-  /// from the cache; `willCompile` runs when the cache does not have it, before compiling.
+  /// from the cache; `willCompile` runs when the cache does not have it, before compiling, with the
+  /// cache folder the cubin will be written to (nil: none is writable).
   func compile(source: String, name: String, arch: String, options extra: [String] = [],
-               willCompile: () -> Void = {}) throws -> Output {
+               willCompile: (_ cacheDirectory: String?) -> Void = { _ in }) throws -> Output {
     let options = ["--gpu-architecture=\(arch)", "--std=c++17", "-default-device"] + extra
     let key = Self.fnv1a(source + "\u{0}" + options.joined(separator: "\u{0}") + "\u{0}\(version.major).\(version.minor)")
-    let cachePath = Self.cacheDirectory().map { "\($0)/\(name)-\(String(key, radix: 16)).cubin" }
+    let cacheDirectory = Self.cacheDirectory()
+    let cachePath = cacheDirectory.map { "\($0)/\(name)-\(String(key, radix: 16)).cubin" }
     if let path = cachePath, let cached = Self.readFile(path) {
       return Output(cubin: cached, log: "", fromCache: true)
     }
-    willCompile()
+    willCompile(cacheDirectory)
 
     var program: Program = nil
     try check(nvrtcCreateProgram(&program, source, name + ".cu", 0, nil, nil), "nvrtcCreateProgram(\(name))")
