@@ -71,7 +71,9 @@ struct GPUAttentionBench: ParsableCommand {
     device.arena.release(to: mark0)
     print(String(format: "device %@: cuBLASLt bf16 GEMM 8192^3: %.3f ms, %.1f TFLOP/s", device.name, gemmMs, gemmTF))
 
-    struct Row: Codable { var mask: String; var L: Int; var batch: Int; var forwardMs: Double; var backwardMs: Double
+    /// `pairsPerToken`: the (query, key) pairs the mask keeps per token, what the TF/s count; a mask whose
+    /// pairs per token grow with L (the first rows' shorter windows, semi-local's global rows) costs more per token.
+    struct Row: Codable { var mask: String; var L: Int; var batch: Int; var pairsPerToken: Double; var forwardMs: Double; var backwardMs: Double
       var forwardTFLOPs: Double; var backwardTFLOPs: Double; var forwardOfGEMM: Double; var nsPerTokenForward: Double; var nsPerTokenBackward: Double
       /// The kernels that ran (wgmma where the shape allows it), and the mma.sync kernels' times on the same inputs.
       var forwardKernel: String; var forwardMmaSyncMs: Double; var forwardMmaSyncTFLOPs: Double
@@ -109,14 +111,14 @@ struct GPUAttentionBench: ParsableCommand {
         func tflops(_ ms: Double, macsPerPair: Int) -> Double { 2 * kept * Double(macsPerPair) / (ms * 1e-3) / 1e12 }
         let fwdTF = tflops(fwd, macsPerPair: 2 * d), fwdMmaTF = tflops(fwdMma, macsPerPair: 2 * d)
         let bwdTF = tflops(bwd, macsPerPair: 5 * d), bwdMmaTF = tflops(bwdMma, macsPerPair: 5 * d)
-        let row = Row(mask: maskName, L: L, batch: batch, forwardMs: fwd, backwardMs: bwd, forwardTFLOPs: fwdTF, backwardTFLOPs: bwdTF,
+        let row = Row(mask: maskName, L: L, batch: batch, pairsPerToken: kept / Double(total * heads), forwardMs: fwd, backwardMs: bwd, forwardTFLOPs: fwdTF, backwardTFLOPs: bwdTF,
                       forwardOfGEMM: fwdTF / gemmTF, nsPerTokenForward: fwd * 1e6 / Double(total), nsPerTokenBackward: bwd * 1e6 / Double(total),
                       forwardKernel: kernel.rawValue, forwardMmaSyncMs: fwdMma, forwardMmaSyncTFLOPs: fwdMmaTF,
                       backwardMmaSyncMs: bwdMma, backwardMmaSyncTFLOPs: bwdMmaTF)
         rows.append(row)
-        print(String(format: "%-22@ L=%5d B=%3d  fwd (%@) %8.3f ms %6.1f TF/s (%4.1f%% of GEMM), mma.sync %6.1f TF/s  bwd %8.3f ms %6.1f TF/s, mma.sync %6.1f TF/s  fwd %.2f bwd %.2f ns/token",
+        print(String(format: "%-22@ L=%5d B=%3d  fwd (%@) %8.3f ms %6.1f TF/s (%4.1f%% of GEMM), mma.sync %6.1f TF/s  bwd %8.3f ms %6.1f TF/s, mma.sync %6.1f TF/s  fwd %.2f bwd %.2f ns/token  %.1f pairs/token",
                      maskName as NSString, L, batch, kernel.rawValue as NSString, fwd, fwdTF, 100 * fwdTF / gemmTF, fwdMmaTF, bwd, bwdTF, bwdMmaTF,
-                     row.nsPerTokenForward, row.nsPerTokenBackward))
+                     row.nsPerTokenForward, row.nsPerTokenBackward, row.pairsPerToken))
       }
     }
 
@@ -132,12 +134,12 @@ struct GPUAttentionBench: ParsableCommand {
     var md = "# HSTU attention on \(device.name)\n\n\(date), commit \(commit). bf16 q/k/v/dO, fp32 accumulation and outputs, "
     md += "\(heads) heads × head dim \(d), \(tokens) tokens per call\(positionBias ? ", with the position bias rab^p and its gradient" : ""); TFLOP/s count only the (query, key) pairs the mask keeps "
     md += "(forward 4·d per pair, backward 10·d). cuBLASLt bf16 GEMM 8192³ in the same run: \(String(format: "%.1f", gemmTF)) TFLOP/s.\n\n"
-    md += "| mask | L | batch | kernel | fwd ms | fwd TFLOP/s | fwd % of GEMM | mma.sync fwd TFLOP/s | bwd ms | bwd TFLOP/s | mma.sync bwd TFLOP/s | fwd ns/token | bwd ns/token |\n"
-    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    md += "| mask | L | batch | kernel | fwd ms | fwd TFLOP/s | fwd % of GEMM | mma.sync fwd TFLOP/s | bwd ms | bwd TFLOP/s | mma.sync bwd TFLOP/s | fwd ns/token | bwd ns/token | kept pairs/token |\n"
+    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     for r in rows {
-      md += String(format: "| %@ | %d | %d | %@ | %.3f | %.1f | %.1f%% | %.1f | %.3f | %.1f | %.1f | %.2f | %.2f |\n", r.mask as NSString, r.L, r.batch,
+      md += String(format: "| %@ | %d | %d | %@ | %.3f | %.1f | %.1f%% | %.1f | %.3f | %.1f | %.1f | %.2f | %.2f | %.1f |\n", r.mask as NSString, r.L, r.batch,
                    r.forwardKernel as NSString, r.forwardMs, r.forwardTFLOPs, 100 * r.forwardOfGEMM, r.forwardMmaSyncTFLOPs,
-                   r.backwardMs, r.backwardTFLOPs, r.backwardMmaSyncTFLOPs, r.nsPerTokenForward, r.nsPerTokenBackward)
+                   r.backwardMs, r.backwardTFLOPs, r.backwardMmaSyncTFLOPs, r.nsPerTokenForward, r.nsPerTokenBackward, r.pairsPerToken)
     }
     try md.write(toFile: out + "/gpu-attention.md", atomically: true, encoding: .utf8)
   }
@@ -149,7 +151,7 @@ enum BenchMask: String, ExpressibleByArgument, CaseIterable {
 
   /// The titled masks to time: causal once; semi-local once per K1 = K2 = size (a local window of
   /// `size` keys, the last `size` rows global); local once per K1 = size (the window alone, whose
-  /// kept pairs per token do not grow with L).
+  /// kept pairs per token grow with L only through the first `size` rows' shorter windows).
   func variants(windows: [Int]) -> [(title: String, mask: AttentionMask)] {
     switch self {
     case .causal: return [("causal", .causal)]

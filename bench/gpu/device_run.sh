@@ -5,6 +5,7 @@
 #   bash .device-carry/device_run.sh NAME:STAGE ...
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
+# swift-causal and torch-causal (cfg4: cfg3's model and batch under the full causal mask; Swift, and torch.compile + eager),
 # swift-mma (the same with the mma.sync attention forward), swift-bwd-mma (with the mma.sync backward), attention-quick (causal attention at L = 4k, 16k),
 # attention-short (causal attention at head dim 64, L = 128 … 2048, without and with rab^p),
 # attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k), attention-window (semi-local L = 16k at K1 = K2 = 64 … 1024), attention-sla (semi-local and local-window L = 1k, 4k, 16k without and with
@@ -29,6 +30,7 @@ LOG=$OUT/logs; mkdir -p $LOG
 CFG1="--dim 256 --layers 4 --heads 4 --head-dim 64 --length 200 --batch 128"
 CFG2="--dim 256 --layers 16 --heads 4 --head-dim 64 --length 200 --batch 128"
 CFG3="--dim 512 --layers 8 --heads 4 --head-dim 128 --length 4096 --batch 4 --semi-local 256"
+CFG4="--dim 512 --layers 8 --heads 4 --head-dim 128 --length 4096 --batch 4"   # cfg3 with HSTU's full causal mask
 TORCH="python3 $ROOT/bench/gpu/torch_reference.py"
 # warp-stall reasons per issued instruction (the ncu stages)
 STALLS=smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,smsp__average_warps_issue_stalled_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_membar_per_issue_active.ratio,smsp__average_warps_issue_stalled_sleeping_per_issue_active.ratio,smsp__average_warps_issue_stalled_misc_per_issue_active.ratio,smsp__average_warps_issue_stalled_branch_resolving_per_issue_active.ratio,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio,smsp__average_warps_issue_stalled_drain_per_issue_active.ratio,smsp__average_warps_issue_stalled_imc_miss_per_issue_active.ratio,smsp__average_warps_issue_stalled_tex_throttle_per_issue_active.ratio
@@ -181,6 +183,10 @@ PY
       ;;
     swift-mma) steps swift-mma --attention-forward mmaSync ;;           # A/B against the wgmma forward in one call
     swift-bwd-mma) steps swift-bwd-mma --attention-backward mmaSync ;;  # A/B against the wgmma backward in one call
+    swift-causal) capped $bin-swift-cfg4 60 $exe gpu-bench step $CFG4 ;;
+    torch-causal)
+      capped torch-compile-cfg4 200 $TORCH time --mode compile $CFG4
+      capped torch-eager-cfg4 120 $TORCH time --mode eager $CFG4 ;;
     torch-check) capped $bin-torch-check 60 $TORCH check --dump /tmp/dump-$bin ;;
     torch-eager)
       capped torch-eager-cfg1 45 $TORCH time --mode eager $CFG1
