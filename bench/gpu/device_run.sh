@@ -17,7 +17,8 @@
 # wgmma attention backward, semi-local L = 4096 with rab^p; ncu-fwd-source the same for the forward, both with the
 # kernel's details page: launch, occupancy, SM cycles active avg and max),
 # ncu-elementwise (ncu sections of the LayerNorm and split/merge kernels of cfg2, forward and backward),
-# attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), bench (ML-1M
+# attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), cpu-match (the CPU rows of
+# ml-1m.md repeated on the GPU with seeds 42 (the CPU rows'), 7, 1: hstu-large capped at 10 epochs, hstu with early stopping), bench (ML-1M
 # training tokens/s of hstu-large and ultra-hstu), sasrec (ML-1M SASRec, the preset's epochs and patience),
 # timebias (hstu with rab^t on the embedded ml-latest-small, which has timestamps).
 # Every stage has a time cap and the whole call a budget ($BUDGET s); stages that would not fit are
@@ -210,6 +211,11 @@ PY
     train)
       capped $bin-train-hstu 60 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu --patience 0 --output $LOG/$bin-train-hstu.json && trained $bin-train-hstu
       capped $bin-train-hstu-large 90 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --patience 0 --output $LOG/$bin-train-hstu-large.json && trained $bin-train-hstu-large ;;
+    cpu-match)   # the CPU rows of ml-1m.md on the GPU, three seeds each: hstu-large capped at 10 epochs, hstu with the preset's early stopping
+      for seed in 42 7 1; do
+        capped $bin-cpu-match-hstu-large-s$seed 40 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --epochs 10 --seed $seed --output $LOG/$bin-cpu-match-hstu-large-s$seed.json && trained $bin-cpu-match-hstu-large-s$seed
+        capped $bin-cpu-match-hstu-s$seed 60 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu --seed $seed --output $LOG/$bin-cpu-match-hstu-s$seed.json && trained $bin-cpu-match-hstu-s$seed
+      done ;;
     bench)
       capped $bin-bench-hstu-large 45 $exe bench train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --output $LOG/$bin-gpu-train-hstu-large.json
       capped $bin-bench-ultra-hstu 45 $exe bench train --device cuda --data ratings_seq.tsv.gz --preset ultra-hstu --output $LOG/$bin-gpu-train-ultra-hstu.json ;;
