@@ -12,7 +12,7 @@
 # rab^p, causal 16k), sass (opcode histogram of $SASS_FUN),
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
-# breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3 (per-kernel times of cfg1, 2, 3 steps),
+# breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3, ncu4 (per-kernel times of cfg1, 2, 3, 4 steps),
 # ncu-loss (the loss kernels of cfg2 and cfg3 under ncu), ncu-bwd-source (stall samples per SASS instruction of the
 # wgmma attention backward, semi-local L = 4096 with rab^p; ncu-fwd-source the same for the forward, both with the
 # kernel's details page: launch, occupancy, SM cycles active avg and max),
@@ -201,7 +201,7 @@ PY
       capped $bin-breakdown-cfg1 60 $exe gpu-bench step $CFG1 --breakdown --gemm-size 0
       capped $bin-breakdown-cfg2 60 $exe gpu-bench step $CFG2 --breakdown --gemm-size 0
       capped $bin-breakdown-cfg3 60 $exe gpu-bench step $CFG3 --breakdown --gemm-size 0 ;;
-    ncu|ncu2|ncu3)
+    ncu|ncu2|ncu3|ncu4)
       n=${stage#ncu}; n=${n:-1}; cfg=CFG$n; count=$((n == 1 ? 400 : 1200))
       capped $bin-ncu-cfg$n 120 /usr/local/cuda/bin/ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
         --launch-skip 100 --launch-count $count $exe gpu-bench step ${!cfg} --repeats 1 --gemm-size 0
