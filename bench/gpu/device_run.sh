@@ -58,6 +58,12 @@ print(f"{r['wallSeconds']:.2f} s, epoch 1 {rates[0] if rates else float('nan'):.
       f"test HR@10 {r['test']['HR@10']:.4f} NDCG@10 {r['test']['NDCG@10']:.4f}, best epoch {r['bestEpoch']}")
 PY
 }
+# training NAME CAP ARGS...: `hstu train --device cuda --data ratings_seq.tsv.gz ARGS` with its report in $LOG/NAME.json,
+# capped at CAP seconds, then its `trained` summary line.
+training() {
+  local name=$1 cap=$2; shift 2
+  capped $name $cap $exe train --device cuda --data ratings_seq.tsv.gz "$@" --output $LOG/$name.json && trained $name
+}
 # steps TAG [ARGS...]: `gpu-bench step` of the three comparison configs with ARGS, logs $bin-TAG-cfgN.
 steps() {
   local tag=$1; shift
@@ -209,12 +215,12 @@ PY
       head -16 $LOG/$bin-ncu-cfg$n-summary.md >> $LOG/summary.txt ;;
     attention) capped $bin-gpu-bench-attention 90 $exe gpu-bench --out $LOG --commit "${HSTU_COMMIT:-unknown}" ;;
     train)
-      capped $bin-train-hstu 60 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu --patience 0 --output $LOG/$bin-train-hstu.json && trained $bin-train-hstu
-      capped $bin-train-hstu-large 90 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --patience 0 --output $LOG/$bin-train-hstu-large.json && trained $bin-train-hstu-large ;;
+      training $bin-train-hstu 60 --preset hstu --patience 0
+      training $bin-train-hstu-large 90 --preset hstu-large --patience 0 ;;
     cpu-match)   # the CPU rows of ml-1m.md on the GPU, three seeds each: hstu-large capped at 10 epochs, hstu with the preset's early stopping
       for seed in 42 7 1; do
-        capped $bin-cpu-match-hstu-large-s$seed 40 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --epochs 10 --seed $seed --output $LOG/$bin-cpu-match-hstu-large-s$seed.json && trained $bin-cpu-match-hstu-large-s$seed
-        capped $bin-cpu-match-hstu-s$seed 60 $exe train --device cuda --data ratings_seq.tsv.gz --preset hstu --seed $seed --output $LOG/$bin-cpu-match-hstu-s$seed.json && trained $bin-cpu-match-hstu-s$seed
+        training $bin-cpu-match-hstu-large-s$seed 40 --preset hstu-large --epochs 10 --seed $seed
+        training $bin-cpu-match-hstu-s$seed 60 --preset hstu --seed $seed
       done ;;
     bench)
       capped $bin-bench-hstu-large 45 $exe bench train --device cuda --data ratings_seq.tsv.gz --preset hstu-large --output $LOG/$bin-gpu-train-hstu-large.json

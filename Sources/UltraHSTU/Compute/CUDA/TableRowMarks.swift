@@ -5,7 +5,8 @@
 /// after the scatter (`CUDAParameters.adamWStepBegin` / `adamWStepFinish`).
 final class TableRowMarks {
   let device: CUDADevice
-  /// One stamp per table row; 0 never matches a step.
+  /// One stamp per table row, zeroed by the first `mark` (and whenever the counter wraps); 0 never
+  /// matches a step.
   let stamps: DeviceArray<UInt32>
   let dim: Int
   /// The current step's stamp (0 before the first `mark`).
@@ -15,13 +16,12 @@ final class TableRowMarks {
     self.device = device
     self.dim = dim
     stamps = try device.allocate(UInt32.self, count: rows)
-    try device.fill(stamps)
   }
 
   /// Starts a new step's marks: the rows named by every list in `ids`.
   func mark(_ ids: [DeviceArray<Int32>]) throws {
     stamp = stamp == UInt32.max ? 1 : stamp + 1
-    if stamp == 1 { try device.fill(stamps) }   // a wrapped counter must not meet old stamps
+    if stamp == 1 { try device.fill(stamps) }   // the first step, or a wrapped counter that must not meet old stamps
     for list in ids { try device.markRows(ids: list, stamps: stamps, stamp: stamp) }
   }
 
