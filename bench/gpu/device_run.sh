@@ -8,7 +8,7 @@
 # swift-causal and torch-causal (cfg4: cfg3's model and batch under the full causal mask; Swift, and torch.compile + eager),
 # swift-mma (the same with the mma.sync attention forward), swift-bwd-mma (with the mma.sync backward), attention-quick (causal attention at L = 4k, 16k),
 # attention-short (causal attention at head dim 64, L = 128 … 2048, without and with rab^p),
-# attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k), attention-window (semi-local L = 16k at K1 = K2 = 64 … 1024), attention-sla (semi-local and local-window L = 1k, 4k, 16k without and with
+# attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k), attention-long (semi-local and local-window attention at L = 4k … 64k), attention-window (semi-local L = 16k at K1 = K2 = 64 … 1024), attention-sla (semi-local and local-window L = 1k, 4k, 16k without and with
 # rab^p, causal 16k), sass (opcode histogram of $SASS_FUN),
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
@@ -19,7 +19,8 @@
 # ncu-elementwise (ncu sections of the LayerNorm and split/merge kernels of cfg2, forward and backward),
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), cpu-match (the CPU rows of
 # ml-1m.md repeated on the GPU with seeds 42 (the CPU rows'), 7, 1: hstu-large capped at 10 epochs, hstu with early stopping), bench (ML-1M
-# training tokens/s of hstu-large and ultra-hstu), sasrec (ML-1M SASRec, the preset's epochs and patience),
+# training tokens/s of hstu-large and ultra-hstu), datasets (hstu and SASRec on Amazon Beauty, hstu on ML-100K; beauty.txt.gz and u.data.gz carried),
+# mfu-batch (cfg3 and cfg4 steps with 8 and 16 sequences), sasrec (ML-1M SASRec, the preset's epochs and patience),
 # timebias (hstu with rab^t on the embedded ml-latest-small, which has timestamps).
 # Every stage has a time cap and the whole call a budget ($BUDGET s); stages that would not fit are
 # skipped and say so. Logs go to $OUT/logs; the summary is printed last.
@@ -58,11 +59,11 @@ print(f"{r['wallSeconds']:.2f} s, epoch 1 {rates[0] if rates else float('nan'):.
       f"test HR@10 {r['test']['HR@10']:.4f} NDCG@10 {r['test']['NDCG@10']:.4f}, best epoch {r['bestEpoch']}")
 PY
 }
-# training NAME CAP ARGS...: `hstu train --device cuda --data ratings_seq.tsv.gz ARGS` with its report in $LOG/NAME.json,
-# capped at CAP seconds, then its `trained` summary line.
+# training NAME CAP ARGS...: `hstu train --device cuda --data $DATA ARGS` ($DATA: ratings_seq.tsv.gz unless set) with its
+# report in $LOG/NAME.json, capped at CAP seconds, then its `trained` summary line.
 training() {
   local name=$1 cap=$2; shift 2
-  capped $name $cap $exe train --device cuda --data ratings_seq.tsv.gz "$@" --output $LOG/$name.json && trained $name
+  capped $name $cap $exe train --device cuda --data ${DATA:-ratings_seq.tsv.gz} "$@" --output $LOG/$name.json && trained $name
 }
 # steps TAG [ARGS...]: `gpu-bench step` of the three comparison configs with ARGS, logs $bin-TAG-cfgN.
 steps() {
@@ -167,6 +168,16 @@ PY
     attention-window)   # semi-local attention at L = 16k, head dim 128, K1 = K2 = 64 … 1024: the forward's window CTAs walk about 3 … 18 key tiles (plus the tail rows' split runs), so time against tiles separates a CTA's fixed cost from its cost per tile
       capped $bin-attention-window 90 $exe gpu-bench --lengths 16384 --masks semi-local --windows 64 128 256 512 1024 --out /tmp/attention-window
       grep -h "L=" $LOG/$bin-attention-window.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
+    attention-long)   # semi-local (K1 = K2 = 256) and local-window attention per token out to L = 64k, 65 536 tokens per call, without and with rab^p
+      capped $bin-attention-long 90 $exe gpu-bench --tokens 65536 --lengths 4096 16384 32768 65536 --masks semi-local local --out /tmp/attention-long
+      capped $bin-attention-long-pos 90 $exe gpu-bench --tokens 65536 --lengths 4096 16384 32768 65536 --masks semi-local local --position-bias --out /tmp/attention-long
+      grep -h "L=" $LOG/$bin-attention-long.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
+      grep -h "L=" $LOG/$bin-attention-long-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
+    mfu-batch)   # cfg3 and cfg4 with 8 and 16 sequences per step (the model and L of the MFU target; 32k and 64k tokens)
+      for b in 8 16; do
+        capped $bin-mfu-cfg3-b$b 60 $exe gpu-bench step ${CFG3/--batch 4/--batch $b}
+        capped $bin-mfu-cfg4-b$b 60 $exe gpu-bench step ${CFG4/--batch 4/--batch $b}
+      done ;;
     attention-pos)   # attention at head dim 128 with the position bias rab^p (as HSTU layers run it)
       capped $bin-attention-pos 60 $exe gpu-bench --lengths 1024 4096 16384 --position-bias --out /tmp/attention-pos
       grep -h "L=" $LOG/$bin-attention-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
@@ -217,6 +228,10 @@ PY
     train)
       training $bin-train-hstu 60 --preset hstu --patience 0
       training $bin-train-hstu-large 90 --preset hstu-large --patience 0 ;;
+    datasets)   # beyond ML-1M: hstu and SASRec on Amazon Beauty (beauty.txt.gz), hstu on ML-100K (u.data.gz), 40 epochs, seed 42, as the CPU runs of gpu.md
+      DATA=beauty.txt.gz training $bin-beauty-hstu 90 --preset hstu --epochs 40 --patience 0 --seed 42
+      DATA=beauty.txt.gz training $bin-beauty-sasrec 90 --preset sasrec --epochs 40 --patience 0 --seed 42
+      DATA=u.data.gz training $bin-ml100k-hstu 60 --preset hstu --epochs 40 --patience 0 --seed 42 ;;
     cpu-match)   # the CPU rows of ml-1m.md on the GPU, three seeds each: hstu-large capped at 10 epochs, hstu with the preset's early stopping
       for seed in 42 7 1; do
         training $bin-cpu-match-hstu-large-s$seed 40 --preset hstu-large --epochs 10 --seed $seed
