@@ -567,25 +567,39 @@ struct BackwardScratch {
 
 /// The query tiles that see the block's keys, in order, into `s.tiles` (after the count), with bit
 /// 31 set where every query of the tile sees every key of the block (no element-wise mask; never a
-/// tile with rows past the sequence, whose Q and dO rows may belong to the next sequence). Warp 0
-/// tests 32 tiles of the bounds table at once; readers wait for a barrier. The loop then finds its
-/// next tile in shared memory: a walk through the bounds table in global memory put a load's
-/// latency in every step.
+/// tile with rows past the sequence, whose Q and dO rows may belong to the next sequence). Every
+/// mask lets query i see only keys j ≤ i (c = i + 1) and its own key, so the list starts with the
+/// block's own tile, `first_backward_tile`, and the walk starts there. Warp 0 tests 32 tiles of
+/// the bounds table per ballot, with the loads of AHEAD ballots in flight at once (one load latency
+/// per 32 · AHEAD tiles: a walk of one ballot at a time cost a CTA at L = 64k a latency per 32
+/// tiles, which made the backward's time per token grow with L at a fixed window); readers wait
+/// for a barrier. The loop then finds its next tile in shared memory.
+__device__ __forceinline__ int first_backward_tile(const BackwardBlock& B) { return B.k0 / QT; }
+
 __device__ __forceinline__ void backward_tile_list(const BackwardScratch& s, const BackwardBlock& B) {
+  constexpr int AHEAD = 8;
   if (threadIdx.x >= 32) return;
   const int lane = threadIdx.x;
   int count = 0;
-  for (int base = 0; base < B.nTiles; base += 32) {
-    const int tile = base + lane;
-    bool sees = false, full = false;
-    if (tile < B.nTiles) {
-      const int* e = B.entry(tile);
-      sees = B.k0 < e[0] || (B.k0 + BN > e[1] && B.k0 < e[2]);
-      full = (tile + 1) * QT <= B.n && ((B.k0 + BN <= e[3]) || (B.k0 >= e[4] && B.k0 + BN <= e[5]));
+  for (int base = first_backward_tile(B); base < B.nTiles; base += 32 * AHEAD) {
+    bool sees[AHEAD], full[AHEAD];
+    #pragma unroll
+    for (int r = 0; r < AHEAD; ++r) {
+      const int tile = base + 32 * r + lane;
+      sees[r] = full[r] = false;
+      if (tile < B.nTiles) {
+        const int4 e = *(const int4*)B.entry(tile);         // max a, min b, max c, min a
+        const int2 f = *(const int2*)(B.entry(tile) + 4);   // max b, min c
+        sees[r] = B.k0 < e.x || (B.k0 + BN > e.y && B.k0 < e.z);
+        full[r] = (tile + 1) * QT <= B.n && ((B.k0 + BN <= e.w) || (B.k0 >= f.x && B.k0 + BN <= f.y));
+      }
     }
-    const unsigned hit = __ballot_sync(0xffffffffu, sees);
-    if (sees) s.tiles[1 + count + __popc(hit & ((1u << lane) - 1))] = tile | (full ? (int)0x80000000 : 0);
-    count += __popc(hit);
+    #pragma unroll
+    for (int r = 0; r < AHEAD; ++r) {
+      const unsigned hit = __ballot_sync(0xffffffffu, sees[r]);
+      if (sees[r]) s.tiles[1 + count + __popc(hit & ((1u << lane) - 1))] = (base + 32 * r + lane) | (full[r] ? (int)0x80000000 : 0);
+      count += __popc(hit);
+    }
   }
   if (lane == 0) s.tiles[0] = count;
 }
@@ -846,17 +860,16 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
   const bf16_t* qBase = q + (size_t)start * ldqk + h * DQK;
   const bf16_t* oBase = dout + (size_t)start * ldv + h * DV;
 
+  // K, V and the first query tile's Q and dO in flight while warp 0 lists the tiles.
+  int tile = first_backward_tile(B);
   load_tile<DQK, SQK, BWD_WARPS * 32>(sK, k + (size_t)(start + k0) * ldqk + h * DQK, ldqk, BN, n - k0);
   load_tile<DV, SV, BWD_WARPS * 32>(sV, v + (size_t)(start + k0) * ldv + h * DV, ldv, BN, n - k0);
+  load_tile<DQK, SQK, BWD_WARPS * 32>(sQ, qBase + (size_t)tile * QT * ldqk, ldqk, QT, n - tile * QT);
+  load_tile<DV, SV, BWD_WARPS * 32>(sO, oBase + (size_t)tile * QT * ldv, ldv, QT, n - tile * QT);
+  cp_async_commit();
   backward_tile_list(s, B);
   __syncthreads();
   const int count = s.tiles[0];
-  int tile = count > 0 ? s.tiles[1] & 0x7fffffff : 0;
-  if (count > 0) {
-    load_tile<DQK, SQK, BWD_WARPS * 32>(sQ, qBase + (size_t)tile * QT * ldqk, ldqk, QT, n - tile * QT);
-    load_tile<DV, SV, BWD_WARPS * 32>(sO, oBase + (size_t)tile * QT * ldv, ldv, QT, n - tile * QT);
-  }
-  cp_async_commit();
 
   float accK[DQK / 8][4], accV[DV / 8][4];
   long long kt0, kt1;

@@ -382,11 +382,12 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     }
     cp_async_commit();
   };
+  // The first query tile's Q, dO and rab^p entries in flight while warp 0 lists the tiles.
+  if (threadIdx.x == 0) produce(first_backward_tile(B), 0);
+  produce_pos(first_backward_tile(B), 0);
   backward_tile_list(s, B);
   __syncthreads();
   const int count = s.tiles[0];
-  if (threadIdx.x == 0 && count > 0) produce(s.tiles[1] & 0x7fffffff, 0);
-  if (count > 0) produce_pos(s.tiles[1] & 0x7fffffff, 0);
 
   float accK[DQK / 8][4], accV[DV / 8][4];
   long long kt0, kt1;
