@@ -104,6 +104,14 @@ for spec in "$@"; do
           --metrics $STALLS,smsp__inst_executed.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__t_set_accesses_pipe_lsu_mem_global_op_red.sum,lts__t_sectors_op_red.sum \
           $exe gpu-bench $shape --repeats 3 --out /tmp/ncu-out
       done ;;
+    ncu-bwd-long)   # the wgmma attention backward under ncu at 65 536 tokens: local window at L = 4k and 64k, semi-local at 64k (what grows with L)
+      for shape in "4096 local" "65536 local" "65536 semi-local"; do
+        read -r len mask <<< "$shape"
+        capped $bin-ncu-bwd-long-$len-$mask 120 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:hstu_attention_backward_wgmma --launch-skip 2 --launch-count 1 \
+          --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis --section WarpStateStats \
+          --metrics $STALLS,smsp__inst_executed.sum,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_elapsed.avg,lts__t_sector_hit_rate.pct,dram__bytes_read.sum,dram__bytes_write.sum,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active \
+          $exe gpu-bench --tokens 65536 --lengths $len --masks $mask --repeats 3 --out /tmp/ncu-out
+      done ;;
     ncu-bwd-source|ncu-fwd-source)   # where a wgmma attention kernel's warps stall, per SASS instruction (semi-local L = 4096, head dim 128, rab^p as in the step)
       dir=${stage#ncu-}; dir=${dir%-source}
       [ $dir = bwd ] && fun=hstu_attention_backward_wgmma || fun=hstu_attention_forward_wgmma

@@ -568,36 +568,49 @@ struct BackwardScratch {
 /// The query tiles that see the block's keys, in order, into `s.tiles` (after the count), with bit
 /// 31 set where every query of the tile sees every key of the block (no element-wise mask; never a
 /// tile with rows past the sequence, whose Q and dO rows may belong to the next sequence). Every
-/// mask lets query i see only keys j ≤ i (c = i + 1) and its own key, so the list starts with the
-/// block's own tile, `first_backward_tile`, and the walk starts there. Warp 0 tests 32 tiles of
-/// the bounds table per ballot, with the loads of AHEAD ballots in flight at once (one load latency
-/// per 32 · AHEAD tiles: a walk of one ballot at a time cost a CTA at L = 64k a latency per 32
-/// tiles, which made the backward's time per token grow with L at a fixed window); readers wait
-/// for a barrier. The loop then finds its next tile in shared memory.
+/// mask lets query i see only keys j ≤ i and its own key, so the list starts with the block's own
+/// tile, `first_backward_tile`. Only candidate tiles are tested against the bounds table: without a
+/// window, or for keys under the global prefix columns or the contextual prefix, every tile from
+/// there on; otherwise the window's rows k0 … k0 + BN − 1 + window, then (keys of the history) the
+/// global tail rows and the targets, which see every key of the history. So a windowed block tests a
+/// few tiles at any L (a walk over every later tile cost a block a latency per 32 tiles and made the
+/// backward's time per token grow with L at a fixed window). Warp 0 tests 32 candidates per ballot,
+/// the loads of AHEAD ballots in flight at once; readers wait for a barrier. The loop then finds its
+/// next tile in shared memory.
 __device__ __forceinline__ int first_backward_tile(const BackwardBlock& B) { return B.k0 / QT; }
 
-__device__ __forceinline__ void backward_tile_list(const BackwardScratch& s, const BackwardBlock& B) {
+__device__ __forceinline__ void backward_tile_list(const BackwardScratch& s, const BackwardBlock& B, MaskArgs m) {
   constexpr int AHEAD = 8;
   if (threadIdx.x >= 32) return;
-  const int lane = threadIdx.x;
+  const int lane = threadIdx.x, first = first_backward_tile(B);
+  // Candidates: tiles first … windowEnd − 1, then globalStart … nTiles − 1.
+  int windowEnd = B.nTiles, globalStart = B.nTiles;
+  if (m.window >= 0 && B.k0 >= max(m.prefix, m.contextual)) {
+    const int history = B.n - B.t;
+    windowEnd = min(B.nTiles, (B.k0 + BN - 1 + m.window) / QT + 1);
+    globalStart = max(windowEnd, B.k0 < history ? max(0, history - m.tail) / QT : B.nTiles);
+  }
+  const int candidates = (windowEnd - first) + (B.nTiles - globalStart);
   int count = 0;
-  for (int base = first_backward_tile(B); base < B.nTiles; base += 32 * AHEAD) {
+  for (int base = 0; base < candidates; base += 32 * AHEAD) {
+    int tile[AHEAD];
     bool sees[AHEAD], full[AHEAD];
     #pragma unroll
     for (int r = 0; r < AHEAD; ++r) {
-      const int tile = base + 32 * r + lane;
+      const int c = base + 32 * r + lane;
+      tile[r] = c < windowEnd - first ? first + c : globalStart + (c - (windowEnd - first));
       sees[r] = full[r] = false;
-      if (tile < B.nTiles) {
-        const int4 e = *(const int4*)B.entry(tile);         // max a, min b, max c, min a
-        const int2 f = *(const int2*)(B.entry(tile) + 4);   // max b, min c
+      if (c < candidates) {
+        const int4 e = *(const int4*)B.entry(tile[r]);         // max a, min b, max c, min a
+        const int2 f = *(const int2*)(B.entry(tile[r]) + 4);   // max b, min c
         sees[r] = B.k0 < e.x || (B.k0 + BN > e.y && B.k0 < e.z);
-        full[r] = (tile + 1) * QT <= B.n && ((B.k0 + BN <= e.w) || (B.k0 >= f.x && B.k0 + BN <= f.y));
+        full[r] = (tile[r] + 1) * QT <= B.n && ((B.k0 + BN <= e.w) || (B.k0 >= f.x && B.k0 + BN <= f.y));
       }
     }
     #pragma unroll
     for (int r = 0; r < AHEAD; ++r) {
       const unsigned hit = __ballot_sync(0xffffffffu, sees[r]);
-      if (sees[r]) s.tiles[1 + count + __popc(hit & ((1u << lane) - 1))] = (base + 32 * r + lane) | (full[r] ? (int)0x80000000 : 0);
+      if (sees[r]) s.tiles[1 + count + __popc(hit & ((1u << lane) - 1))] = tile[r] | (full[r] ? (int)0x80000000 : 0);
       count += __popc(hit);
     }
   }
@@ -867,7 +880,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
   load_tile<DQK, SQK, BWD_WARPS * 32>(sQ, qBase + (size_t)tile * QT * ldqk, ldqk, QT, n - tile * QT);
   load_tile<DV, SV, BWD_WARPS * 32>(sO, oBase + (size_t)tile * QT * ldv, ldv, QT, n - tile * QT);
   cp_async_commit();
-  backward_tile_list(s, B);
+  backward_tile_list(s, B, m);
   __syncthreads();
   const int count = s.tiles[0];
 

@@ -385,7 +385,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   // The first query tile's Q, dO and rab^p entries in flight while warp 0 lists the tiles.
   if (threadIdx.x == 0) produce(first_backward_tile(B), 0);
   produce_pos(first_backward_tile(B), 0);
-  backward_tile_list(s, B);
+  backward_tile_list(s, B, m);
   __syncthreads();
   const int count = s.tiles[0];
 
