@@ -8,7 +8,7 @@
 # swift-causal and torch-causal (cfg4: cfg3's model and batch under the full causal mask; Swift, and torch.compile + eager),
 # swift-mma (the same with the mma.sync attention forward), swift-bwd-mma (with the mma.sync backward), attention-quick (causal attention at L = 4k, 16k),
 # attention-short (causal attention at head dim 64, L = 128 … 2048, without and with rab^p),
-# attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k), attention-long (semi-local and local-window attention at L = 4k … 64k), attention-window (semi-local L = 16k at K1 = K2 = 64 … 1024), attention-sla (semi-local and local-window L = 1k, 4k, 16k without and with
+# attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k), attention-long (semi-local and local-window attention at L = 4k … 64k), attention-128k (the same at 64k and 128k), attention-window (semi-local L = 16k at K1 = K2 = 64 … 1024), attention-sla (semi-local and local-window L = 1k, 4k, 16k without and with
 # rab^p, causal 16k), sass (opcode histogram of $SASS_FUN),
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
@@ -181,6 +181,9 @@ PY
       capped $bin-attention-long-pos 90 $exe gpu-bench --tokens 65536 --lengths 4096 16384 32768 65536 --masks semi-local local --position-bias --out /tmp/attention-long
       grep -h "L=" $LOG/$bin-attention-long.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
       grep -h "L=" $LOG/$bin-attention-long-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
+    attention-128k)   # semi-local and local-window attention at L = 64k and 128k, 131 072 tokens per call: where the backward's list of query tiles (4 bytes of shared memory per 64 tokens of the longest sequence) leaves two CTAs per SM
+      capped $bin-attention-128k 90 $exe gpu-bench --tokens 131072 --lengths 65536 131072 --masks semi-local local --out /tmp/attention-128k
+      grep -h "L=" $LOG/$bin-attention-128k.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
     mfu-batch)   # cfg3 and cfg4 with 8 and 16 sequences per step (the model and L of the MFU target; 32k and 64k tokens)
       for b in 8 16; do
         capped $bin-mfu-cfg3-b$b 60 $exe gpu-bench step ${CFG3/--batch 4/--batch $b}
