@@ -314,18 +314,21 @@ extension CUDADevice {
     let mark = arena.mark()
     defer { arena.release(to: mark) }
     let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets, cache: cache)
+    guard tiles <= 1 << 15 else {
+      throw CUDAError.unsupported("the attention backward numbers query tiles in 15 bits: sequences of at most \((1 << 15) * Self.attentionQueryTile) tokens, got \(shape.maxLength)")
+    }
     try fill(dq)
     let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile, tokens = dq.count / (shape.heads * shape.dqk)
     // K, V, two stages of a Q and a dO tile, dSᵀ (bf16; mma.sync: padded rows; wgmma: swizzled, 1 KB
     // to align the swizzle atoms, each stage large enough for the tile's fp32 dQ, three mbarriers,
     // each stage's rab^p entries);
-    // the query tile's key intervals; the list of query tiles; each warp's dPos sums over the
-    // QT + 15 diagonals of its 16 keys.
+    // the query tile's key intervals; the list of query tiles (its length, then 2 bytes per tile);
+    // each warp's dPos sums over the QT + 15 diagonals of its 16 keys.
     let pad = wgmma ? 0 : 8
     let stage = wgmma ? max(qt * (shape.dqk + shape.dv), 2 * qt * shape.dqk) : qt * (shape.dqk + shape.dv + 2 * pad)
     var shared = (wgmma ? 1024 + 3 * 8 + 4 * 2 * (qt + bn) : 0)
       + 2 * (bn * (shape.dqk + pad) + bn * (shape.dv + pad) + 2 * stage + bn * (qt + pad))
-      + 4 * 3 * qt + 4 * (1 + tiles) + 4 * Self.attentionBackwardWarps * (qt + 15)
+      + 4 * 3 * qt + 4 + 4 * ((tiles + 1) / 2) + 4 * Self.attentionBackwardWarps * (qt + 15)
     if timeBuckets > 0 { shared = (shared + 7) / 8 * 8 + 8 * qt + 4 * timeBuckets }   // query times, dTime partial sums
     try launch(module.function(wgmma ? "hstu_attention_backward_wgmma" : "hstu_attention_backward"),
                grid: ((shape.maxLength + bn - 1) / bn, shape.heads, shape.batch), block: (32 * Self.attentionBackwardWarps, 1, 1), sharedBytes: shared,

@@ -547,7 +547,8 @@ __device__ __forceinline__ bool backward_block(BackwardBlock& B, const int* __re
 /// and the block's dTime sums.
 struct BackwardScratch {
   int* interval;          // [3][QT]
-  int* tiles;             // [1 + tilesPerSequence]: the count, then the tiles (`backward_tile_list`)
+  int* tileCount;         // [1] the length of `tiles`
+  unsigned short* tiles;  // [tilesPerSequence rounded up to even] (`backward_tile_list`), 2 bytes per tile
   float* diag;            // [BWD_WARPS][WARP_DIAGONALS]
   float* lse;             // [QT]
   float* delta;           // [QT]
@@ -556,17 +557,21 @@ struct BackwardScratch {
 
   __device__ __forceinline__ BackwardScratch(void* base, int tilesPerSequence) {
     interval = (int*)base;
-    tiles = interval + 3 * QT;
-    diag = (float*)(tiles + 1 + tilesPerSequence);
+    tileCount = interval + 3 * QT;
+    tiles = (unsigned short*)(tileCount + 1);
+    diag = (float*)(tiles + ((tilesPerSequence + 1) & ~1));
     lse = diag;
     delta = diag + QT;
     queryTime = (long long*)(((size_t)(diag + BWD_WARPS * WARP_DIAGONALS) + 7) & ~(size_t)7);
     dTime = (float*)(queryTime + QT);
   }
+  /// The i-th query tile of the list, and whether every query of it sees every key of the block.
+  __device__ __forceinline__ int tile(int i) const { return tiles[i] & 0x7fff; }
+  __device__ __forceinline__ bool full(int i) const { return tiles[i] >> 15; }
 };
 
-/// The query tiles that see the block's keys, in order, into `s.tiles` (after the count), with bit
-/// 31 set where every query of the tile sees every key of the block (no element-wise mask; never a
+/// The query tiles that see the block's keys, in order, into `s.tiles` (their count into
+/// `s.tileCount`), with bit 15 set where every query of the tile sees every key of the block (no element-wise mask; never a
 /// tile with rows past the sequence, whose Q and dO rows may belong to the next sequence). Every
 /// mask lets query i see only keys j ≤ i and its own key, so the list starts with the block's own
 /// tile, `first_backward_tile`. Only candidate tiles are tested against the bounds table: without a
@@ -610,11 +615,11 @@ __device__ __forceinline__ void backward_tile_list(const BackwardScratch& s, con
     #pragma unroll
     for (int r = 0; r < AHEAD; ++r) {
       const unsigned hit = __ballot_sync(0xffffffffu, sees[r]);
-      if (sees[r]) s.tiles[1 + count + __popc(hit & ((1u << lane) - 1))] = tile[r] | (full[r] ? (int)0x80000000 : 0);
+      if (sees[r]) s.tiles[count + __popc(hit & ((1u << lane) - 1))] = (unsigned short)(tile[r] | (full[r] ? 0x8000 : 0));
       count += __popc(hit);
     }
   }
-  if (lane == 0) s.tiles[0] = count;
+  if (lane == 0) *s.tileCount = count;
 }
 
 /// The scratch of query tile q0: key intervals, lse and Δ (SOFTMAX), query times (TIME_BIAS).
@@ -882,7 +887,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
   cp_async_commit();
   backward_tile_list(s, B, m);
   __syncthreads();
-  const int count = s.tiles[0];
+  const int count = *s.tileCount;
 
   float accK[DQK / 8][4], accV[DV / 8][4];
   long long kt0, kt1;
@@ -891,7 +896,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
   for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
     const int q0 = tile * QT;
     if (i + 1 < count) {   // the next tile's Q and dO, while this one computes
-      const int nextTile = s.tiles[2 + i] & 0x7fffffff;
+      const int nextTile = s.tile(i + 1);
       load_tile<DQK, SQK, BWD_WARPS * 32>(sQ + (stage ^ 1) * QT * SQK, qBase + (size_t)nextTile * QT * ldqk, ldqk, QT, n - nextTile * QT);
       load_tile<DV, SV, BWD_WARPS * 32>(sO + (stage ^ 1) * QT * SV, oBase + (size_t)nextTile * QT * ldv, ldv, QT, n - nextTile * QT);
     }
@@ -908,7 +913,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
     warp_keys_times_queries<DV, SV>(dpt, sV, cO, warp, lane);
 
     u32 pf[QT / 16][4], df[QT / 16][4];
-    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, [&](int d) { return pos_at(pos, d, posLength); },
+    backward_scores(st, dpt, pf, df, s, B, q0, s.full(i), [&](int d) { return pos_at(pos, d, posLength); },
                     scoreScale, time, kt0, kt1, [&](int row, int unit) { return sDS + row * SDS + unit * 8; });
 
     // dV += Pᵀ dO and dK += dSᵀ Q.
@@ -954,7 +959,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
     }
     if (POS_BIAS) backward_position_gradient(s, B, q0, dpos, posLength);
     __syncthreads();
-    tile = s.tiles[2 + i] & 0x7fffffff;   // read again here: fewer registers live through the step
+    tile = s.tile(i + 1);   // read again here: fewer registers live through the step
   }
   cp_async_wait<0>();
   store_key_gradients(accK, accV, B, s, {dk, dv, pre, dpre, preStride, preV, preK}, dtime, heads, timeBuckets);

@@ -387,7 +387,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   produce_pos(first_backward_tile(B), 0);
   backward_tile_list(s, B, m);
   __syncthreads();
-  const int count = s.tiles[0];
+  const int count = *s.tileCount;
 
   float accK[DQK / 8][4], accV[DV / 8][4];
   long long kt0, kt1;
@@ -396,7 +396,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   mbar_wait(kvLanded, 0);
 
   for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
-    const int q0 = (s.tiles[1 + i] & 0x7fffffff) * QT;
+    const int q0 = s.tile(i) * QT;
     backward_tile_queries(s, B, q0, m, lse, delta, heads, time);
     cp_async_wait<0>();   // this tile's rab^p entries
     __syncthreads();
@@ -416,15 +416,15 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
                          sw128_desc(oAddr + (kk >> 2) * QT * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
     wgmma_commit();
     // The next tile's Q, dO and rab^p entries, while this one computes.
-    if (threadIdx.x == 0 && i + 1 < count) produce(s.tiles[2 + i] & 0x7fffffff, stage ^ 1);
-    if (i + 1 < count) produce_pos(s.tiles[2 + i] & 0x7fffffff, stage ^ 1);
+    if (threadIdx.x == 0 && i + 1 < count) produce(s.tile(i + 1), stage ^ 1);
+    if (i + 1 < count) produce_pos(s.tile(i + 1), stage ^ 1);
     wgmma_wait<0>();
     pin(st);
     pin(dpt);
 
     u32 pf[QT / 16][4], df[QT / 16][4];
     const float* posTile = sPos + stage * (QT + BN) - (q0 - k0 - (BN - 1));   // indexed by diagonal
-    backward_scores(st, dpt, pf, df, s, B, q0, s.tiles[1 + i] < 0, [&](int d) { return posTile[d]; },
+    backward_scores(st, dpt, pf, df, s, B, q0, s.full(i), [&](int d) { return posTile[d]; },
                     scoreScale, time, kt0, kt1, [&](int row, int unit) { return sDS + row * QT + ((unit ^ (row & 7)) << 3); });
 
     // dV += Pᵀ dO and dK += dSᵀ Q: k-step kk is 16 query rows; dO and Q are N-major (64-column chunks QT·128 bytes apart).
