@@ -170,6 +170,7 @@ struct BenchAttention: ParsableCommand {
   func run() throws {
     let ls = lengths.split(separator: ",").compactMap { Int($0) }
     guard !ls.isEmpty, ls.allSatisfy({ $0 > 0 }) else { throw ValidationError("--lengths must be positive integers") }
+    try BLAS.check()
     let info = RunInfo.current()
     let masks: [(String, AttentionMask)] = [("causal", .causal), ("sla-meta", .semiLocalMeta(k1: k1, k2: k2)),
                                             ("sla-prefix", .semiLocalPrefix(k1: k1, k2: k2))]

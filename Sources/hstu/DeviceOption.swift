@@ -16,9 +16,12 @@ struct DeviceOption: ParsableArguments {
     try validateGPUMemory(gpuMemory)
   }
 
-  /// The engine for `model`: nil (train in this process on the CPU) or the first GPU.
+  /// The engine for `model`: nil (train in this process on the CPU, once OpenBLAS has loaded) or the first GPU.
   func engine(model: RetrievalModel, train: TrainConfig) throws -> TrainingEngine? {
-    guard device == "cuda" else { return nil }
+    guard device == "cuda" else {
+      try BLAS.check()
+      return nil
+    }
     let gpu = try CUDADevice(arenaBytes: gpuMemory << 30)
     FileHandle.standardError.write("device: \(gpu.name)\n".data(using: .utf8)!)
     gpu.compileLog = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }

@@ -23,6 +23,7 @@ struct GPUCheck: ParsableCommand {
       }
       return
     }
+    try BLAS.check()   // the CPU ops every CUDA op is checked against
     let device = try CUDADevice(arenaBytes: 2 << 30)
     print("device: \(device.name) (\(device.architecture), \(device.multiprocessors) SMs)")
     var checker = ParityChecker(device: device, random: CounterRandom(seed: seed))

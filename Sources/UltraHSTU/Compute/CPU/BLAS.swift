@@ -37,10 +37,18 @@ public final class BLAS: @unchecked Sendable {
   /// The library file that was loaded.
   public let libraryPath: String
 
-  /// The process-wide instance; loading happens on first use.
-  public static let shared: BLAS = {
-    do { return try BLAS() } catch { fatalError("\(error)") }
-  }()
+  /// The process-wide instance, loaded on first use. Commands call `check()` before any CPU work,
+  /// so a missing library is a thrown `BLASError` with a message, not a crash here.
+  public static var shared: BLAS {
+    switch loading {
+    case .success(let blas): return blas
+    case .failure(let error): fatalError("\(error)")
+    }
+  }
+  private static let loading = Result { try BLAS() }
+
+  /// Loads the library (once) and throws `BLASError` if it cannot be used.
+  public static func check() throws { _ = try loading.get() }
 
   /// Candidate library names, most specific first.
   static let candidates = ["libopenblas.so.0", "libopenblas.so", "/usr/lib/x86_64-linux-gnu/libopenblas.so.0",
