@@ -571,10 +571,10 @@ struct BackwardScratch {
 };
 
 /// The query tiles that see the block's keys, in order, into `s.tiles` (their count into
-/// `s.tileCount`), with bit 15 set where every query of the tile sees every key of the block (no element-wise mask; never a
-/// tile with rows past the sequence, whose Q and dO rows may belong to the next sequence). Every
-/// mask lets query i see only keys j ≤ i and its own key, so the list starts with the block's own
-/// tile, `first_backward_tile`. Only candidate tiles are tested against the bounds table: without a
+/// `s.tileCount`), with bit 15 set where every query of the tile sees every key of the block (no
+/// element-wise mask; never a tile with rows past the sequence, whose Q and dO rows may belong to
+/// the next sequence). Every mask lets query i see only keys j ≤ i and its own key, so the list
+/// starts with the block's own tile, `first_backward_tile`. Only candidate tiles are tested against the bounds table: without a
 /// window, or for keys under the global prefix columns or the contextual prefix, every tile from
 /// there on; otherwise the window's rows k0 … k0 + BN − 1 + window, then (keys of the history) the
 /// global tail rows and the targets, which see every key of the history. So a windowed block tests a
