@@ -43,9 +43,9 @@ def main():
     args = parser.parse_args()
     for shape in args.shapes:
         batch, length = (int(v) for v in shape.split("x"))
-        work = costs(batch, length, args.heads, "group", args.fixed)
-        ideal = sum(work) / args.slots
-        spans = {o: makespan(costs(batch, length, args.heads, o, args.fixed), args.slots) / ideal for o in ("group", "block")}
+        orders = {o: costs(batch, length, args.heads, o, args.fixed) for o in ("group", "block")}
+        ideal = sum(orders["group"]) / args.slots
+        spans = {o: makespan(work, args.slots) / ideal for o, work in orders.items()}
         print(f"batch {batch:4d} L {length:6d}: group {spans['group']:.3f}  block {spans['block']:.3f}  (x ideal)")
 
 

@@ -65,6 +65,13 @@ training() {
   local name=$1 cap=$2; shift 2
   capped $name $cap $exe train --device cuda --data ${DATA:-ratings_seq.tsv.gz} "$@" --output $LOG/$name.json && trained $name
 }
+# attention_table NAME CAP LABEL ARGS...: `gpu-bench ARGS` (the attention bench) capped at CAP seconds, its log in
+# $LOG/NAME.txt, its rows (one per mask and L) into the summary as "LABEL: row".
+attention_table() {
+  local name=$1 cap=$2 label=$3; shift 3
+  capped $name $cap $exe gpu-bench "$@" --out /tmp/$name
+  grep -h "L=" $LOG/$name.txt | sed "s/^/$label: /" >> $LOG/summary.txt
+}
 # steps TAG [ARGS...]: `gpu-bench step` of the three comparison configs with ARGS, logs $bin-TAG-cfgN.
 steps() {
   local tag=$1; shift
@@ -160,38 +167,28 @@ PY
           $LOG/$bin-ncu-loss-cfg$n.txt | sed "s/^/$bin cfg$n: /" >> $LOG/summary.txt
       done ;;
     attention-quick)   # the causal attention forward/backward at L = 4k and 16k only (a quick A/B of kernel changes)
-      capped $bin-attention-quick 40 $exe gpu-bench --lengths 4096 16384 --masks causal --out /tmp/attention-quick
-      grep -h "L=" $LOG/$bin-attention-quick.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
+      attention_table $bin-attention-quick 40 "$bin" --lengths 4096 16384 --masks causal ;;
     attention-short)   # causal attention at head dim 64 and short L: where the wgmma forward starts to win
-      capped $bin-attention-short 40 $exe gpu-bench --lengths 128 256 512 1024 2048 --masks causal --attention-head-dim 64 --out /tmp/attention-short
-      capped $bin-attention-short-pos 40 $exe gpu-bench --lengths 128 256 512 1024 2048 --masks causal --attention-head-dim 64 --position-bias --out /tmp/attention-short
-      grep -h "L=" $LOG/$bin-attention-short.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
-      grep -h "L=" $LOG/$bin-attention-short-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
+      attention_table $bin-attention-short 40 "$bin" --lengths 128 256 512 1024 2048 --masks causal --attention-head-dim 64
+      attention_table $bin-attention-short-pos 40 "$bin rab^p" --lengths 128 256 512 1024 2048 --masks causal --attention-head-dim 64 --position-bias ;;
     attention-sla)   # semi-local attention (K1 = K2 = 256) and its window alone (local K1 = 256) at head dim 128, L = 1k, 4k, 16k, without and with rab^p, and causal L = 16k
-      capped $bin-attention-sla 60 $exe gpu-bench --lengths 1024 4096 16384 --masks semi-local local --out /tmp/attention-sla
-      capped $bin-attention-sla-pos 60 $exe gpu-bench --lengths 1024 4096 16384 --masks semi-local local --position-bias --out /tmp/attention-sla
-      capped $bin-attention-causal 40 $exe gpu-bench --lengths 16384 --masks causal --out /tmp/attention-sla
-      grep -h "L=" $LOG/$bin-attention-sla.txt $LOG/$bin-attention-causal.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
-      grep -h "L=" $LOG/$bin-attention-sla-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
+      attention_table $bin-attention-sla 60 "$bin" --lengths 1024 4096 16384 --masks semi-local local
+      attention_table $bin-attention-sla-pos 60 "$bin rab^p" --lengths 1024 4096 16384 --masks semi-local local --position-bias
+      attention_table $bin-attention-causal 40 "$bin" --lengths 16384 --masks causal ;;
     attention-window)   # semi-local attention at L = 16k, head dim 128, K1 = K2 = 64 … 1024: the forward's window CTAs walk about 3 … 18 key tiles (plus the tail rows' split runs), so time against tiles separates a CTA's fixed cost from its cost per tile
-      capped $bin-attention-window 90 $exe gpu-bench --lengths 16384 --masks semi-local --windows 64 128 256 512 1024 --out /tmp/attention-window
-      grep -h "L=" $LOG/$bin-attention-window.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
+      attention_table $bin-attention-window 90 "$bin" --lengths 16384 --masks semi-local --windows 64 128 256 512 1024 ;;
     attention-long)   # semi-local (K1 = K2 = 256) and local-window attention per token out to L = 64k, 65 536 tokens per call, without and with rab^p
-      capped $bin-attention-long 90 $exe gpu-bench --tokens 65536 --lengths 4096 16384 32768 65536 --masks semi-local local --out /tmp/attention-long
-      capped $bin-attention-long-pos 90 $exe gpu-bench --tokens 65536 --lengths 4096 16384 32768 65536 --masks semi-local local --position-bias --out /tmp/attention-long
-      grep -h "L=" $LOG/$bin-attention-long.txt | sed "s/^/$bin: /" >> $LOG/summary.txt
-      grep -h "L=" $LOG/$bin-attention-long-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
+      attention_table $bin-attention-long 90 "$bin" --tokens 65536 --lengths 4096 16384 32768 65536 --masks semi-local local
+      attention_table $bin-attention-long-pos 90 "$bin rab^p" --tokens 65536 --lengths 4096 16384 32768 65536 --masks semi-local local --position-bias ;;
     attention-128k)   # semi-local and local-window attention at L = 64k and 128k, 131 072 tokens per call: where the backward's list of query tiles (4 bytes of shared memory per 64 tokens of the longest sequence) leaves two CTAs per SM
-      capped $bin-attention-128k 90 $exe gpu-bench --tokens 131072 --lengths 65536 131072 --masks semi-local local --out /tmp/attention-128k
-      grep -h "L=" $LOG/$bin-attention-128k.txt | sed "s/^/$bin: /" >> $LOG/summary.txt ;;
+      attention_table $bin-attention-128k 90 "$bin" --tokens 131072 --lengths 65536 131072 --masks semi-local local ;;
     mfu-batch)   # cfg3 and cfg4 with 8 and 16 sequences per step (the model and L of the MFU target; 32k and 64k tokens)
       for b in 8 16; do
         capped $bin-mfu-cfg3-b$b 60 $exe gpu-bench step ${CFG3/--batch 4/--batch $b}
         capped $bin-mfu-cfg4-b$b 60 $exe gpu-bench step ${CFG4/--batch 4/--batch $b}
       done ;;
     attention-pos)   # attention at head dim 128 with the position bias rab^p (as HSTU layers run it)
-      capped $bin-attention-pos 60 $exe gpu-bench --lengths 1024 4096 16384 --position-bias --out /tmp/attention-pos
-      grep -h "L=" $LOG/$bin-attention-pos.txt | sed "s/^/$bin rab^p: /" >> $LOG/summary.txt ;;
+      attention_table $bin-attention-pos 60 "$bin rab^p" --lengths 1024 4096 16384 --position-bias ;;
     sass)   # opcode histogram of a wgmma attention kernel ($SASS_FUN, default the forward; d = 128), from the cubin NVRTC cached
       capped $bin-sass-run 40 $exe gpu-bench --lengths 4096 --masks causal --repeats 1 --out /tmp/sass-out
       for c in $HSTU_CACHE_DIR/hstu_attention-*.cubin; do

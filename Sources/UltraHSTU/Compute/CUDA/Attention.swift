@@ -313,10 +313,11 @@ extension CUDADevice {
     let wgmma = try usesWGMMA(kernel ?? attentionBackwardKernel, shape, minLength: 0)
     let mark = arena.mark()
     defer { arena.release(to: mark) }
-    let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets, cache: cache)
-    guard tiles <= 1 << 15 else {
-      throw CUDAError.unsupported("the attention backward numbers query tiles in 15 bits: sequences of at most \((1 << 15) * Self.attentionQueryTile) tokens, got \(shape.maxLength)")
+    let maxLength = (1 << 15) * Self.attentionQueryTile   // the backward numbers query tiles in 15 bits
+    guard shape.maxLength <= maxLength else {
+      throw CUDAError.unsupported("the attention backward takes sequences of at most \(maxLength) tokens, got \(shape.maxLength)")
     }
+    let (bounds, tiles) = try attentionBounds(shape, module: module, offsets: offsets, targets: targets, cache: cache)
     try fill(dq)
     let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile, tokens = dq.count / (shape.heads * shape.dqk)
     // K, V, two stages of a Q and a dO tile, dSᵀ (bf16; mma.sync: padded rows; wgmma: swizzled, 1 KB

@@ -574,14 +574,14 @@ struct BackwardScratch {
 /// `s.tileCount`), with bit 15 set where every query of the tile sees every key of the block (no
 /// element-wise mask; never a tile with rows past the sequence, whose Q and dO rows may belong to
 /// the next sequence). Every mask lets query i see only keys j ≤ i and its own key, so the list
-/// starts with the block's own tile, `first_backward_tile`. Only candidate tiles are tested against the bounds table: without a
-/// window, or for keys under the global prefix columns or the contextual prefix, every tile from
-/// there on; otherwise the window's rows k0 … k0 + BN − 1 + window, then (keys of the history) the
-/// global tail rows and the targets, which see every key of the history. So a windowed block tests a
-/// few tiles at any L (a walk over every later tile cost a block a latency per 32 tiles and made the
-/// backward's time per token grow with L at a fixed window). Warp 0 tests 32 candidates per ballot,
-/// the loads of AHEAD ballots in flight at once; readers wait for a barrier. The loop then finds its
-/// next tile in shared memory.
+/// starts with the block's own tile, `first_backward_tile`. Only candidate tiles are tested against
+/// the bounds table: without a window, or for keys under the global prefix columns or the
+/// contextual prefix, every tile from there on; otherwise the window's rows k0 … k0 + BN − 1 +
+/// window, then (keys of the history) the global tail rows and the targets, which see every key of
+/// the history. So a windowed block tests a few tiles at any L (a walk over every later tile cost a
+/// block a latency per 32 tiles and made the backward's time per token grow with L at a fixed
+/// window). Warp 0 tests 32 candidates per ballot, the loads of AHEAD ballots in flight at once;
+/// readers wait for a barrier. The loop then finds its next tile in shared memory.
 __device__ __forceinline__ int first_backward_tile(const BackwardBlock& B) { return B.k0 / QT; }
 
 __device__ __forceinline__ void backward_tile_list(const BackwardScratch& s, const BackwardBlock& B, MaskArgs m) {
@@ -606,8 +606,9 @@ __device__ __forceinline__ void backward_tile_list(const BackwardScratch& s, con
       tile[r] = c < windowEnd - first ? first + c : globalStart + (c - (windowEnd - first));
       sees[r] = full[r] = false;
       if (c < candidates) {
-        const int4 e = *(const int4*)B.entry(tile[r]);         // max a, min b, max c, min a
-        const int2 f = *(const int2*)(B.entry(tile[r]) + 4);   // max b, min c
+        const int* entry = B.entry(tile[r]);
+        const int4 e = *(const int4*)entry;         // max a, min b, max c, min a
+        const int2 f = *(const int2*)(entry + 4);   // max b, min c
         sees[r] = B.k0 < e.x || (B.k0 + BN > e.y && B.k0 < e.z);
         full[r] = (tile[r] + 1) * QT <= B.n && ((B.k0 + BN <= e.w) || (B.k0 >= f.x && B.k0 + BN <= f.y));
       }

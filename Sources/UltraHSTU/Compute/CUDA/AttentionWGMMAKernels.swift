@@ -383,8 +383,9 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     cp_async_commit();
   };
   // The first query tile's Q, dO and rab^p entries in flight while warp 0 lists the tiles.
-  if (threadIdx.x == 0) produce(first_backward_tile(B), 0);
-  produce_pos(first_backward_tile(B), 0);
+  const int first = first_backward_tile(B);
+  if (threadIdx.x == 0) produce(first, 0);
+  produce_pos(first, 0);
   backward_tile_list(s, B, m);
   __syncthreads();
   const int count = *s.tileCount;
