@@ -6,6 +6,7 @@
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
 # swift-causal and torch-causal (cfg4: cfg3's model and batch under the full causal mask; Swift, and torch.compile + eager),
+# order-ab (the attention CTA orders against each other: causal attention, cfg4 and cfg1-3 steps), check-block-order (gpu-check in block order),
 # swift-mma (the same with the mma.sync attention forward), swift-bwd-mma (with the mma.sync backward), attention-quick (causal attention at L = 4k, 16k),
 # attention-short (causal attention at head dim 64, L = 128 … 2048, without and with rab^p),
 # attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k), attention-long (semi-local and local-window attention at L = 4k … 64k), attention-128k (the same at 64k and 128k), attention-window (semi-local L = 16k at K1 = K2 = 64 … 1024), attention-sla (semi-local and local-window L = 1k, 4k, 16k without and with
@@ -210,6 +211,16 @@ PY
     swift-mma) steps swift-mma --attention-forward mmaSync ;;           # A/B against the wgmma forward in one call
     swift-bwd-mma) steps swift-bwd-mma --attention-backward mmaSync ;;  # A/B against the wgmma backward in one call
     swift-causal) capped $bin-swift-cfg4 60 $exe gpu-bench step $CFG4 ;;
+    order-ab)   # the attention kernels' CTA order (HSTU_ATTENTION_ORDER=group: sequence by sequence; block: tile by tile across sequences and heads), interleaved: causal attention at 4k and 16k, cfg4 and cfg1-3 steps
+      for round in 1 2; do
+        for order in group block; do
+          HSTU_ATTENTION_ORDER=$order attention_table $bin-order-$order-$round-attention 40 "$bin $order" --lengths 4096 16384 --masks causal
+          HSTU_ATTENTION_ORDER=$order capped $bin-order-$order-$round-cfg4 60 $exe gpu-bench step $CFG4
+        done
+      done
+      for order in group block; do HSTU_ATTENTION_ORDER=$order steps order-$order; done ;;
+    check-block-order)   # gpu-check with every attention launch in block order (the default uses it only without a window from L = 1024)
+      HSTU_ATTENTION_ORDER=block capped $bin-gpu-check-block-order 240 $exe gpu-check ;;
     torch-causal)
       capped torch-compile-cfg4 200 $TORCH time --mode compile $CFG4
       capped torch-eager-cfg4 120 $TORCH time --mode eager $CFG4 ;;

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Swift launchers for `AttentionKernels`: fused jagged HSTU (SiLU) attention with its relative
 /// position and time biases, and SASRec's softmax attention, forward and backward.
 
@@ -134,6 +138,22 @@ extension CUDADevice {
     [.int(Int32(mask.localWindow ?? -1)), .int(Int32(mask.globalTailRows)), .int(Int32(mask.globalPrefixColumns)), .int(Int32(mask.contextualPrefix))]
   }
 
+  /// The kernels' `blockMajor`: whether they take their CTAs tile by tile across every head and
+  /// sequence (`grid_position`) instead of sequence by sequence. On for masks without a window once
+  /// a sequence spans 16 key tiles: there a CTA's walk grows or shrinks with its tile by up to L/64
+  /// tiles, and the default order leaves the last sequence's longest walks to the end of the launch
+  /// (`bench/gpu/cta_order_model.py`). HSTU_ATTENTION_ORDER=block or =group forces one order.
+  private func gridOrderArgument(_ shape: AttentionShape) -> KernelArgument {
+    let blockMajor: Bool
+    switch Self.environmentAttentionOrder {
+    case "block": blockMajor = true
+    case "group": blockMajor = false
+    default: blockMajor = shape.mask.localWindow == nil && shape.maxLength >= 16 * Self.attentionKeyTile
+    }
+    return .int(blockMajor ? 1 : 0)
+  }
+  private static let environmentAttentionOrder = getenv("HSTU_ATTENTION_ORDER").map { String(cString: $0) }
+
   /// The key bounds of `shape`'s 64-query tiles that both attention kernels read: from `cache`
   /// when it holds this batch's, else computed (into the cache, or into the arena when there is
   /// none or it is too small).
@@ -237,6 +257,7 @@ extension CUDADevice {
                + [.pointer(out.address), .pointer(logSumExp?.address ?? 0), .float(scale),
                   .int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape)),
                   .int(Int32(splitTiles)), .int(Int32(queryTiles)), .int(Int32(splitQueryTiles))] + maskArguments(shape.mask)
+               + [gridOrderArgument(shape)]
                + (wgmma ? try attentionMaps(shape, tokens: out.count / (shape.heads * shape.dv), queryKey: [k], value: [v]) : []))
   }
 
@@ -337,6 +358,7 @@ extension CUDADevice {
                 .pointer(targets?.address ?? 0), .pointer(bounds.address)] + bias + softmax
                + [.pointer(dq.address)] + (try keys.arguments(shape, tokens: tokens)) + biasGradients
                + [.int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape))] + maskArguments(shape.mask)
+               + [gridOrderArgument(shape)]
                + (wgmma ? try attentionMaps(shape, tokens: tokens, queryKey: [q, k], value: [v, dOut])
                           + [.tensorMap(try tensorMap(dq, rows: tokens, columns: shape.heads * shape.dqk, boxRows: qt))] : []))
   }

@@ -169,6 +169,17 @@ __device__ __forceinline__ void block_bounds(const int* __restrict__ bounds, int
   }
 }
 
+/// This CTA's (x, y, z) in the launch grid, or with `blockMajor` the grid walked with x slowest:
+/// CTAs start in the linear order of x, then y, then z, so this takes tile x of every head and
+/// sequence before any tile x + 1. Under a mask without a window the walks shrink (backward) or grow
+/// (forward, whose x counts from the last rows) with x by up to L/64 tiles, and the default order
+/// starts one sequence's longest walks only after the previous sequences' CTAs.
+__device__ __forceinline__ int3 grid_position(int blockMajor) {
+  if (!blockMajor) return make_int3(blockIdx.x, blockIdx.y, blockIdx.z);
+  const int id = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  return make_int3(id / (gridDim.y * gridDim.z), id % gridDim.y, id / gridDim.y % gridDim.z);
+}
+
 /// What a forward CTA of `rows` queries works on: sequence b, head h (its tokens start..<start + n,
 /// t of them targets), the block's first query q0, its bound-table extremes bb, the visible key
 /// tiles ([0, e1) then from s2 on) and its run [itBegin, itEnd) of them; when the block's tiles are
@@ -183,9 +194,11 @@ __device__ __forceinline__ void block_bounds(const int* __restrict__ bounds, int
 struct ForwardBlock { int b, h, start, n, t, q0, e1, s2, itBegin, itEnd; float invN; bool atomicOut; int bb[6]; };
 
 __device__ __forceinline__ bool forward_block(ForwardBlock& f, const int* __restrict__ offsets, const int* __restrict__ targets,
-    const int* __restrict__ bounds, int tilesPerSequence, float invNConst, int splitTiles, int queryTiles, int splitQueryTiles, int rows) {
-  f.b = blockIdx.z; f.h = blockIdx.y;
-  int x = blockIdx.x, split = 0;
+    const int* __restrict__ bounds, int tilesPerSequence, float invNConst, int splitTiles, int queryTiles, int splitQueryTiles, int rows,
+    int blockMajor) {
+  const int3 at = grid_position(blockMajor);
+  f.b = at.z; f.h = at.y;
+  int x = at.x, split = 0;
   if (x >= queryTiles) { x -= queryTiles; split = 1 + x / splitQueryTiles; x %= splitQueryTiles; }
   f.start = offsets[f.b]; f.n = offsets[f.b + 1] - f.start;
   const int qTile = (f.n + rows - 1) / rows - 1 - x;   // longest rows first
@@ -313,7 +326,7 @@ __device__ __forceinline__ void load_tile(bf16_t* smem, const bf16_t* g, size_t 
     const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes, \
     const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out, \
     float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splitTiles, int queryTiles, int splitQueryTiles, \
-    int window, int tail, int prefix, int contextual
+    int window, int tail, int prefix, int contextual, int blockMajor
 
 extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32, FWD_MIN_BLOCKS)
 hstu_attention_forward(ATTENTION_FORWARD_PARAMS) {
@@ -326,7 +339,7 @@ hstu_attention_forward(ATTENTION_FORWARD_PARAMS) {
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
 
   ForwardBlock f;
-  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splitTiles, queryTiles, splitQueryTiles, BM)) return;
+  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splitTiles, queryTiles, splitQueryTiles, BM, blockMajor)) return;
   const int h = f.h, start = f.start, n = f.n, t = f.t, q0 = f.q0, e1 = f.e1, s2 = f.s2, itBegin = f.itBegin, itEnd = f.itEnd;
   const int* bb = f.bb;
   const bool atomicOut = f.atomicOut;
@@ -510,7 +523,7 @@ struct WarpDiagonals {
     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, \
     const bf16_t* __restrict__ pre, bf16_t* __restrict__ dpre, int preStride, int preV, int preK, \
     float* __restrict__ dpos, float* __restrict__ dtime, \
-    int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual
+    int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual, int blockMajor
 
 /// What a backward CTA works on: sequence b (tokens start..<start + n, t of them targets), head h,
 /// and the BN keys from k0 (this thread's two, key0 and key1 = key0 + 8, rows g and g + 8 of its
@@ -527,10 +540,11 @@ struct BackwardBlock {
 
 /// The block of this CTA (grid: key blocks × heads × sequences); false past its sequence's end.
 __device__ __forceinline__ bool backward_block(BackwardBlock& B, const int* __restrict__ offsets, const int* __restrict__ targets,
-    const int* __restrict__ bounds, int tilesPerSequence, float invNConst) {
-  B.b = blockIdx.z; B.h = blockIdx.y;
+    const int* __restrict__ bounds, int tilesPerSequence, float invNConst, int blockMajor) {
+  const int3 at = grid_position(blockMajor);
+  B.b = at.z; B.h = at.y;
   B.start = offsets[B.b]; B.n = offsets[B.b + 1] - B.start;
-  B.k0 = blockIdx.x * BN;
+  B.k0 = at.x * BN;
   if (B.k0 >= B.n) return false;
   B.t = targets ? targets[B.b] : 0;
   B.invN = invNConst > 0.f ? invNConst : 1.0f / (float)max(1, B.n - B.t);
@@ -872,7 +886,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
   const MaskArgs m = {window, tail, prefix, contextual};
 
   BackwardBlock B;
-  if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst)) return;
+  if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst, blockMajor)) return;
   const int start = B.start, n = B.n, k0 = B.k0, h = B.h;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, mi = lane >> 3;
   const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;
