@@ -112,15 +112,20 @@ struct GPUStepBench: ParsableCommand {
                    forward, gradients, adam, enqueue))
     }
     let tokens = Double(sample.tokenCount)
-    // Model FLOPs per step: the GEMMs (×3 for forward + backward) and the attention pairs the mask keeps.
+    // Model FLOPs per step: the GEMMs (×3 for forward + backward) and the attention pairs the mask
+    // keeps: two products forward, five backward (FlashAttention's count, which includes recomputing
+    // QKᵀ); `mfu_excluding_recompute` counts four backward products (PaLM's MFU, no recomputation).
     let w = 2 * heads * 2 * headDim, hv = heads * headDim
     let gemm = 6 * tokens * Double(dim * w + hv * dim) * Double(layers)
     let pairs = Double(AttentionShape.keptPairs(lengths: [length], mask: mask)) * Double(batch * heads * layers)
-    let attention = pairs * 2 * Double(2 * headDim) + pairs * 2 * Double(5 * headDim)
+    let product = pairs * 2 * Double(headDim)   // one L×L×d product over the kept pairs
+    let attention = (2 + 5) * product, attentionWithoutRecompute = (2 + 4) * product
     let tflops = (gemm + attention) / (ms * 1e-3) / 1e12
+    let tflopsWithoutRecompute = (gemm + attentionWithoutRecompute) / (ms * 1e-3) / 1e12
     let gemmRate = gemmSize > 0 ? try measuredGEMMRate(device) : .nan
-    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d, \"attention_forward\": \"%@\", \"attention_backward\": \"%@\"}",
-                 ms, tokens / (ms * 1e-3), (gemm + attention) / 1e12, gemm / 1e12, tflops, gemmRate, tflops / gemmRate, tflops / 989,
+    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_excluding_recompute\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d, \"attention_forward\": \"%@\", \"attention_backward\": \"%@\"}",
+                 ms, tokens / (ms * 1e-3), (gemm + attention) / 1e12, gemm / 1e12, tflops, gemmRate, tflops / gemmRate,
+                 tflopsWithoutRecompute / gemmRate, tflops / 989,
                  dim, layers, heads, headDim, length, batch, semiLocal, attentionForward.rawValue as NSString,
                  attentionBackward.rawValue as NSString))
   }

@@ -21,7 +21,7 @@
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), cpu-match (the CPU rows of
 # ml-1m.md repeated on the GPU with seeds 42 (the CPU rows'), 7, 1: hstu-large capped at 10 epochs, hstu with early stopping), bench (ML-1M
 # training tokens/s of hstu-large and ultra-hstu), datasets (hstu and SASRec on Amazon Beauty, hstu on ML-100K; beauty.txt.gz and u.data.gz carried),
-# mfu-batch (cfg3 and cfg4 steps with 8 and 16 sequences), sasrec (ML-1M SASRec, the preset's epochs and patience),
+# mfu-batch (cfg3 and cfg4 steps with 8, 16 and 32 sequences), round-R (one round of an interleaved A/B: causal attention with rab^p, cfg4, cfg3), sasrec (ML-1M SASRec, the preset's epochs and patience),
 # timebias (hstu with rab^t on the embedded ml-latest-small, which has timestamps).
 # Every stage has a time cap and the whole call a budget ($BUDGET s); stages that would not fit are
 # skipped and say so. Logs go to $OUT/logs; the summary is printed last.
@@ -183,8 +183,8 @@ PY
       attention_table $bin-attention-long-pos 90 "$bin rab^p" --tokens 65536 --lengths 4096 16384 32768 65536 --masks semi-local local --position-bias ;;
     attention-128k)   # semi-local and local-window attention at L = 64k and 128k, 131 072 tokens per call: where the backward's list of query tiles (4 bytes of shared memory per 64 tokens of the longest sequence) leaves two CTAs per SM
       attention_table $bin-attention-128k 90 "$bin" --tokens 131072 --lengths 65536 131072 --masks semi-local local ;;
-    mfu-batch)   # cfg3 and cfg4 with 8 and 16 sequences per step (the model and L of the MFU target; 32k and 64k tokens)
-      for b in 8 16; do
+    mfu-batch)   # cfg3 and cfg4 with 8, 16 and 32 sequences per step (the model and L of the MFU target; 32k to 128k tokens)
+      for b in 8 16 32; do
         capped $bin-mfu-cfg3-b$b 60 $exe gpu-bench step ${CFG3/--batch 4/--batch $b}
         capped $bin-mfu-cfg4-b$b 60 $exe gpu-bench step ${CFG4/--batch 4/--batch $b}
       done ;;
@@ -219,6 +219,11 @@ PY
         done
       done
       for order in group block; do HSTU_ATTENTION_ORDER=$order steps order-$order; done ;;
+    round-*)   # one round of an interleaved A/B (A:round-1 B:round-1 A:round-2 B:round-2): causal attention with rab^p at L = 4k and 16k, cfg4 and cfg3 steps
+      r=${stage#round-}
+      attention_table $bin-round$r-attention 40 "$bin round $r" --lengths 4096 16384 --masks causal --position-bias
+      capped $bin-round$r-cfg4 60 $exe gpu-bench step $CFG4
+      capped $bin-round$r-cfg3 60 $exe gpu-bench step $CFG3 ;;
     check-block-order)   # gpu-check with every attention launch in block order (the default uses it only without a window from L = 1024)
       HSTU_ATTENTION_ORDER=block capped $bin-gpu-check-block-order 240 $exe gpu-check ;;
     torch-causal)

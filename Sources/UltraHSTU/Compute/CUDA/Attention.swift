@@ -197,8 +197,11 @@ extension CUDADevice {
     let wgmma = try usesWGMMA(kernel ?? attentionForwardKernel, shape, minLength: Self.attentionWGMMAMinLength)
     let warpgroups = wgmma ? Self.attentionWGMMAWarpgroups(shape) : 2
     let module = try attentionModule(shape, positionBias: pos != nil, timeBias: time != nil, forwardWarpgroups: warpgroups)
+    let mark = arena.mark()
+    defer { arena.release(to: mark) }
+    let paddedPos = try pos.map { try paddedPositionBias($0, shape, module: module) }
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
-                         bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
+                         bias: [.pointer(paddedPos ?? 0)] + (time?.arguments ?? AttentionTimeBias.absent),
                          out: out, logSumExp: nil, scale: 0, splitKeys: shape.mask.localWindow != nil, wgmma: wgmma ? warpgroups : nil,
                          bounds: bounds)
   }
@@ -212,8 +215,22 @@ extension CUDADevice {
   ) throws {
     let module = try attentionModule(shape, softmax: true)
     try attentionForward(shape, module: module, q: q, k: k, v: v, offsets: offsets, targets: targets,
-                         bias: [.pointer(0), .int(0)] + AttentionTimeBias.absent, out: out, logSumExp: logSumExp,
+                         bias: [.pointer(0)] + AttentionTimeBias.absent, out: out, logSumExp: logSumExp,
                          scale: scale, splitKeys: false, wgmma: nil, bounds: bounds)
+  }
+
+  /// Diagonals of rab^p below 0 and past a sequence's last row that the forward reads: a CTA's
+  /// 128 rows reach 127 diagonals below its keys, and its last tile's rows past the sequence's end.
+  static let attentionPositionPad = 128
+
+  /// `pos` by diagonal from −pad to maxLength + pad, clamped into the table, in the arena
+  /// (`hstu_position_bias_padded`): the address of diagonal 0, which the forward reads without a clamp.
+  private func paddedPositionBias(_ pos: DeviceArray<Float>, _ shape: AttentionShape, module: CUDAModule) throws -> CUdeviceptr {
+    let pad = Self.attentionPositionPad, length = pad + shape.maxLength + pad
+    let padded = try allocate(Float.self, count: length)
+    try launch(module.function("hstu_position_bias_padded"), grid: ((length + 255) / 256, 1, 1), block: (256, 1, 1),
+               [.pointer(pos.address), .int(Int32(pos.count)), .pointer(padded.address), .int(Int32(pad)), .int(Int32(length))])
+    return padded.address + CUdeviceptr(pad * MemoryLayout<Float>.size)
   }
 
   private func attentionForward(

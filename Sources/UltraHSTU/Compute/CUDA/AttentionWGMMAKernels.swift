@@ -272,7 +272,7 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
     }
     const int k0 = key0(u);
     const bool full = (k0 + BN <= bb[3]) || (k0 >= bb[4] && k0 + BN <= bb[5]);
-    silu_scores<BN / 8>(cur, pf, r, k0, tq, full, pos, posLength, invN, time, keyTime);
+    silu_scores<BN / 8>(cur, pf, r, k0, tq, full, pos, invN, time, keyTime);
     const u32 vAddr = smem_u32(sV + (u % WG_STAGES) * BN * DV);
     wgmma_fence();
     #pragma unroll
