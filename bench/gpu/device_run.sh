@@ -6,7 +6,7 @@
 # NAME `best` is the first binary of $CANDIDATES (e.g. "C B") whose `check` stage passed.
 # Stages: check (gpu-check parity), swift (step bench of the three comparison configs, cfg1 dumped),
 # swift-causal and torch-causal (cfg4: cfg3's model and batch under the full causal mask; Swift, and torch.compile + eager),
-# order-ab (the attention CTA orders against each other: causal attention, cfg4 and cfg1-3 steps), check-block-order (gpu-check in block order),
+# order-ab (the attention CTA orders against each other: causal attention, cfg4 and cfg1-3 steps), check-order (gpu-check in block order over $ORDER pairs), order-sweep (cfg4 at 4, 16, 32 sequences in each order),
 # swift-mma (the same with the mma.sync attention forward), swift-bwd-mma (with the mma.sync backward), attention-quick (causal attention at L = 4k, 16k),
 # attention-short (causal attention at head dim 64, L = 128 … 2048, without and with rab^p),
 # attention-pos (head dim 128 with rab^p, L = 1k, 4k, 16k), attention-long (semi-local and local-window attention at L = 4k … 64k), attention-128k (the same at 64k and 128k), attention-window (semi-local L = 16k at K1 = K2 = 64 … 1024), attention-sla (semi-local and local-window L = 1k, 4k, 16k without and with
@@ -224,8 +224,14 @@ PY
       attention_table $bin-round$r-attention 40 "$bin round $r" --lengths 4096 16384 --masks causal --position-bias
       capped $bin-round$r-cfg4 60 $exe gpu-bench step $CFG4
       capped $bin-round$r-cfg3 60 $exe gpu-bench step $CFG3 ;;
-    check-block-order)   # gpu-check with every attention launch in block order (the default uses it only without a window from L = 1024)
-      HSTU_ATTENTION_ORDER=block capped $bin-gpu-check-block-order 240 $exe gpu-check ;;
+    check-order)   # gpu-check with every attention launch in block order over ${ORDER:-block} heads and sequences at a time (the default uses block order only without a window from L = 1024)
+      HSTU_ATTENTION_ORDER=${ORDER:-block} capped $bin-gpu-check-order-${ORDER:-block} 240 $exe gpu-check ;;
+    order-sweep)   # cfg4 at 4, 16 and 32 sequences per step in each CTA order: sequence order, block order over 4, 8, 16, 32 heads and sequences at a time, over all
+      for b in 4 16 32; do
+        for order in group 4 8 16 32 block; do
+          HSTU_ATTENTION_ORDER=$order capped $bin-order-$order-b$b 60 $exe gpu-bench step ${CFG4/--batch 4/--batch $b}
+        done
+      done ;;
     torch-causal)
       capped torch-compile-cfg4 200 $TORCH time --mode compile $CFG4
       capped torch-eager-cfg4 120 $TORCH time --mode eager $CFG4 ;;

@@ -138,20 +138,29 @@ extension CUDADevice {
     [.int(Int32(mask.localWindow ?? -1)), .int(Int32(mask.globalTailRows)), .int(Int32(mask.globalPrefixColumns)), .int(Int32(mask.contextualPrefix))]
   }
 
-  /// The kernels' `blockMajor`: whether they take their CTAs tile by tile across every head and
-  /// sequence (`grid_position`) instead of sequence by sequence. On for masks without a window once
-  /// a sequence spans 16 key tiles: there a CTA's walk grows or shrinks with its tile by up to L/64
-  /// tiles, and the default order leaves the last sequence's longest walks to the end of the launch
-  /// (`bench/gpu/cta_order_model.py`). HSTU_ATTENTION_ORDER=block or =group forces one order.
+  /// The kernels' `blockGroup` (`grid_position`): 0 takes CTAs sequence by sequence and head by
+  /// head; G > 0 takes the heads and sequences G at a time, tile by tile across them. Block order
+  /// is on for masks without a window once a sequence spans 16 key tiles: there a CTA's walk grows
+  /// or shrinks with its tile by up to L/64 tiles, and sequence order leaves the last sequence's
+  /// longest walks to the end of the launch (`bench/gpu/cta_order_model.py`). G holds the K and V
+  /// of the heads and sequences in flight to `attentionOrderBytes`: in block order over every pair,
+  /// 16 or more sequences of 4 heads at L = 4096 ran as slow as sequence order or slower, their
+  /// operands no longer sharing the L2 cache. HSTU_ATTENTION_ORDER=group, =block (every pair) or
+  /// =G forces one order.
   private func gridOrderArgument(_ shape: AttentionShape) -> KernelArgument {
-    let blockMajor: Bool
+    let pairBytes = shape.maxLength * (shape.dqk + shape.dv) * MemoryLayout<BFloat16>.size
+    let group: Int
     switch Self.environmentAttentionOrder {
-    case "block": blockMajor = true
-    case "group": blockMajor = false
-    default: blockMajor = shape.mask.localWindow == nil && shape.maxLength >= 16 * Self.attentionKeyTile
+    case "block": group = Int(Int32.max)
+    case "group": group = 0
+    case let value?: group = Int(value) ?? 0
+    case nil: group = shape.mask.localWindow == nil && shape.maxLength >= 16 * Self.attentionKeyTile
+      ? max(1, Self.attentionOrderBytes / pairBytes) : 0
     }
-    return .int(blockMajor ? 1 : 0)
+    return .int(Int32(group))
   }
+  /// The K and V bytes whose heads and sequences block order takes together (a third of the H200's L2).
+  static let attentionOrderBytes = 16 << 20
   private static let environmentAttentionOrder = getenv("HSTU_ATTENTION_ORDER").map { String(cString: $0) }
 
   /// The key bounds of `shape`'s 64-query tiles that both attention kernels read: from `cache`

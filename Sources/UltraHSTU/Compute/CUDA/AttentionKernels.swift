@@ -169,15 +169,20 @@ __device__ __forceinline__ void block_bounds(const int* __restrict__ bounds, int
   }
 }
 
-/// This CTA's (x, y, z) in the launch grid, or with `blockMajor` the grid walked with x slowest:
-/// CTAs start in the linear order of x, then y, then z, so this takes tile x of every head and
-/// sequence before any tile x + 1. Under a mask without a window the walks shrink (backward) or grow
-/// (forward, whose x counts from the last rows) with x by up to L/64 tiles, and the default order
-/// starts one sequence's longest walks only after the previous sequences' CTAs.
-__device__ __forceinline__ int3 grid_position(int blockMajor) {
-  if (!blockMajor) return make_int3(blockIdx.x, blockIdx.y, blockIdx.z);
-  const int id = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-  return make_int3(id / (gridDim.y * gridDim.z), id % gridDim.y, id / gridDim.y % gridDim.z);
+/// This CTA's (x, y, z) in the launch grid. With `blockGroup` = G > 0 the grid's (head, sequence)
+/// pairs are taken G at a time, and inside such a chunk x is slowest: CTAs start in the linear order
+/// of x, then y, then z, so this takes tile x of the chunk's G heads and sequences before any tile
+/// x + 1. Under a mask without a window the walks shrink (backward) or grow (forward, whose x
+/// counts from the last rows) with x by up to L/64 tiles, and the default order starts one
+/// sequence's longest walks only after the previous sequences' CTAs; G bounds the heads and
+/// sequences whose operands the resident CTAs share the L2 cache over.
+__device__ __forceinline__ int3 grid_position(int blockGroup) {
+  if (blockGroup <= 0) return make_int3(blockIdx.x, blockIdx.y, blockIdx.z);
+  const int tiles = gridDim.x, pairs = gridDim.y * gridDim.z;
+  const int id = blockIdx.x + tiles * (blockIdx.y + gridDim.y * blockIdx.z);
+  const int first = id / (tiles * blockGroup) * blockGroup, size = min(blockGroup, pairs - first);
+  const int r = id - first * tiles, pair = first + r % size;
+  return make_int3(r / size, pair % gridDim.y, pair / gridDim.y);
 }
 
 /// What a forward CTA of `rows` queries works on: sequence b, head h (its tokens start..<start + n,
@@ -195,8 +200,8 @@ struct ForwardBlock { int b, h, start, n, t, q0, e1, s2, itBegin, itEnd; float i
 
 __device__ __forceinline__ bool forward_block(ForwardBlock& f, const int* __restrict__ offsets, const int* __restrict__ targets,
     const int* __restrict__ bounds, int tilesPerSequence, float invNConst, int splitTiles, int queryTiles, int splitQueryTiles, int rows,
-    int blockMajor) {
-  const int3 at = grid_position(blockMajor);
+    int blockGroup) {
+  const int3 at = grid_position(blockGroup);
   f.b = at.z; f.h = at.y;
   int x = at.x, split = 0;
   if (x >= queryTiles) { x -= queryTiles; split = 1 + x / splitQueryTiles; x %= splitQueryTiles; }
@@ -341,7 +346,7 @@ __device__ __forceinline__ void load_tile(bf16_t* smem, const bf16_t* g, size_t 
     const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes, \
     const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out, \
     float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splitTiles, int queryTiles, int splitQueryTiles, \
-    int window, int tail, int prefix, int contextual, int blockMajor
+    int window, int tail, int prefix, int contextual, int blockGroup
 
 extern "C" __global__ void __launch_bounds__(FWD_WARPS * 32, FWD_MIN_BLOCKS)
 hstu_attention_forward(ATTENTION_FORWARD_PARAMS) {
@@ -354,7 +359,7 @@ hstu_attention_forward(ATTENTION_FORWARD_PARAMS) {
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
 
   ForwardBlock f;
-  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splitTiles, queryTiles, splitQueryTiles, BM, blockMajor)) return;
+  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splitTiles, queryTiles, splitQueryTiles, BM, blockGroup)) return;
   const int h = f.h, start = f.start, n = f.n, t = f.t, q0 = f.q0, e1 = f.e1, s2 = f.s2, itBegin = f.itBegin, itEnd = f.itEnd;
   const int* bb = f.bb;
   const bool atomicOut = f.atomicOut;
@@ -538,7 +543,7 @@ struct WarpDiagonals {
     float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, \
     const bf16_t* __restrict__ pre, bf16_t* __restrict__ dpre, int preStride, int preV, int preK, \
     float* __restrict__ dpos, float* __restrict__ dtime, \
-    int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual, int blockMajor
+    int heads, int tilesPerSequence, float invNConst, int window, int tail, int prefix, int contextual, int blockGroup
 
 /// What a backward CTA works on: sequence b (tokens start..<start + n, t of them targets), head h,
 /// and the BN keys from k0 (this thread's two, key0 and key1 = key0 + 8, rows g and g + 8 of its
@@ -555,8 +560,8 @@ struct BackwardBlock {
 
 /// The block of this CTA (grid: key blocks × heads × sequences); false past its sequence's end.
 __device__ __forceinline__ bool backward_block(BackwardBlock& B, const int* __restrict__ offsets, const int* __restrict__ targets,
-    const int* __restrict__ bounds, int tilesPerSequence, float invNConst, int blockMajor) {
-  const int3 at = grid_position(blockMajor);
+    const int* __restrict__ bounds, int tilesPerSequence, float invNConst, int blockGroup) {
+  const int3 at = grid_position(blockGroup);
   B.b = at.z; B.h = at.y;
   B.start = offsets[B.b]; B.n = offsets[B.b + 1] - B.start;
   B.k0 = at.x * BN;
@@ -901,7 +906,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
   const MaskArgs m = {window, tail, prefix, contextual};
 
   BackwardBlock B;
-  if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst, blockMajor)) return;
+  if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst, blockGroup)) return;
   const int start = B.start, n = B.n, k0 = B.k0, h = B.h;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3, mi = lane >> 3;
   const size_t ldqk = (size_t)heads * DQK, ldv = (size_t)heads * DV;

@@ -184,7 +184,7 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
 
   ForwardBlock f;
-  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splitTiles, queryTiles, splitQueryTiles, WBM, blockMajor)) return;
+  if (!forward_block(f, offsets, targets, bounds, tilesPerSequence, invNConst, splitTiles, queryTiles, splitQueryTiles, WBM, blockGroup)) return;
   const int h = f.h, start = f.start, n = f.n, t = f.t, q0 = f.q0, e1 = f.e1, s2 = f.s2, itBegin = f.itBegin;
   const int* bb = f.bb;
   const bool atomicOut = f.atomicOut;
@@ -355,7 +355,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   const MaskArgs m = {window, tail, prefix, contextual};
 
   BackwardBlock B;
-  if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst, blockMajor)) return;
+  if (!backward_block(B, offsets, targets, bounds, tilesPerSequence, invNConst, blockGroup)) return;
   const int start = B.start, k0 = B.k0, h = B.h;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
 
