@@ -224,6 +224,9 @@ PY
       attention_table $bin-round$r-attention 40 "$bin round $r" --lengths 4096 16384 --masks causal --position-bias
       capped $bin-round$r-cfg4 60 $exe gpu-bench step $CFG4
       capped $bin-round$r-cfg3 60 $exe gpu-bench step $CFG3 ;;
+    attention-orders)   # causal attention L = 1k … 16k in sequence order and in the default order (block order over G pairs from L = 1024)
+      HSTU_ATTENTION_ORDER=group attention_table $bin-attention-order-group 40 "$bin group" --lengths 1024 2048 4096 8192 16384 --masks causal
+      attention_table $bin-attention-order-default 40 "$bin default" --lengths 1024 2048 4096 8192 16384 --masks causal ;;
     check-order)   # gpu-check with every attention launch in block order over ${ORDER:-block} heads and sequences at a time (the default uses block order only without a window from L = 1024)
       HSTU_ATTENTION_ORDER=${ORDER:-block} capped $bin-gpu-check-order-${ORDER:-block} 240 $exe gpu-check ;;
     order-sweep)   # cfg4 at 4, 16 and 32 sequences per step in each CTA order: sequence order, block order over 4, 8, 16, 32 heads and sequences at a time, over all

@@ -148,16 +148,16 @@ extension CUDADevice {
   /// operands no longer sharing the L2 cache. HSTU_ATTENTION_ORDER=group, =block (every pair) or
   /// =G forces one order.
   private func gridOrderArgument(_ shape: AttentionShape) -> KernelArgument {
-    let pairBytes = shape.maxLength * (shape.dqk + shape.dv) * MemoryLayout<BFloat16>.size
+    let pairs = shape.heads * shape.batch, pairBytes = shape.maxLength * (shape.dqk + shape.dv) * MemoryLayout<BFloat16>.size
     let group: Int
     switch Self.environmentAttentionOrder {
-    case "block": group = Int(Int32.max)
+    case "block": group = pairs
     case "group": group = 0
     case let value?: group = Int(value) ?? 0
     case nil: group = shape.mask.localWindow == nil && shape.maxLength >= 16 * Self.attentionKeyTile
       ? max(1, Self.attentionOrderBytes / pairBytes) : 0
     }
-    return .int(Int32(group))
+    return .int(Int32(min(group, pairs)))   // the kernels multiply it by the tiles: at most every pair
   }
   /// The K and V bytes whose heads and sequences block order takes together (a third of the H200's L2).
   static let attentionOrderBytes = 16 << 20
