@@ -5,9 +5,13 @@ Each backward CTA owns 64 keys of one (sequence, head) and walks the query tiles
 to the sequence's last: key block kb of an L-token sequence walks L/64 - kb tiles, plus a fixed cost
 (`--fixed`, in tiles) for its loads and stores. CTAs are dispatched in launch order to the first free of
 `--slots` slots (132 SMs x 2 CTAs). Orders:
-  group: the launch grid's (key block, head, sequence) with the key block fastest, as the kernels run now;
+  group: the launch grid's (key block, head, sequence) with the key block fastest (sequence order, which the
+         kernels keep for windowed masks and L < 1024);
   block: every sequence's and head's key block 0 first, then block 1, ... (longest first across groups).
-Prints the makespan of each order over the ideal (total work / slots), per shape.
+Prints the makespan of each order over the ideal (total work / slots), per shape. The model has no caches: the
+kernels take block order over G heads and sequences at a time (`gridOrderArgument` in Attention.swift), as block
+order over every pair lost once the pairs' operands no longer fit the L2 cache (bench/results/gpu.md, eighteenth
+session).
 
     python3 bench/gpu/cta_order_model.py --shapes 4x4096 8x4096 2x16384 128x256
 """
