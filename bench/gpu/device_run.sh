@@ -181,7 +181,7 @@ PY
     attention-long)   # semi-local (K1 = K2 = 256) and local-window attention per token out to L = 64k, 65 536 tokens per call, without and with rab^p
       attention_table $bin-attention-long 90 "$bin" --tokens 65536 --lengths 4096 16384 32768 65536 --masks semi-local local
       attention_table $bin-attention-long-pos 90 "$bin rab^p" --tokens 65536 --lengths 4096 16384 32768 65536 --masks semi-local local --position-bias ;;
-    attention-128k)   # semi-local and local-window attention at L = 64k and 128k, 131 072 tokens per call: where the backward's list of query tiles (4 bytes of shared memory per 64 tokens of the longest sequence) leaves two CTAs per SM
+    attention-128k)   # semi-local and local-window attention at L = 64k and 128k, 131 072 tokens per call: where the backward's list of query tiles (2 bytes of shared memory per 64 tokens of the longest sequence) must leave two CTAs per SM
       attention_table $bin-attention-128k 90 "$bin" --tokens 131072 --lengths 65536 131072 --masks semi-local local ;;
     mfu-batch)   # cfg3 and cfg4 with 8, 16 and 32 sequences per step (the model and L of the MFU target; 32k to 128k tokens)
       for b in 8 16 32; do

@@ -228,9 +228,10 @@ extension CUDADevice {
                          scale: scale, splitKeys: false, wgmma: nil, bounds: bounds)
   }
 
-  /// Diagonals of rab^p below 0 and past a sequence's last row that the forward reads: a CTA's
-  /// 128 rows reach 127 diagonals below its keys, and its last tile's rows past the sequence's end.
-  static let attentionPositionPad = 128
+  /// Diagonals of rab^p below 0 and past a sequence's last row that the forward reads: a CTA's rows
+  /// (at most the mma.sync forward's 16 per warp; the wgmma forward's two warpgroups take as many)
+  /// reach one fewer diagonals below its keys, and its last tile's rows past the sequence's end.
+  static var attentionPositionPad: Int { 16 * attentionForwardWarps }
 
   /// `pos` by diagonal from −pad to maxLength + pad, clamped into the table, in the arena
   /// (`hstu_position_bias_padded`): the address of diagonal 0, which the forward reads without a clamp.

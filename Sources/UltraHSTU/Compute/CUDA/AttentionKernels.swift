@@ -604,20 +604,21 @@ struct BackwardScratch {
   __device__ __forceinline__ bool full(int i) const { return tiles[i] >> 15; }
 };
 
+/// The first query tile that sees the block's keys: every mask lets query i see only keys j ≤ i
+/// and its own key, so no query tile before the block's own.
+__device__ __forceinline__ int first_backward_tile(const BackwardBlock& B) { return B.k0 / QT; }
+
 /// The query tiles that see the block's keys, in order, into `s.tiles` (their count into
 /// `s.tileCount`), with bit 15 set where every query of the tile sees every key of the block (no
 /// element-wise mask; never a tile with rows past the sequence, whose Q and dO rows may belong to
-/// the next sequence). Every mask lets query i see only keys j ≤ i and its own key, so the list
-/// starts with the block's own tile, `first_backward_tile`. Only candidate tiles are tested against
-/// the bounds table: without a window, or for keys under the global prefix columns or the
+/// the next sequence). The list starts with `first_backward_tile`; only candidate tiles are tested
+/// against the bounds table: without a window, or for keys under the global prefix columns or the
 /// contextual prefix, every tile from there on; otherwise the window's rows k0 … k0 + BN − 1 +
 /// window, then (keys of the history) the global tail rows and the targets, which see every key of
 /// the history. So a windowed block tests a few tiles at any L (a walk over every later tile cost a
 /// block a latency per 32 tiles and made the backward's time per token grow with L at a fixed
 /// window). Warp 0 tests 32 candidates per ballot, the loads of AHEAD ballots in flight at once;
 /// readers wait for a barrier. The loop then finds its next tile in shared memory.
-__device__ __forceinline__ int first_backward_tile(const BackwardBlock& B) { return B.k0 / QT; }
-
 __device__ __forceinline__ void backward_tile_list(const BackwardScratch& s, const BackwardBlock& B, MaskArgs m) {
   constexpr int AHEAD = 8;
   if (threadIdx.x >= 32) return;
