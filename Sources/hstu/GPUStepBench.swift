@@ -23,6 +23,11 @@ struct GPUStepBench: ParsableCommand {
   @Option var batch = 128
   @Option(help: "Semi-local attention (Meta reading) K1 = K2 = this; 0 = full causal.")
   var semiLocal = 0
+  @Flag(inversion: .prefixedNo,
+        help: ArgumentHelp("The relative-position attention bias rab^p (research HSTU, as the presets train). --no-position-bias "
+                           + "times the layer of the ULTRA-HSTU paper's Eq. 1–5 and of Meta's DLRMv3 HSTU (no attention bias; "
+                           + "positions come from the input embedding), the model NVIDIA's HSTU training MFU is measured on."))
+  var positionBias = true
   @Option var items = 100_000
   @Option var negatives = 128
   @Option var repeats = 10
@@ -49,7 +54,7 @@ struct GPUStepBench: ParsableCommand {
   func run() throws {
     var config = ModelConfig(kind: .hstu, embeddingDim: dim, layers: layers, heads: heads, attentionDim: headDim, linearDim: headDim,
                              ffnDim: 0, maxSequenceLength: length, inputDropout: 0, linearDropout: 0, normalizer: .fixed(length),
-                             positionBias: true, timeBias: false)
+                             positionBias: positionBias, timeBias: false)
     let mask = semiLocal > 0 ? AttentionMask.semiLocalMeta(k1: semiLocal, k2: semiLocal) : .causal
     config.mask = mask
     var train = TrainConfig()
@@ -87,7 +92,7 @@ struct GPUStepBench: ParsableCommand {
       ]
       for e in gpu.entries { tensors.append(("grad." + e.name, .init(shape: e.shape, values: Array(gradients[e.offset..<(e.offset + e.count)])))) }
       let meta = ["batch": "\(batch)", "length": "\(length)", "dim": "\(dim)", "layers": "\(layers)", "heads": "\(heads)",
-                  "head_dim": "\(headDim)", "semi_local": "\(semiLocal)", "items": "\(items)", "temperature": "\(train.temperature)"]
+                  "head_dim": "\(headDim)", "semi_local": "\(semiLocal)", "position_bias": positionBias ? "1" : "0", "items": "\(items)", "temperature": "\(train.temperature)"]
       try writeAtomically(SafeTensors.encode(tensors, metadata: meta), to: dump + "/step.safetensors")
     }
     config.inputDropout = dropout
@@ -123,10 +128,10 @@ struct GPUStepBench: ParsableCommand {
     let tflops = (gemm + attention) / (ms * 1e-3) / 1e12
     let tflopsWithoutRecompute = (gemm + attentionWithoutRecompute) / (ms * 1e-3) / 1e12
     let gemmRate = gemmSize > 0 ? try measuredGEMMRate(device) : .nan
-    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_excluding_recompute\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d, \"attention_forward\": \"%@\", \"attention_backward\": \"%@\"}",
+    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_excluding_recompute\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d, \"position_bias\": %@, \"attention_forward\": \"%@\", \"attention_backward\": \"%@\"}",
                  ms, tokens / (ms * 1e-3), (gemm + attention) / 1e12, gemm / 1e12, tflops, gemmRate, tflops / gemmRate,
                  tflopsWithoutRecompute / gemmRate, tflops / 989,
-                 dim, layers, heads, headDim, length, batch, semiLocal, attentionForward.rawValue as NSString,
+                 dim, layers, heads, headDim, length, batch, semiLocal, (positionBias ? "true" : "false") as NSString, attentionForward.rawValue as NSString,
                  attentionBackward.rawValue as NSString))
   }
 

@@ -20,7 +20,7 @@ Attention:
           loads DIR/weights.safetensors and DIR/step.safetensors (written by
           `hstu gpu-bench step --dump DIR`: batch, negatives, loss, every gradient of one
           dropout-free Swift/CUDA step) and compares loss and gradients (fp32 and bf16 autocast).
-  time:   python3 torch_reference.py time --mode eager|compile --dim 256 --layers 4 --heads 4 --head-dim 64 --length 200 --batch 128
+  time:   python3 torch_reference.py time --mode eager|compile --dim 256 --layers 4 --heads 4 --head-dim 64 --length 200 --batch 128 [--no-position-bias]
           prints one JSON line: ms/step, tokens/s, the first (compiling) step's seconds and peak memory.
   sla-check: python3 torch_reference.py sla-check   (blockwise vs dense semi-local attention)
 """
@@ -35,15 +35,19 @@ from safetensors.torch import load_file
 
 
 class HSTU(torch.nn.Module):
-    def __init__(self, items, dim, layers, heads, head_dim, max_len, normalizer, dropout, semi_local=0, blockwise=True):
+    def __init__(self, items, dim, layers, heads, head_dim, max_len, normalizer, dropout, semi_local=0, blockwise=True,
+                 position_bias=True):
         super().__init__()
+        self.position_bias = position_bias
         self.dim, self.heads, self.dh, self.normalizer, self.dropout = dim, heads, head_dim, normalizer, dropout
         self.semi_local, self.blockwise, self.max_len = semi_local, blockwise and semi_local > 0, max_len
         hv = heads * head_dim
         shapes = {"item_embedding": (items + 1, dim), "position_embedding": (max_len, dim)}
         for l in range(layers):
             shapes.update({f"layers.{l}.uvqk.weight": (dim, 4 * hv), f"layers.{l}.output.weight": (hv, dim),
-                           f"layers.{l}.output.bias": (dim,), f"layers.{l}.rab.position": (max_len,)})
+                           f"layers.{l}.output.bias": (dim,)})
+            if position_bias:
+                shapes[f"layers.{l}.rab.position"] = (max_len,)
         # Module parameter names may not contain '.', so the Swift names index a ParameterList.
         # Random init for the timing runs (the check loads the Swift weights).
         self.names = list(shapes)
@@ -53,9 +57,11 @@ class HSTU(torch.nn.Module):
     def p(self, name):
         return self.params[self.names.index(name)]
 
-    def rab(self, l, distance):
-        """rab^p by relative distance i - j (clamped into the table)."""
-        return self.p(f"layers.{l}.rab.position")[distance.clamp(0, self.max_len - 1)]
+    def biased(self, l, s, distance):
+        """Scores s plus rab^p by relative distance i - j (clamped into the table); s itself without rab^p."""
+        if not self.position_bias:
+            return s
+        return s + self.p(f"layers.{l}.rab.position")[distance.clamp(0, self.max_len - 1)].to(s.dtype)
 
     def dense_attention(self, l, q, k, v, lengths):
         """[B, H, L, dh] -> [B, H, L, dh] with the full [B, H, L, L] score matrix."""
@@ -66,7 +72,7 @@ class HSTU(torch.nn.Module):
         pair = (j <= i) & (j < n)                                                          # [B, L, L]
         if K > 0:
             pair = pair & ((i - j <= K) | (i >= n - K))
-        s = q @ k.transpose(-1, -2) + self.rab(l, i - j).to(q.dtype)
+        s = self.biased(l, q @ k.transpose(-1, -2), i - j)
         a = F.silu(s).masked_fill(~pair[:, None], 0) / self.normalizer
         return a @ v
 
@@ -91,7 +97,7 @@ class HSTU(torch.nn.Module):
         key = (torch.arange(nb, device=dev)[:, None] - 1) * K + torch.arange(2 * K, device=dev)[None, :]   # [nb, 2K]
         ok = (distance >= 0) & (distance <= K)                                              # [K, 2K]
         ok = ok[None, None] & ((key >= 0)[None, :, None, :] & (key[None, :, None, :] < n[..., None]))      # [B, nb, K, 2K]
-        s = q.reshape(B, H, nb, K, dh) @ window(k).transpose(-1, -2) + self.rab(l, distance).to(q.dtype)
+        s = self.biased(l, q.reshape(B, H, nb, K, dh) @ window(k).transpose(-1, -2), distance)
         a = F.silu(s).masked_fill(~ok[:, None], 0) / self.normalizer
         out = (a @ window(v)).view(B, H, Lp, dh)
         # Tail: the last K rows of each sequence see every key up to themselves.
@@ -100,7 +106,7 @@ class HSTU(torch.nn.Module):
         j = torch.arange(Lp, device=dev)[None, None, :]
         distance = rows[:, :, None] - j                                                     # [B, K, Lp]
         ok = (distance >= 0) & (j < n)
-        s = q.gather(2, index) @ k.transpose(-1, -2) + self.rab(l, distance)[:, None].to(q.dtype)
+        s = self.biased(l, q.gather(2, index) @ k.transpose(-1, -2), distance[:, None])
         a = F.silu(s).masked_fill(~ok[:, None], 0) / self.normalizer
         out = out.scatter(2, index, a @ v)
         return out[:, :, :L]
@@ -141,7 +147,7 @@ class HSTU(torch.nn.Module):
 
 def build(meta, items, dropout, device):
     m = HSTU(items, meta["dim"], meta["layers"], meta["heads"], meta["head_dim"], meta["length"],
-             meta["length"], dropout, meta.get("semi_local", 0))
+             meta["length"], dropout, meta.get("semi_local", 0), position_bias=meta.get("position_bias", 1) != 0)
     return m.to(device)
 
 
@@ -182,7 +188,7 @@ def time_steps(args):
     dev = "cuda"
     torch.manual_seed(0)
     meta = {"dim": args.dim, "layers": args.layers, "heads": args.heads, "head_dim": args.head_dim,
-            "length": args.length, "semi_local": args.semi_local}
+            "length": args.length, "semi_local": args.semi_local, "position_bias": int(args.position_bias)}
     B, L, R = args.batch, args.length, args.negatives
     items = torch.randint(1, args.items + 1, (B, L), device=dev)
     labels = torch.randint(1, args.items + 1, (B * L,), device=dev)
@@ -269,5 +275,7 @@ if __name__ == "__main__":
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--negatives", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--no-position-bias", dest="position_bias", action="store_false",
+                    help="no rab^p (the ULTRA-HSTU paper's Eq. 3 / DLRMv3 layer); the check reads it from the dump")
     a = ap.parse_args()
     {"check": check, "time": time_steps, "sla-check": sla_check}[a.command](a)
