@@ -776,21 +776,38 @@ __device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], co
   else backward_scores_tile<true, POS_BIAS>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
 }
 
-/// dPos of query tile q0 (after a barrier past `backward_scores`): the block's diagonal x − (BN − 1)
-/// (query column − key row) is warp w's x − (BN − 1) + 16w; one global atomic per diagonal.
-__device__ __forceinline__ void backward_position_gradient(const BackwardScratch& s, const BackwardBlock& B, int q0,
-    float* __restrict__ dpos, int posLength) {
-  for (int x = threadIdx.x; x < QT + BN - 1; x += BWD_WARPS * 32) {
-    float sum = 0.f;
-    #pragma unroll
-    for (int w = 0; w < BWD_WARPS; ++w) {
-      const int own = x - (BN - 1) + 16 * w;
-      if (own >= -15 && own < QT) sum += s.diag[w * WARP_DIAGONALS + own + 15];
+/// rab^p's gradient of a backward CTA. Query tile q0 holds the block's diagonals q0 − k0 − (BN − 1)
+/// … q0 − k0 + QT − 1 (query − key), each summed over the warps' rows of `s.diag` (warp w's
+/// diagonal x − (BN − 1) + 16w). Thread t owns the tile's diagonal d ≡ t (mod QT + BN) and keeps
+/// its sum in a register while the tiles that follow still hold d: consecutive query tiles share
+/// BN − 1 diagonals, so a CTA walking them issues one global atomic per diagonal it saw, not one
+/// per diagonal and tile. Any walk is summed correctly: a diagonal the next tile lacks is flushed.
+struct PositionGradient {
+  static_assert(BWD_WARPS * 32 == QT + BN && ((QT + BN) & (QT + BN - 1)) == 0, "a thread per diagonal of a tile, plus one");
+  int d = -1;        // the diagonal this thread sums (negative: none yet)
+  float sum = 0.f;
+
+  /// Adds tile q0's diagonal sums (after a barrier past `backward_scores`).
+  __device__ __forceinline__ void add_tile(const BackwardScratch& s, const BackwardBlock& B, int q0, float* __restrict__ dpos, int posLength) {
+    const int first = q0 - B.k0 - (BN - 1), x = ((int)threadIdx.x - first) & (QT + BN - 1);
+    if (first + x != d) {
+      flush(dpos, posLength);
+      d = first + x;
+      sum = 0.f;
     }
-    const int d = x + (q0 - B.k0) - (BN - 1);
+    if (x < QT + BN - 1) {
+      #pragma unroll
+      for (int w = 0; w < BWD_WARPS; ++w) {
+        const int own = x - (BN - 1) + 16 * w;
+        if (own >= -15 && own < QT) sum += s.diag[w * WARP_DIAGONALS + own + 15];
+      }
+    }
+  }
+  /// Adds this thread's sum into dpos (after the last tile, and whenever its diagonal leaves the walk).
+  __device__ __forceinline__ void flush(float* __restrict__ dpos, int posLength) const {
     if (d >= 0 && d < posLength && sum != 0.f) atomicAdd(dpos + d, sum);
   }
-}
+};
 
 /// dst[0..1] += (x, y): an 8-byte vector reduction (sm_90; dst 8-byte aligned). No memory clobber:
 /// the kernel never reads dq.
@@ -928,6 +945,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
   float accK[DQK / 8][4], accV[DV / 8][4];
   long long kt0, kt1;
   backward_begin(accK, accV, B, s, time, kt0, kt1);
+  PositionGradient posGradient;
 
   for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
     const int q0 = tile * QT;
@@ -993,11 +1011,12 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
       }
       add_query_gradient(acc, dq + (size_t)start * ldqk + h * DQK + half * (DQK / 2), q0 + warp * 16 + g, n, ldqk, tq);
     }
-    if (POS_BIAS) backward_position_gradient(s, B, q0, dpos, posLength);
+    if (POS_BIAS) posGradient.add_tile(s, B, q0, dpos, posLength);
     __syncthreads();
     tile = s.tile(i + 1);   // read again here: fewer registers live through the step
   }
   cp_async_wait<0>();
+  if (POS_BIAS) posGradient.flush(dpos, posLength);
   store_key_gradients(accK, accV, B, s, {dk, dv, pre, dpre, preStride, preV, preK}, dtime, heads, timeBuckets);
 }
 

@@ -395,6 +395,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   backward_begin(accK, accV, B, s, time, kt0, kt1);
   const u32 kAddr = smem_u32(sK), vAddr = smem_u32(sV), dsAddr = smem_u32(sDS);
   mbar_wait(kvLanded, 0);
+  PositionGradient posGradient;
 
   for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
     const int q0 = s.tile(i) * QT;
@@ -459,7 +460,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     pin(accK);
     pin(accV);
     fence_proxy_async();   // the dQ stores, visible to the TMA reduction
-    if (POS_BIAS) backward_position_gradient(s, B, q0, dpos, posLength);
+    if (POS_BIAS) posGradient.add_tile(s, B, q0, dpos, posLength);
     __syncthreads();
     if (threadIdx.x == 0) {
       #pragma unroll
@@ -468,6 +469,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     }
   }
   if (threadIdx.x == 0) bulk_wait<false>();
+  if (POS_BIAS) posGradient.flush(dpos, posLength);
   store_key_gradients(accK, accV, B, s, {dk, dv, pre, dpre, preStride, preV, preK}, dtime, heads, timeBuckets);
 }
 #endif
