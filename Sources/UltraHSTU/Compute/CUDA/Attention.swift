@@ -233,14 +233,15 @@ extension CUDADevice {
   /// reach one fewer diagonals below its keys, and its last tile's rows past the sequence's end.
   static var attentionPositionPad: Int { 16 * attentionForwardWarps }
 
-  /// `pos` by diagonal from −pad to maxLength + pad, clamped into the table, in the arena
-  /// (`hstu_position_bias_padded`): the address of diagonal 0, which the forward reads without a clamp.
+  /// `pos` by diagonal from −pad to maxLength + pad, clamped into the table, as pairs of diagonals
+  /// d − 1, d in the arena (`hstu_position_bias_padded`): the address of diagonal 0's pair, which the
+  /// forward reads without a clamp.
   private func paddedPositionBias(_ pos: DeviceArray<Float>, _ shape: AttentionShape, module: CUDAModule) throws -> CUdeviceptr {
     let pad = Self.attentionPositionPad, length = pad + shape.maxLength + pad
-    let padded = try allocate(Float.self, count: length)
+    let padded = try allocate(Float.self, count: 2 * length)   // pairs of diagonals d − 1, d
     try launch(module.function("hstu_position_bias_padded"), grid: ((length + 255) / 256, 1, 1), block: (256, 1, 1),
                [.pointer(pos.address), .int(Int32(pos.count)), .pointer(padded.address), .int(Int32(pad)), .int(Int32(length))])
-    return padded.address + CUdeviceptr(pad * MemoryLayout<Float>.size)
+    return padded.address + CUdeviceptr(pad * 2 * MemoryLayout<Float>.size)
   }
 
   private func attentionForward(

@@ -242,17 +242,17 @@ __device__ __forceinline__ int pos_index(int d, int posLength) { return min(max(
 /// The rab^p entry of diagonal d.
 __device__ __forceinline__ float pos_at(const float* __restrict__ pos, int d, int posLength) { return pos[pos_index(d, posLength)]; }
 
-/// rab^p by diagonal for the forward: padded[x] is the entry of diagonal d = x − pad, clamped into
-/// the table as `pos_index` does, for `length` entries. The forward reads diagonal d at
-/// padded[pad + d] with no clamp: a thread's entries of a tile are then constant offsets from one
-/// address. pad covers the forward's most negative diagonal (a CTA's rows past its keys, at most
-/// 127 for 128-row CTAs), length − pad its largest (a sequence's last row, plus the rows of its
-/// last tile past it).
-extern "C" __global__ void hstu_position_bias_padded(const float* __restrict__ pos, int posLength, float* __restrict__ padded,
+/// rab^p by diagonal for the forward, in pairs: padded[x] = (entry of diagonal d − 1, entry of d)
+/// for d = x − pad, each clamped into the table as `pos_index` does, for `length` pairs. The forward
+/// reads the pair of diagonal d at padded[pad + d] with no clamp: a thread's entries of a key tile
+/// are then 8-byte loads at constant offsets from one address. pad covers the forward's most
+/// negative diagonal (a CTA's rows past its keys, at most 127 for 128-row CTAs), length − pad its
+/// largest (a sequence's last row, plus the rows of its last tile past it).
+extern "C" __global__ void hstu_position_bias_padded(const float* __restrict__ pos, int posLength, float2* __restrict__ padded,
     int pad, int length) {
   grid_dependency_wait();
   const int x = blockIdx.x * blockDim.x + threadIdx.x;
-  if (x < length) padded[x] = pos[pos_index(x - pad, posLength)];
+  if (x < length) padded[x] = make_float2(pos[pos_index(x - pad - 1, posLength)], pos[pos_index(x - pad, posLength)]);
 }
 
 /// x·σ(x)·invN with σ(x) = (1 + tanh(x/2)) / 2, given halfInvN = invN / 2: one MUFU op and three
@@ -266,17 +266,17 @@ __device__ __forceinline__ float silu_scaled(float x, float halfInvN) {
 /// are compile-time, so a full tile without biases costs only the SiLU itself.
 template <int NT, bool MASK, bool POS>
 __device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT / 2][4], const QueryRows& r, int k0, int tq,
-    const float* __restrict__ pos, float halfInvN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
-  // rab^p (`pos` indexed by diagonal, padded: `hstu_position_bias_padded`): row1 = row0 + 8, so
-  // (nt, row1) lies on the diagonal i − j of (nt − 1, row0) and a thread reads 2·(NT + 1) entries
-  // rather than 4·NT, all at constant offsets from pos + d0.
+    const float2* __restrict__ pos, float halfInvN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
+  // rab^p (`pos` indexed by diagonal, in pairs of diagonals d − 1, d: `hstu_position_bias_padded`):
+  // row1 = row0 + 8, so (nt, row1) lies on the diagonal i − j of (nt − 1, row0) and a thread
+  // reads NT + 1 pairs rather than 4·NT entries, all at constant offsets from pos + d0.
   const int d0 = r.row0 - k0 - 2 * tq;   // i − j of (nt = 0, row0, e = 0)
   float pos0[2] = {0.f, 0.f}, pos1[2] = {0.f, 0.f};   // row0's and row1's entries of this nt
-  if (POS) { pos1[0] = pos[d0 + 8]; pos1[1] = pos[d0 + 7]; }
+  if (POS) { const float2 e = pos[d0 + 8]; pos1[0] = e.y; pos1[1] = e.x; }
   #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     float p[4];
-    if (POS) { pos0[0] = pos[d0 - nt * 8]; pos0[1] = pos[d0 - nt * 8 - 1]; }
+    if (POS) { const float2 e = pos[d0 - nt * 8]; pos0[0] = e.y; pos0[1] = e.x; }
     #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int j = k0 + nt * 8 + 2 * tq + (e & 1);
@@ -300,7 +300,7 @@ __device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT 
 /// compile-time (POS_BIAS), so a kernel holds two copies of this code, not four.
 template <int NT>
 __device__ __forceinline__ void silu_scores(const float (&s)[NT][4], u32 (&pf)[NT / 2][4], const QueryRows& r, int k0, int tq,
-    bool full, const float* __restrict__ pos, float invN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
+    bool full, const float2* __restrict__ pos, float invN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
   const float h = 0.5f * invN;
   if (full) silu_tile<NT, false, POS_BIAS>(s, pf, r, k0, tq, pos, h, time, keyTime);
   else silu_tile<NT, true, POS_BIAS>(s, pf, r, k0, tq, pos, h, time, keyTime);
@@ -338,11 +338,11 @@ __device__ __forceinline__ void load_tile(bf16_t* smem, const bf16_t* g, size_t 
 }
 
 /// The parameters of both attention forwards, in the order `CUDADevice.attentionForward` passes them;
-/// `pos` points at diagonal 0 of the padded rab^p table (`hstu_position_bias_padded`).
+/// `pos` points at diagonal 0 of the padded rab^p pairs (`hstu_position_bias_padded`).
 #define ATTENTION_FORWARD_PARAMS \
     const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, \
     const int* __restrict__ offsets, const int* __restrict__ targets, const int* __restrict__ bounds, \
-    const float* __restrict__ pos, \
+    const float2* __restrict__ pos, \
     const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes, \
     const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out, \
     float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splitTiles, int queryTiles, int splitQueryTiles, \
