@@ -326,8 +326,11 @@ extension CUDADevice {
     let module = try attentionModule(shape, positionBias: pos != nil, timeBias: time != nil)
     if let dPos { try fill(dPos) }
     if let dTime { try fill(dTime) }
+    let mark = arena.mark()
+    defer { arena.release(to: mark) }
+    let paddedPos = try pos.map { try paddedPositionBias($0, shape, module: module) }
     try attentionBackward(shape, module: module, q: q, k: k, v: v, dOut: dOut, offsets: offsets, targets: targets,
-                          bias: [.pointer(pos?.address ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
+                          bias: [.pointer(paddedPos ?? 0), .int(Int32(pos?.count ?? 0))] + (time?.arguments ?? AttentionTimeBias.absent),
                           softmax: [.pointer(0), .pointer(0), .float(0)], dq: dq, keys: keys,
                           biasGradients: [.pointer(dPos?.address ?? 0), .pointer(dTime?.address ?? 0)],
                           timeBuckets: time.map { $0.buckets + 1 } ?? 0, kernel: kernel, bounds: bounds)
@@ -370,13 +373,12 @@ extension CUDADevice {
     try fill(dq)
     let bn = Self.attentionKeyTile, qt = Self.attentionQueryTile, tokens = dq.count / (shape.heads * shape.dqk)
     // K, V, two stages of a Q and a dO tile, dSᵀ (bf16; mma.sync: padded rows; wgmma: swizzled, 1 KB
-    // to align the swizzle atoms, each stage large enough for the tile's fp32 dQ, three mbarriers,
-    // each stage's rab^p entries);
+    // to align the swizzle atoms, each stage large enough for the tile's fp32 dQ, three mbarriers);
     // the query tile's key intervals; the list of query tiles (its length, then 2 bytes per tile);
     // each warp's dPos sums over the QT + 15 diagonals of its 16 keys.
     let pad = wgmma ? 0 : 8
     let stage = wgmma ? max(qt * (shape.dqk + shape.dv), 2 * qt * shape.dqk) : qt * (shape.dqk + shape.dv + 2 * pad)
-    var shared = (wgmma ? 1024 + 3 * 8 + 4 * 2 * (qt + bn) : 0)
+    var shared = (wgmma ? 1024 + 3 * 8 : 0)
       + 2 * (bn * (shape.dqk + pad) + bn * (shape.dv + pad) + 2 * stage + bn * (qt + pad))
       + 4 * 3 * qt + 4 + 4 * ((tiles + 1) / 2) + 4 * Self.attentionBackwardWarps * (qt + 15)
     if timeBuckets > 0 { shared = (shared + 7) / 8 * 8 + 8 * qt + 4 * timeBuckets }   // query times, dTime partial sums

@@ -239,8 +239,6 @@ __device__ __forceinline__ QueryRows query_rows(int row0, int n, int t, MaskArgs
 
 /// The index of diagonal d = i − j in the rab^p table, clamped into it (masked pairs read an edge entry).
 __device__ __forceinline__ int pos_index(int d, int posLength) { return min(max(d, 0), posLength - 1); }
-/// The rab^p entry of diagonal d.
-__device__ __forceinline__ float pos_at(const float* __restrict__ pos, int d, int posLength) { return pos[pos_index(d, posLength)]; }
 
 /// rab^p by diagonal for the forward, in pairs: padded[x] = (entry of diagonal d − 1, entry of d)
 /// for d = x − pad, each clamped into the table as `pos_index` does, for `length` pairs. The forward
@@ -536,7 +534,7 @@ struct WarpDiagonals {
 #define ATTENTION_BACKWARD_PARAMS \
     const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, \
     const bf16_t* __restrict__ dout, const int* __restrict__ offsets, const int* __restrict__ targets, \
-    const int* __restrict__ bounds, const float* __restrict__ pos, int posLength, \
+    const int* __restrict__ bounds, const float2* __restrict__ pos, int posLength, \
     const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes, \
     const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, \
     const float* __restrict__ lse, const float* __restrict__ delta, float scoreScale, \
@@ -705,14 +703,14 @@ __device__ __forceinline__ void warp_keys_times_queries(float (&acc)[QT / 8][4],
 /// leaves out 1/N, which `store_key_gradients` applies to dV once: P = SiLU(x) = h + h·t with
 /// h = x/2 and t = tanh(h), dS = dP · σ(x)(1 + x(1 − σ(x))) / N = dP · (σ + P(1 − σ)) / N with
 /// σ = (1 + t)/2, seven FP32 ops and one MUFU op per element. MASK (the tile is not entirely
-/// visible to the block's keys) and POS (rab^p, `pos_of(d)` giving its entry of diagonal d = i − j)
-/// are compile-time, so a full tile without biases costs only that. Element (nt, e2 + 2) of a
+/// visible to the block's keys) and POS (rab^p, `pos[d]` the entries of diagonals d − 1 and d = i − j:
+/// `hstu_position_bias_padded`) are compile-time, so a full tile without biases costs only that. Element (nt, e2 + 2) of a
 /// thread (key1 = key0 + 8) lies on the diagonal i − j of its (nt − 1, e2): the two share one rab^p
 /// entry and one dPos partial sum.
-template <bool MASK, bool POS, typename PosOf, typename DSAt>
+template <bool MASK, bool POS, typename DSAt>
 __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
     u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0,
-    PosOf pos_of, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
+    const float2* __restrict__ pos, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const int* sInt = s.interval;
 #if SOFTMAX
@@ -722,11 +720,11 @@ __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4
   const int d0 = q0 + 2 * tq - B.key0;   // i − j of (nt = 0, e2 = 0)
   float carry0 = 0.f, carry1 = 0.f;      // ds of (nt − 1, e2 = 0, 1)
   float posLo[2] = {0.f, 0.f}, posHi[2] = {0.f, 0.f};   // rab^p of (nt, e2 < 2) and (nt, e2 ≥ 2)
-  if (POS) { posHi[0] = pos_of(d0 - 8); posHi[1] = pos_of(d0 - 7); }
+  if (POS) { const float2 e = pos[d0 - 7]; posHi[0] = e.x; posHi[1] = e.y; }
   #pragma unroll
   for (int nt = 0; nt < QT / 8; ++nt) {
     float p[4], ds[4];
-    if (POS) { posLo[0] = pos_of(d0 + nt * 8); posLo[1] = pos_of(d0 + nt * 8 + 1); }
+    if (POS) { const float2 e = pos[d0 + nt * 8 + 1]; posLo[0] = e.x; posLo[1] = e.y; }
     #pragma unroll
     for (int e2 = 0; e2 < 4; ++e2) {
       const int j = e2 < 2 ? B.key0 : B.key1;
@@ -767,13 +765,13 @@ __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4
 }
 
 /// `backward_scores_tile` for a tile that is `full` (every query sees every key of the block) or
-/// not; with POS_BIAS, rab^p read through `pos_of`.
-template <typename PosOf, typename DSAt>
+/// not; with POS_BIAS, rab^p read from the padded pairs `pos`.
+template <typename DSAt>
 __device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
     u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0, bool full,
-    PosOf pos_of, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
-  if (full) backward_scores_tile<false, POS_BIAS>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
-  else backward_scores_tile<true, POS_BIAS>(st, dpt, pf, df, s, B, q0, pos_of, scoreScale, time, kt0, kt1, ds_at);
+    const float2* __restrict__ pos, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
+  if (full) backward_scores_tile<false, POS_BIAS>(st, dpt, pf, df, s, B, q0, pos, scoreScale, time, kt0, kt1, ds_at);
+  else backward_scores_tile<true, POS_BIAS>(st, dpt, pf, df, s, B, q0, pos, scoreScale, time, kt0, kt1, ds_at);
 }
 
 /// rab^p's gradient of a backward CTA. Query tile q0 holds the block's diagonals q0 − k0 − (BN − 1)
@@ -967,7 +965,7 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
     warp_keys_times_queries<DV, SV>(dpt, sV, cO, warp, lane);
 
     u32 pf[QT / 16][4], df[QT / 16][4];
-    backward_scores(st, dpt, pf, df, s, B, q0, s.full(i), [&](int d) { return pos_at(pos, d, posLength); },
+    backward_scores(st, dpt, pf, df, s, B, q0, s.full(i), pos,
                     scoreScale, time, kt0, kt1, [&](int row, int unit) { return sDS + row * SDS + unit * 8; });
 
     // dV += Pᵀ dO and dK += dSᵀ Q.

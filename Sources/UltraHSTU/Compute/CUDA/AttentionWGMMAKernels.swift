@@ -329,8 +329,8 @@ __device__ __forceinline__ void stage_query_gradient(const float (&acc)[8][4], f
 ///                                  and dK no longer need, and added into dq by one TMA reduction
 ///                                  that thread 0 issues: no atomics from the warps.
 /// The next tile's Q and dO go to the other stage once its S and dP are issued, after that
-/// stage's dQ reduction has read its shared memory; so do its 127 rab^p entries (diagonals
-/// q0 − k0 − 63 … q0 − k0 + 63, by cp.async), which the scores then read from shared memory.
+/// stage's dQ reduction has read its shared memory. The scores read rab^p from the padded pairs
+/// of the table (`hstu_position_bias_padded`), like the forward.
 /// Query rows past the sequence arrive as the next sequence's rows (zeros past the batch): their
 /// intervals are empty and their tile is never full, so their P and dS, and so their dQ rows, are
 /// zero: they add nothing.
@@ -349,8 +349,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   bf16_t* sDS = sStage + 2 * STAGE;          // [BN][QT]            dSᵀ (one 64-column chunk)
   u64* kvLanded = (u64*)(sDS + BN * QT);     // K and V have arrived
   u64* qLanded = kvLanded + 1;               // [2] the stage's Q and dO tiles have arrived
-  float* sPos = (float*)(qLanded + 2);       // [2][QT + BN] the stage's rab^p entries
-  const BackwardScratch s(sPos + 2 * (QT + BN), tilesPerSequence);
+  const BackwardScratch s(qLanded + 2, tilesPerSequence);
   const TimeBiasArgs time = {keyTimes, queryTimes, timeTable, timeThresholds, timeBuckets};
   const MaskArgs m = {window, tail, prefix, contextual};
 
@@ -374,18 +373,9 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     tma_load_tile<DQK, QT>(sQ, &queryMap, h * DQK, start + tile * QT, &qLanded[stage]);
     tma_load_tile<DV, QT>(sQ + QT * DQK, &gradMap, h * DV, start + tile * QT, &qLanded[stage]);
   };
-  // The rab^p entries of query tile `tile` into stage `stage`: entry x is diagonal tile·QT − k0 − (BN − 1) + x.
-  auto produce_pos = [&](int tile, int stage) {
-    if (POS_BIAS) {
-      const int d = tile * QT - k0 - (BN - 1) + (int)threadIdx.x;
-      if (threadIdx.x < QT + BN - 1) cp_async_4(sPos + stage * (QT + BN) + threadIdx.x, pos + pos_index(d, posLength));
-    }
-    cp_async_commit();
-  };
-  // The first query tile's Q, dO and rab^p entries in flight while warp 0 lists the tiles.
+  // The first query tile's Q and dO in flight while warp 0 lists the tiles.
   const int first = first_backward_tile(B);
   if (threadIdx.x == 0) produce(first, 0);
-  produce_pos(first, 0);
   backward_tile_list(s, B, m);
   __syncthreads();
   const int count = *s.tileCount;
@@ -400,7 +390,6 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
   for (int i = 0, stage = 0; i < count; ++i, stage ^= 1) {
     const int q0 = s.tile(i) * QT;
     backward_tile_queries(s, B, q0, m, lse, delta, heads, time);
-    cp_async_wait<0>();   // this tile's rab^p entries
     __syncthreads();
     mbar_wait(&qLanded[stage], (i >> 1) & 1);
     const u32 qAddr = smem_u32(sStage + stage * STAGE), oAddr = qAddr + QT * DQK * 2;
@@ -417,16 +406,14 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
       wgmma_ss<QT, 0, 0>(dpt, sw128_desc(vAddr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024),
                          sw128_desc(oAddr + (kk >> 2) * QT * 128 + (kk & 3) * 32, 16, 1024), kk > 0);
     wgmma_commit();
-    // The next tile's Q, dO and rab^p entries, while this one computes.
+    // The next tile's Q and dO, while this one computes.
     if (threadIdx.x == 0 && i + 1 < count) produce(s.tile(i + 1), stage ^ 1);
-    if (i + 1 < count) produce_pos(s.tile(i + 1), stage ^ 1);
     wgmma_wait<0>();
     pin(st);
     pin(dpt);
 
     u32 pf[QT / 16][4], df[QT / 16][4];
-    const float* posTile = sPos + stage * (QT + BN) - (q0 - k0 - (BN - 1));   // indexed by diagonal
-    backward_scores(st, dpt, pf, df, s, B, q0, s.full(i), [&](int d) { return posTile[d]; },
+    backward_scores(st, dpt, pf, df, s, B, q0, s.full(i), pos,
                     scoreScale, time, kt0, kt1, [&](int row, int unit) { return sDS + row * QT + ((unit ^ (row & 7)) << 3); });
 
     // dV += Pᵀ dO and dK += dSᵀ Q: k-step kk is 16 query rows; dO and Q are N-major (64-column chunks QT·128 bytes apart).
