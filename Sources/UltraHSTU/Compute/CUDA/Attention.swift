@@ -228,14 +228,15 @@ extension CUDADevice {
                          scale: scale, splitKeys: false, wgmma: nil, bounds: bounds)
   }
 
-  /// Diagonals of rab^p below 0 and past a sequence's last row that the forward reads: a CTA's rows
-  /// (at most the mma.sync forward's 16 per warp; the wgmma forward's two warpgroups take as many)
-  /// reach one fewer diagonals below its keys, and its last tile's rows past the sequence's end.
+  /// Diagonals of rab^p below 0 and past a sequence's last row that the attention kernels read: a
+  /// forward CTA's rows (at most the mma.sync forward's 16 per warp; the wgmma forward's two
+  /// warpgroups take as many) reach one fewer diagonals below its keys, and its last tile's rows past
+  /// the sequence's end; the backward reaches 70 below and 63 past.
   static var attentionPositionPad: Int { 16 * attentionForwardWarps }
 
   /// `pos` by diagonal from −pad to maxLength + pad, clamped into the table, as pairs of diagonals
-  /// d − 1, d in the arena (`hstu_position_bias_padded`): the address of diagonal 0's pair, which the
-  /// forward reads without a clamp.
+  /// d − 1, d in the arena (`hstu_position_bias_padded`): the address of diagonal 0's pair, which
+  /// both attention directions read without a clamp.
   private func paddedPositionBias(_ pos: DeviceArray<Float>, _ shape: AttentionShape, module: CUDAModule) throws -> CUdeviceptr {
     let pad = Self.attentionPositionPad, length = pad + shape.maxLength + pad
     let padded = try allocate(Float.self, count: 2 * length)   // pairs of diagonals d − 1, d

@@ -240,12 +240,13 @@ __device__ __forceinline__ QueryRows query_rows(int row0, int n, int t, MaskArgs
 /// The index of diagonal d = i − j in the rab^p table, clamped into it (masked pairs read an edge entry).
 __device__ __forceinline__ int pos_index(int d, int posLength) { return min(max(d, 0), posLength - 1); }
 
-/// rab^p by diagonal for the forward, in pairs: padded[x] = (entry of diagonal d − 1, entry of d)
-/// for d = x − pad, each clamped into the table as `pos_index` does, for `length` pairs. The forward
-/// reads the pair of diagonal d at padded[pad + d] with no clamp: a thread's entries of a key tile
-/// are then 8-byte loads at constant offsets from one address. pad covers the forward's most
-/// negative diagonal (a CTA's rows past its keys, at most 127 for 128-row CTAs), length − pad its
-/// largest (a sequence's last row, plus the rows of its last tile past it).
+/// rab^p by diagonal for both attention directions, in pairs: padded[x] = (entry of diagonal
+/// d − 1, entry of d) for d = x − pad, each clamped into the table as `pos_index` does, for `length`
+/// pairs. The kernels read the pair of diagonal d at padded[pad + d] with no clamp: a thread's
+/// entries of a tile are then 8-byte loads at constant offsets from one address. pad covers the
+/// most negative diagonal read (the forward's: a CTA's rows past its keys, at most 127 for 128-row
+/// CTAs; the backward's is −70), length − pad the largest (a sequence's last row, plus the rows of
+/// its last tile past it).
 extern "C" __global__ void hstu_position_bias_padded(const float* __restrict__ pos, int posLength, float2* __restrict__ padded,
     int pad, int length) {
   grid_dependency_wait();
@@ -703,10 +704,10 @@ __device__ __forceinline__ void warp_keys_times_queries(float (&acc)[QT / 8][4],
 /// leaves out 1/N, which `store_key_gradients` applies to dV once: P = SiLU(x) = h + h·t with
 /// h = x/2 and t = tanh(h), dS = dP · σ(x)(1 + x(1 − σ(x))) / N = dP · (σ + P(1 − σ)) / N with
 /// σ = (1 + t)/2, seven FP32 ops and one MUFU op per element. MASK (the tile is not entirely
-/// visible to the block's keys) and POS (rab^p, `pos[d]` the entries of diagonals d − 1 and d = i − j:
-/// `hstu_position_bias_padded`) are compile-time, so a full tile without biases costs only that. Element (nt, e2 + 2) of a
-/// thread (key1 = key0 + 8) lies on the diagonal i − j of its (nt − 1, e2): the two share one rab^p
-/// entry and one dPos partial sum.
+/// visible to the block's keys) and POS (rab^p, `pos[d]` the entries of diagonals d − 1 and
+/// d = i − j: `hstu_position_bias_padded`) are compile-time, so a full tile without biases costs
+/// only that. Element (nt, e2 + 2) of a thread (key1 = key0 + 8) lies on the diagonal i − j of its
+/// (nt − 1, e2): the two share one rab^p entry and one dPos partial sum.
 template <bool MASK, bool POS, typename DSAt>
 __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
     u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0,
@@ -782,7 +783,7 @@ __device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], co
 /// per diagonal and tile. Any walk is summed correctly: a diagonal the next tile lacks is flushed.
 struct PositionGradient {
   static_assert(BWD_WARPS * 32 == QT + BN && ((QT + BN) & (QT + BN - 1)) == 0, "a thread per diagonal of a tile, plus one");
-  int d = -1;        // the diagonal this thread sums (negative: none yet)
+  int d = -1;        // the diagonal this thread sums (negative diagonals are masked under every mask: never flushed)
   float sum = 0.f;
 
   /// Adds tile q0's diagonal sums (after a barrier past `backward_scores`).
