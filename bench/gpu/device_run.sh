@@ -15,7 +15,7 @@
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
 # breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3, ncu4 (per-kernel times of cfg1, 2, 3, 4 steps),
 # ncu-loss (the loss kernels of cfg2 and cfg3 under ncu), ncu-bwd-source (stall samples per SASS instruction of the
-# wgmma attention backward, semi-local L = 4096 with rab^p; ncu-fwd-source the same for the forward, both with the
+# wgmma attention backward, L = 4096 with rab^p, semi-local or $NCU_MASK (e.g. causal); ncu-fwd-source the same for the forward, both with the
 # kernel's details page: launch, occupancy, SM cycles active avg and max),
 # ncu-elementwise (ncu sections of the LayerNorm and split/merge kernels of cfg2, forward and backward),
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), cpu-match (the CPU rows of
@@ -120,13 +120,13 @@ for spec in "$@"; do
           --metrics $STALLS,smsp__inst_executed.sum,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_elapsed.avg,lts__t_sector_hit_rate.pct,dram__bytes_read.sum,dram__bytes_write.sum,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active \
           $exe gpu-bench --tokens 65536 --lengths $len --masks $mask --repeats 3 --out /tmp/ncu-out
       done ;;
-    ncu-bwd-source|ncu-fwd-source)   # where a wgmma attention kernel's warps stall, per SASS instruction (semi-local L = 4096, head dim 128, rab^p as in the step)
+    ncu-bwd-source|ncu-fwd-source)   # where a wgmma attention kernel's warps stall, per SASS instruction (L = 4096, head dim 128, rab^p as in the step; mask ${NCU_MASK:-semi-local})
       dir=${stage#ncu-}; dir=${dir%-source}
       [ $dir = bwd ] && fun=hstu_attention_backward_wgmma || fun=hstu_attention_forward_wgmma
       capped $bin-ncu-$dir-source-run 150 /usr/local/cuda/bin/ncu --clock-control none --kernel-name regex:$fun --launch-skip 2 --launch-count 1 \
         --section SourceCounters --section WarpStateStats --section LaunchStats --section Occupancy --section SpeedOfLight \
         --metrics $STALLS,smsp__inst_executed.sum,sm__cycles_active.avg,sm__cycles_active.max,sm__cycles_elapsed.avg,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active \
-        -f -o /tmp/$dir-source $exe gpu-bench --lengths 4096 --masks semi-local --position-bias --repeats 3 --out /tmp/ncu-out
+        -f -o /tmp/$dir-source $exe gpu-bench --lengths 4096 --masks ${NCU_MASK:-semi-local} --position-bias --repeats 3 --out /tmp/ncu-out
       /usr/local/cuda/bin/ncu --import /tmp/$dir-source.ncu-rep --page details > $LOG/$bin-ncu-$dir-details.txt 2>&1
       /usr/local/cuda/bin/ncu --import /tmp/$dir-source.ncu-rep --page source --csv --print-source sass > /tmp/$dir-source.csv 2> $LOG/$bin-ncu-$dir-source-err.txt
       python3 - /tmp/$dir-source.csv > $LOG/$bin-ncu-$dir-source.txt 2>&1 <<'PY'
