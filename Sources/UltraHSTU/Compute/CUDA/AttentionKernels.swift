@@ -531,7 +531,9 @@ struct WarpDiagonals {
   }
 };
 
-/// The parameters of both attention backwards, in the order `CUDADevice.attentionBackward` passes them.
+/// The parameters of both attention backwards, in the order `CUDADevice.attentionBackward` passes them;
+/// `pos` points at diagonal 0 of the padded rab^p pairs (`hstu_position_bias_padded`), `posLength`
+/// is the table's own length (dpos's).
 #define ATTENTION_BACKWARD_PARAMS \
     const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, \
     const bf16_t* __restrict__ dout, const int* __restrict__ offsets, const int* __restrict__ targets, \
