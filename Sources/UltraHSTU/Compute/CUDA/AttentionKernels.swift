@@ -531,6 +531,19 @@ struct WarpDiagonals {
   }
 };
 
+/// The inputs of a warp's rab^p diagonal sums: slot s's (e0, e1) of `WarpDiagonals::slot`.
+typedef float DiagonalSlots[QT / 8 + 1][2];
+
+/// This warp's diagonal sums of a backward tile from its slots (`backward_scores`) into its row of
+/// `s.diag`: callers run it once the tile's dV and dK products are on the tensor cores, so the
+/// shuffles overlap them instead of delaying their issue.
+__device__ __forceinline__ void sum_warp_diagonals(const DiagonalSlots& slots, float* diag) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  WarpDiagonals diagonals(diag + warp * WARP_DIAGONALS, lane);
+  #pragma unroll
+  for (int x = 0; x <= QT / 8; ++x) diagonals.slot(x, slots[x][0], slots[x][1], x == QT / 8);
+}
+
 /// The parameters of both attention backwards, in the order `CUDADevice.attentionBackward` passes them;
 /// `pos` points at diagonal 0 of the padded rab^p pairs (`hstu_position_bias_padded`), `posLength`
 /// is the table's own length (dpos's).
@@ -702,7 +715,8 @@ __device__ __forceinline__ void warp_keys_times_queries(float (&acc)[QT / 8][4],
 /// Pᵀ and dSᵀ of a backward tile from this warp's Sᵀ = K Qᵀ and dPᵀ = V dOᵀ (its 16 keys × the
 /// tile's QT queries, in the mma accumulator layout), packed into bf16 A fragments (`pf`, `df`);
 /// dSᵀ also goes to shared memory for dQ through `ds_at(row, unit)` (the element at key row `row`
-/// of the block, query column 8 · unit), and rab^p's and rab^t's gradients are summed. SiLU's P
+/// of the block, query column 8 · unit); rab^t's gradient is summed, and rab^p's dS partial sums
+/// go to `slots` for `sum_warp_diagonals`. SiLU's P
 /// leaves out 1/N, which `store_key_gradients` applies to dV once: P = SiLU(x) = h + h·t with
 /// h = x/2 and t = tanh(h), dS = dP · σ(x)(1 + x(1 − σ(x))) / N = dP · (σ + P(1 − σ)) / N with
 /// σ = (1 + t)/2, seven FP32 ops and one MUFU op per element. MASK (the tile is not entirely
@@ -712,14 +726,13 @@ __device__ __forceinline__ void warp_keys_times_queries(float (&acc)[QT / 8][4],
 /// (nt − 1, e2): the two share one rab^p entry and one dPos partial sum.
 template <bool MASK, bool POS, typename DSAt>
 __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
-    u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0,
-    const float2* __restrict__ pos, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
+    u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], DiagonalSlots& slots, const BackwardScratch& s, const BackwardBlock& B,
+    int q0, const float2* __restrict__ pos, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const int* sInt = s.interval;
 #if SOFTMAX
   const float scale2 = scoreScale * LOG2E;
 #endif
-  WarpDiagonals diagonals(s.diag + warp * WARP_DIAGONALS, lane);
   const int d0 = q0 + 2 * tq - B.key0;   // i − j of (nt = 0, e2 = 0)
   float carry0 = 0.f, carry1 = 0.f;      // ds of (nt − 1, e2 = 0, 1)
   float posLo[2] = {0.f, 0.f}, posHi[2] = {0.f, 0.f};   // rab^p of (nt, e2 < 2) and (nt, e2 ≥ 2)
@@ -753,7 +766,8 @@ __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4
 #endif
     }
     if (POS) {
-      diagonals.slot(nt, ds[2] + carry0, ds[3] + carry1, false);
+      slots[nt][0] = ds[2] + carry0;
+      slots[nt][1] = ds[3] + carry1;
       carry0 = ds[0]; carry1 = ds[1];
       posHi[0] = posLo[0]; posHi[1] = posLo[1];
     }
@@ -764,17 +778,18 @@ __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4
     *(u32*)(ds_at(warp * 16 + g, nt) + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 0];
     *(u32*)(ds_at(warp * 16 + g + 8, nt) + 2 * tq) = df[nt >> 1][(nt & 1) * 2 + 1];
   }
-  if (POS) diagonals.slot(QT / 8, carry0, carry1, true);
+  if (POS) { slots[QT / 8][0] = carry0; slots[QT / 8][1] = carry1; }
 }
 
 /// `backward_scores_tile` for a tile that is `full` (every query sees every key of the block) or
 /// not; with POS_BIAS, rab^p read from the padded pairs `pos`.
 template <typename DSAt>
 __device__ __forceinline__ void backward_scores(const float (&st)[QT / 8][4], const float (&dpt)[QT / 8][4],
-    u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], const BackwardScratch& s, const BackwardBlock& B, int q0, bool full,
-    const float2* __restrict__ pos, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1, DSAt ds_at) {
-  if (full) backward_scores_tile<false, POS_BIAS>(st, dpt, pf, df, s, B, q0, pos, scoreScale, time, kt0, kt1, ds_at);
-  else backward_scores_tile<true, POS_BIAS>(st, dpt, pf, df, s, B, q0, pos, scoreScale, time, kt0, kt1, ds_at);
+    u32 (&pf)[QT / 16][4], u32 (&df)[QT / 16][4], DiagonalSlots& slots, const BackwardScratch& s, const BackwardBlock& B,
+    int q0, bool full, const float2* __restrict__ pos, float scoreScale, const TimeBiasArgs& time, long long kt0, long long kt1,
+    DSAt ds_at) {
+  if (full) backward_scores_tile<false, POS_BIAS>(st, dpt, pf, df, slots, s, B, q0, pos, scoreScale, time, kt0, kt1, ds_at);
+  else backward_scores_tile<true, POS_BIAS>(st, dpt, pf, df, slots, s, B, q0, pos, scoreScale, time, kt0, kt1, ds_at);
 }
 
 /// rab^p's gradient of a backward CTA. Query tile q0 holds the block's diagonals q0 − k0 − (BN − 1)
@@ -968,8 +983,10 @@ hstu_attention_backward(ATTENTION_BACKWARD_PARAMS) {
     warp_keys_times_queries<DV, SV>(dpt, sV, cO, warp, lane);
 
     u32 pf[QT / 16][4], df[QT / 16][4];
-    backward_scores(st, dpt, pf, df, s, B, q0, s.full(i), pos,
+    DiagonalSlots slots;
+    backward_scores(st, dpt, pf, df, slots, s, B, q0, s.full(i), pos,
                     scoreScale, time, kt0, kt1, [&](int row, int unit) { return sDS + row * SDS + unit * 8; });
+    if (POS_BIAS) sum_warp_diagonals(slots, s.diag);
 
     // dV += Pᵀ dO and dK += dSᵀ Q.
     #pragma unroll

@@ -413,7 +413,8 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     pin(dpt);
 
     u32 pf[QT / 16][4], df[QT / 16][4];
-    backward_scores(st, dpt, pf, df, s, B, q0, s.full(i), pos,
+    DiagonalSlots slots;
+    backward_scores(st, dpt, pf, df, slots, s, B, q0, s.full(i), pos,
                     scoreScale, time, kt0, kt1, [&](int row, int unit) { return sDS + row * QT + ((unit ^ (row & 7)) << 3); });
 
     // dV += Pᵀ dO and dK += dSᵀ Q: k-step kk is 16 query rows; dO and Q are N-major (64-column chunks QT·128 bytes apart).
@@ -423,6 +424,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     #pragma unroll
     for (int kk = 0; kk < QT / 16; ++kk) wgmma_rs<DQK, 1>(accK, df[kk], sw128_desc(qAddr + kk * 16 * 128, QT * 128, 1024), 1);
     wgmma_commit();
+    if (POS_BIAS) sum_warp_diagonals(slots, s.diag);   // while dV and dK run
     fence_proxy_async();   // this thread's dSᵀ stores, visible to the tensor cores
     __syncthreads();       // every warp's dSᵀ rows
 
@@ -438,6 +440,7 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
         wgmma_ss<64, 1, 1>(acc, sw128_desc(dsAddr + kk * 16 * 128, BN * 128, 1024),
                            sw128_desc(kAddr + half * BN * 128 + kk * 16 * 128, BN * 128, 1024), kk > 0);
       wgmma_commit();
+      if (POS_BIAS && half == 0) posGradient.add_tile(s, B, q0, dpos, posLength);   // while dQ runs
       wgmma_wait<0>();
       pin(acc);
       stage_query_gradient(acc, sDQ, half, warp * 16 + g, tq);
@@ -447,7 +450,6 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     pin(accK);
     pin(accV);
     fence_proxy_async();   // the dQ stores, visible to the TMA reduction
-    if (POS_BIAS) posGradient.add_tile(s, B, q0, dpos, posLength);
     __syncthreads();
     if (threadIdx.x == 0) {
       #pragma unroll
