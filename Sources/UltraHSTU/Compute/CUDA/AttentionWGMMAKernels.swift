@@ -430,20 +430,29 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
 
     // dQ[q0 .. q0 + 64, :] = dS K, 64 columns at a time: A = dSᵀ read transposed (M-major), k-step kk
     // is 16 key rows; B = K, N-major. The first wait also retires dV and dK, so Q and dO are free.
+    // Chunk c + 1 goes to the tensor cores before chunk c is staged.
     float* sDQ = (float*)(sStage + stage * STAGE);
-    #pragma unroll
-    for (int half = 0; half < DQK / 64; ++half) {
-      float acc[8][4];
+    float acc[2][8][4];
+    auto issue_query_gradient = [&](float (&a)[8][4], int chunk) {
       wgmma_fence();
       #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk)
-        wgmma_ss<64, 1, 1>(acc, sw128_desc(dsAddr + kk * 16 * 128, BN * 128, 1024),
-                           sw128_desc(kAddr + half * BN * 128 + kk * 16 * 128, BN * 128, 1024), kk > 0);
+        wgmma_ss<64, 1, 1>(a, sw128_desc(dsAddr + kk * 16 * 128, BN * 128, 1024),
+                           sw128_desc(kAddr + chunk * BN * 128 + kk * 16 * 128, BN * 128, 1024), kk > 0);
       wgmma_commit();
-      if (POS_BIAS && half == 0) posGradient.add_tile(s, B, q0, dpos, posLength);   // while dQ runs
-      wgmma_wait<0>();
-      pin(acc);
-      stage_query_gradient(acc, sDQ, half, warp * 16 + g, tq);
+    };
+    issue_query_gradient(acc[0], 0);
+    if (POS_BIAS) posGradient.add_tile(s, B, q0, dpos, posLength);   // while dQ runs
+    #pragma unroll
+    for (int half = 0; half < DQK / 64; ++half) {
+      if (half + 1 < DQK / 64) {
+        issue_query_gradient(acc[(half + 1) & 1], half + 1);
+        wgmma_wait<1>();
+      } else {
+        wgmma_wait<0>();
+      }
+      pin(acc[half & 1]);
+      stage_query_gradient(acc[half & 1], sDQ, half, warp * 16 + g, tq);
     }
     pin(pf);
     pin(df);
