@@ -803,7 +803,7 @@ struct PositionGradient {
   int d = -1;        // the diagonal this thread sums (negative diagonals are masked under every mask: never flushed)
   float sum = 0.f;
 
-  /// Adds tile q0's diagonal sums (after a barrier past `backward_scores`).
+  /// Adds tile q0's diagonal sums (after a barrier past every warp's `sum_warp_diagonals`).
   __device__ __forceinline__ void add_tile(const BackwardScratch& s, const BackwardBlock& B, int q0, float* __restrict__ dpos, int posLength) {
     const int first = q0 - B.k0 - (BN - 1), x = ((int)threadIdx.x - first) & (QT + BN - 1);
     if (first + x != d) {

@@ -330,7 +330,9 @@ __device__ __forceinline__ void stage_query_gradient(const float (&acc)[8][4], f
 ///                                  that thread 0 issues: no atomics from the warps.
 /// The next tile's Q and dO go to the other stage once its S and dP are issued, after that
 /// stage's dQ reduction has read its shared memory. The scores read rab^p from the padded pairs
-/// of the table (`hstu_position_bias_padded`), like the forward.
+/// of the table (`hstu_position_bias_padded`), like the forward; its gradient's shuffles
+/// (`sum_warp_diagonals`) run while dV and dK are on the tensor cores, the block's sums
+/// (`PositionGradient`) while dQ's first chunk is.
 /// Query rows past the sequence arrive as the next sequence's rows (zeros past the batch): their
 /// intervals are empty and their tile is never full, so their P and dS, and so their dQ rows, are
 /// zero: they add nothing.
