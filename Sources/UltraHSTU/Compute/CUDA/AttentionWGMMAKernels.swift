@@ -301,14 +301,14 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
 }
 #endif
 
-/// A thread's dQ accumulators of columns 64·half … 64·half + 63 (rows `row` and row + 8, the
+/// A thread's dQ accumulators of columns 64·chunk … 64·chunk + 63 (rows `row` and row + 8, the
 /// wgmma accumulator layout) into the fp32 staging tile: DQK/32 boxes of QT rows × 32 columns
 /// (128 bytes), 16-byte unit u of row r at u ^ (r % 8), the layout the dQ tensor map reduces from.
 /// The eight rows g of a store land on eight distinct units: no bank conflicts.
-__device__ __forceinline__ void stage_query_gradient(const float (&acc)[8][4], float* sDQ, int half, int row, int tq) {
+__device__ __forceinline__ void stage_query_gradient(const float (&acc)[8][4], float* sDQ, int chunk, int row, int tq) {
   #pragma unroll
   for (int nt = 0; nt < 8; ++nt) {
-    const int c = half * 64 + nt * 8 + 2 * tq, unit = ((c & 31) >> 2) ^ (row & 7);   // (row + 8) % 8 = row % 8
+    const int c = chunk * 64 + nt * 8 + 2 * tq, unit = ((c & 31) >> 2) ^ (row & 7);   // (row + 8) % 8 = row % 8
     float* box = sDQ + (c >> 5) * QT * 32 + (unit << 2) + (c & 3);
     *(float2*)(box + row * 32) = make_float2(acc[nt][0], acc[nt][1]);
     *(float2*)(box + (row + 8) * 32) = make_float2(acc[nt][2], acc[nt][3]);
@@ -446,15 +446,15 @@ hstu_attention_backward_wgmma(ATTENTION_BACKWARD_PARAMS, const __grid_constant__
     issue_query_gradient(acc[0], 0);
     if (POS_BIAS) posGradient.add_tile(s, B, q0, dpos, posLength);   // while dQ runs
     #pragma unroll
-    for (int half = 0; half < DQK / 64; ++half) {
-      if (half + 1 < DQK / 64) {
-        issue_query_gradient(acc[(half + 1) & 1], half + 1);
+    for (int chunk = 0; chunk < DQK / 64; ++chunk) {
+      if (chunk + 1 < DQK / 64) {
+        issue_query_gradient(acc[(chunk + 1) & 1], chunk + 1);
         wgmma_wait<1>();
       } else {
         wgmma_wait<0>();
       }
-      pin(acc[half & 1]);
-      stage_query_gradient(acc[half & 1], sDQ, half, warp * 16 + g, tq);
+      pin(acc[chunk & 1]);
+      stage_query_gradient(acc[chunk & 1], sDQ, chunk, warp * 16 + g, tq);
     }
     pin(pf);
     pin(df);
