@@ -13,7 +13,7 @@
 # rab^p, causal 16k), sass (opcode histogram of $SASS_FUN),
 # ncu-attn (ncu of one L = 16k wgmma attention forward: throughput, pipes, warp-stall reasons),
 # torch-check (torch vs the dumped Swift step), torch-eager, torch-compile (the PyTorch peer; NAME ignored),
-# breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3, ncu4 (per-kernel times of cfg1, 2, 3, 4 steps),
+# breakdown (forward / backward / AdamW / host enqueue times), ncu, ncu2, ncu3, ncu4 (per-kernel times of cfg1, 2, 3, 4 steps; $NCU_BATCH sequences per step if set),
 # ncu-loss (the loss kernels of cfg2 and cfg3 under ncu), ncu-bwd-source (stall samples per SASS instruction of the
 # wgmma attention backward, L = 4096 with rab^p, semi-local or $NCU_MASK (e.g. causal); ncu-fwd-source the same for the forward, both with the
 # kernel's details page: launch, occupancy, SM cycles active avg and max),
@@ -232,6 +232,22 @@ PY
     rabp-parts)   # what each part of rab^p costs causal attention at L = 4096, on a binary built with bench/results/gpu-runs/2026-11-30-s19-call1/exp-hooks.patch applied (HSTU_EXP bits: 1 no shuffle network, 2 no global atomics, 4 no entry loads in the backward, 8 none in the forward; timing only, the gradients are then wrong)
       attention_table $bin-rabp-none 40 "$bin no rab^p" --lengths 4096 --masks causal
       for e in 0 1 2 3 4 7 8; do HSTU_EXP=$e attention_table $bin-rabp-exp$e 40 "$bin rab^p EXP=$e" --lengths 4096 --masks causal --position-bias; done ;;
+    clocks)   # cfg4 at 32 sequences per step (--breakdown) while nvidia-smi samples the SM clock, power and throttle reasons every 50 ms: does the sustained step run at the clock of the GEMM reference?
+      nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active --format=csv,noheader,nounits -lms 50 > $LOG/$bin-clocks-smi.txt 2>&1 &
+      local_smi=$!
+      capped $bin-clocks-cfg4-b32 90 $exe gpu-bench step ${CFG4/--batch 4/--batch 32} --repeats 20 --breakdown
+      kill $local_smi; sleep 0.2
+      python3 - $LOG/$bin-clocks-smi.txt <<'PY' | sed "s/^/$bin clocks: /" >> $LOG/summary.txt
+import collections, statistics, sys
+rows = [l.split(", ") for l in open(sys.argv[1]) if l.count(",") >= 5]
+busy = [r for r in rows if float(r[3]) > 200]   # samples while the GPU draws more than 200 W
+print(f"{len(rows)} samples, {len(busy)} above 200 W")
+for name, i in (("SM MHz", 1), ("memory MHz", 2), ("W", 3), ("C", 4)):
+  v = sorted(float(r[i]) for r in busy) or [float("nan")]
+  print(f"{name}: min {v[0]:.0f}, 10th pct {v[len(v) // 10]:.0f}, median {statistics.median(v):.0f}, max {v[-1]:.0f}")
+print("throttle reasons (busy samples):", dict(collections.Counter(r[5].strip() for r in busy)))
+PY
+      ;;
     nopos)   # cfg4 at 4, 8, 16, 32 and cfg3 at 4, 32 sequences per step without rab^p (the layer of the ULTRA-HSTU paper's Eq. 1-5 and of DLRMv3, which NVIDIA's training MFU measures)
       for b in 4 8 16 32; do capped $bin-nopos-cfg4-b$b 60 $exe gpu-bench step ${CFG4/--batch 4/--batch $b} --no-position-bias; done
       for b in 4 32; do capped $bin-nopos-cfg3-b$b 60 $exe gpu-bench step ${CFG3/--batch 4/--batch $b} --no-position-bias; done ;;
@@ -263,9 +279,10 @@ PY
       capped $bin-breakdown-cfg2 60 $exe gpu-bench step $CFG2 --breakdown --gemm-size 0
       capped $bin-breakdown-cfg3 60 $exe gpu-bench step $CFG3 --breakdown --gemm-size 0 ;;
     ncu|ncu2|ncu3|ncu4)
-      n=${stage#ncu}; n=${n:-1}; cfg=CFG$n; count=$((n == 1 ? 400 : 1200))
+      n=${stage#ncu}; n=${n:-1}; cfg=CFG$n; count=$((n == 1 ? 400 : 1200)); args=${!cfg}
+      [ -n "$NCU_BATCH" ] && { args=$(sed "s/--batch [0-9]*/--batch $NCU_BATCH/" <<< "$args"); n=$n-b$NCU_BATCH; }   # e.g. NCU_BATCH=32: cfg4 at the MFU figure's batch
       capped $bin-ncu-cfg$n 120 /usr/local/cuda/bin/ncu --clock-control none --metrics gpu__time_duration.sum --csv --print-units base \
-        --launch-skip 100 --launch-count $count $exe gpu-bench step ${!cfg} --repeats 1 --gemm-size 0
+        --launch-skip 100 --launch-count $count $exe gpu-bench step $args --repeats 1 --gemm-size 0
       python3 $ROOT/bench/gpu/ncu_summary.py $LOG/$bin-ncu-cfg$n.txt > $LOG/$bin-ncu-cfg$n-summary.md 2>&1
       head -16 $LOG/$bin-ncu-cfg$n-summary.md >> $LOG/summary.txt ;;
     attention) capped $bin-gpu-bench-attention 90 $exe gpu-bench --out $LOG --commit "${HSTU_COMMIT:-unknown}" ;;

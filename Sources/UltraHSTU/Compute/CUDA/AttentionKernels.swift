@@ -240,9 +240,10 @@ __device__ __forceinline__ QueryRows query_rows(int row0, int n, int t, MaskArgs
 /// The index of diagonal d = i − j in the rab^p table, clamped into it (masked pairs read an edge entry).
 __device__ __forceinline__ int pos_index(int d, int posLength) { return min(max(d, 0), posLength - 1); }
 
-/// rab^p by diagonal for both attention directions, in pairs: padded[x] = (entry of diagonal
-/// d − 1, entry of d) for d = x − pad, each clamped into the table as `pos_index` does, for `length`
-/// pairs. The kernels read the pair of diagonal d at padded[pad + d] with no clamp: a thread's
+/// rab^p by diagonal for both attention directions, in pairs, halved: padded[x] = (entry of
+/// diagonal d − 1, entry of d) / 2 for d = x − pad, each clamped into the table as `pos_index`
+/// does, for `length` pairs. Halved because the SiLU kernels work on h = S/2 (`silu_of_half`): a
+/// score then takes its bias in the one FFMA that halves it. The kernels read the pair of diagonal d at padded[pad + d] with no clamp: a thread's
 /// entries of a tile are then 8-byte loads at constant offsets from one address. pad covers the
 /// most negative diagonal read (the forward's: a CTA's rows past its keys, at most 127 for 128-row
 /// CTAs; the backward's is −70), length − pad the largest (a sequence's last row, plus the rows of
@@ -251,21 +252,19 @@ extern "C" __global__ void hstu_position_bias_padded(const float* __restrict__ p
     int pad, int length) {
   grid_dependency_wait();
   const int x = blockIdx.x * blockDim.x + threadIdx.x;
-  if (x < length) padded[x] = make_float2(pos[pos_index(x - pad - 1, posLength)], pos[pos_index(x - pad, posLength)]);
+  if (x < length) padded[x] = make_float2(0.5f * pos[pos_index(x - pad - 1, posLength)], 0.5f * pos[pos_index(x - pad, posLength)]);
 }
 
-/// x·σ(x)·invN with σ(x) = (1 + tanh(x/2)) / 2, given halfInvN = invN / 2: one MUFU op and three
-/// FP32 ops.
-__device__ __forceinline__ float silu_scaled(float x, float halfInvN) {
-  const float t = tanh_approx(0.5f * x), y = x * halfInvN;
-  return fmaf(y, t, y);
-}
+/// SiLU(x) = x·σ(x) given h = x/2: σ(x) = (1 + tanh h) / 2, so SiLU(x) = h·(1 + tanh h), one MUFU
+/// op and one FFMA.
+__device__ __forceinline__ float silu_of_half(float h) { return fmaf(h, tanh_approx(h), h); }
 
 /// `silu_scores` for one case: MASK (the tile is not entirely visible) and POS (a position bias)
-/// are compile-time, so a full tile without biases costs only the SiLU itself.
+/// are compile-time, so a full tile without biases costs only the SiLU itself: h = S/2 (one FMUL,
+/// or with rab^p one FFMA against its halved entry), tanh, one FFMA.
 template <int NT, bool MASK, bool POS>
 __device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT / 2][4], const QueryRows& r, int k0, int tq,
-    const float2* __restrict__ pos, float halfInvN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
+    const float2* __restrict__ pos, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
   // rab^p (`pos` indexed by diagonal, in pairs of diagonals d − 1, d: `hstu_position_bias_padded`):
   // row1 = row0 + 8, so (nt, row1) lies on the diagonal i − j of (nt − 1, row0) and a thread
   // reads NT + 1 pairs rather than 4·NT entries, all at constant offsets from pos + d0.
@@ -280,12 +279,11 @@ __device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT 
     for (int e = 0; e < 4; ++e) {
       const int j = k0 + nt * 8 + 2 * tq + (e & 1);
       const bool ok = !MASK || (e < 2 ? allowed(j, r.a0, r.b0, r.c0) : allowed(j, r.a1, r.b1, r.c1));
-      float x = s[nt][e];
-      if (POS) x += e < 2 ? pos0[e] : pos1[e - 2];
+      float h = POS ? fmaf(s[nt][e], 0.5f, e < 2 ? pos0[e] : pos1[e - 2]) : 0.5f * s[nt][e];
 #if TIME_BIAS
-      if (ok) x += time.table[time_bucket((e < 2 ? r.qt0 : r.qt1) - keyTime[j], time.thresholds, time.buckets)];
+      if (ok) h = fmaf(0.5f, time.table[time_bucket((e < 2 ? r.qt0 : r.qt1) - keyTime[j], time.thresholds, time.buckets)], h);
 #endif
-      p[e] = ok ? silu_scaled(x, halfInvN) : 0.f;
+      p[e] = ok ? silu_of_half(h) : 0.f;
     }
     pf[nt >> 1][(nt & 1) * 2 + 0] = pack_bf16x2(p[0], p[1]);
     pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
@@ -293,33 +291,35 @@ __device__ __forceinline__ void silu_tile(const float (&s)[NT][4], u32 (&pf)[NT 
   }
 }
 
-/// P = mask ⊙ SiLU(S + pos + time) / N for a thread's two rows and the NT·8 keys from k0 (an
+/// P = mask ⊙ SiLU(S + pos + time) for a thread's two rows and the NT·8 keys from k0 (an
 /// accumulator fragment), packed straight into bf16 A fragments (mma.sync's and wgmma's agree).
-/// `full`: the tile is entirely visible to these rows, so the mask is skipped. rab^p is
-/// compile-time (POS_BIAS), so a kernel holds two copies of this code, not four.
+/// P leaves out 1/N: the forwards scale O once when they store it. `full`: the tile is entirely
+/// visible to these rows, so the mask is skipped. rab^p is compile-time (POS_BIAS), so a kernel
+/// holds two copies of this code, not four.
 template <int NT>
 __device__ __forceinline__ void silu_scores(const float (&s)[NT][4], u32 (&pf)[NT / 2][4], const QueryRows& r, int k0, int tq,
-    bool full, const float2* __restrict__ pos, float invN, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
-  const float h = 0.5f * invN;
-  if (full) silu_tile<NT, false, POS_BIAS>(s, pf, r, k0, tq, pos, h, time, keyTime);
-  else silu_tile<NT, true, POS_BIAS>(s, pf, r, k0, tq, pos, h, time, keyTime);
+    bool full, const float2* __restrict__ pos, const TimeBiasArgs& time, const long long* __restrict__ keyTime) {
+  if (full) silu_tile<NT, false, POS_BIAS>(s, pf, r, k0, tq, pos, time, keyTime);
+  else silu_tile<NT, true, POS_BIAS>(s, pf, r, k0, tq, pos, time, keyTime);
 }
 
-/// Writes a thread's two rows of an fp32 accumulator fragment (NT·8 columns) to out (row stride ld),
-/// or adds them atomically when several CTAs share the rows (split keys).
+/// Writes a thread's two rows of an fp32 accumulator fragment (NT·8 columns) times `scale` to out
+/// (row stride ld), or adds them atomically when several CTAs share the rows (split keys).
 template <int NT>
-__device__ __forceinline__ void store_rows(const float (&o)[NT][4], float* out, size_t ld, const QueryRows& r, int n, int tq, bool atomic) {
+__device__ __forceinline__ void store_rows(const float (&o)[NT][4], float* out, size_t ld, const QueryRows& r, int n, int tq, bool atomic,
+    float scale) {
   #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     const int col = nt * 8 + 2 * tq;
     float* p0 = out + (size_t)r.row0 * ld + col;
     float* p1 = out + (size_t)r.row1 * ld + col;
+    const float a = o[nt][0] * scale, b = o[nt][1] * scale, c = o[nt][2] * scale, d = o[nt][3] * scale;
     if (atomic) {
-      if (r.row0 < n) { atomicAdd(p0, o[nt][0]); atomicAdd(p0 + 1, o[nt][1]); }
-      if (r.row1 < n) { atomicAdd(p1, o[nt][2]); atomicAdd(p1 + 1, o[nt][3]); }
+      if (r.row0 < n) { atomicAdd(p0, a); atomicAdd(p0 + 1, b); }
+      if (r.row1 < n) { atomicAdd(p1, c); atomicAdd(p1 + 1, d); }
     } else {
-      if (r.row0 < n) *(float2*)p0 = make_float2(o[nt][0], o[nt][1]);
-      if (r.row1 < n) *(float2*)p1 = make_float2(o[nt][2], o[nt][3]);
+      if (r.row0 < n) *(float2*)p0 = make_float2(a, b);
+      if (r.row1 < n) *(float2*)p1 = make_float2(c, d);
     }
   }
 }
@@ -362,8 +362,10 @@ hstu_attention_forward(ATTENTION_FORWARD_PARAMS) {
   const int h = f.h, start = f.start, n = f.n, t = f.t, q0 = f.q0, e1 = f.e1, s2 = f.s2, itBegin = f.itBegin, itEnd = f.itEnd;
   const int* bb = f.bb;
   const bool atomicOut = f.atomicOut;
-#if !SOFTMAX
-  const float invN = f.invN;
+#if SOFTMAX
+  const float outScale = 1.f;   // O /= l below
+#else
+  const float outScale = f.invN;   // P leaves out 1/N (`silu_scores`)
 #endif
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
 
@@ -456,7 +458,7 @@ hstu_attention_forward(ATTENTION_FORWARD_PARAMS) {
       pf[nt >> 1][(nt & 1) * 2 + 1] = pack_bf16x2(p[2], p[3]);
     }
 #else
-    silu_scores<BN / 8>(s, pf, r, k0, tq, full, pos, invN, time, TIME_BIAS ? time.keyTimes + start : nullptr);
+    silu_scores<BN / 8>(s, pf, r, k0, tq, full, pos, time, TIME_BIAS ? time.keyTimes + start : nullptr);
 #endif
 
     // O += P V.
@@ -485,7 +487,7 @@ hstu_attention_forward(ATTENTION_FORWARD_PARAMS) {
   if (tq == 0 && r.row0 < n) lse[(size_t)(start + r.row0) * heads + h] = l0 > 0.f ? (m0 + __log2f(l0)) / LOG2E : 0.f;
   if (tq == 0 && r.row1 < n) lse[(size_t)(start + r.row1) * heads + h] = l1 > 0.f ? (m1 + __log2f(l1)) / LOG2E : 0.f;
 #endif
-  store_rows<DV / 8>(o, oBase, ldv, r, n, tq, atomicOut);
+  store_rows<DV / 8>(o, oBase, ldv, r, n, tq, atomicOut, outScale);
 }
 
 /// dPos of a backward tile by diagonal, summed per warp without atomics. A thread holds two keys
@@ -719,9 +721,10 @@ __device__ __forceinline__ void warp_keys_times_queries(float (&acc)[QT / 8][4],
 /// go to `slots` for `sum_warp_diagonals`. SiLU's P
 /// leaves out 1/N, which `store_key_gradients` applies to dV once: P = SiLU(x) = h + h·t with
 /// h = x/2 and t = tanh(h), dS = dP · σ(x)(1 + x(1 − σ(x))) / N = dP · (σ + P(1 − σ)) / N with
-/// σ = (1 + t)/2, seven FP32 ops and one MUFU op per element. MASK (the tile is not entirely
-/// visible to the block's keys) and POS (rab^p, `pos[d]` the entries of diagonals d − 1 and
-/// d = i − j: `hstu_position_bias_padded`) are compile-time, so a full tile without biases costs
+/// σ = (1 + t)/2, six FP32 ops and one MUFU op per element (with rab^p too: its entries come
+/// halved, so h takes them in the FFMA that halves x). MASK (the tile is not entirely visible to
+/// the block's keys) and POS (rab^p, `pos[d]` the halved entries of diagonals d − 1 and d = i − j:
+/// `hstu_position_bias_padded`) are compile-time, so a full tile without biases costs
 /// only that. Element (nt, e2 + 2) of a thread (key1 = key0 + 8) lies on the diagonal i − j of its
 /// (nt − 1, e2): the two share one rab^p entry and one dPos partial sum.
 template <bool MASK, bool POS, typename DSAt>
@@ -732,6 +735,8 @@ __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4
   const int* sInt = s.interval;
 #if SOFTMAX
   const float scale2 = scoreScale * LOG2E;
+#else
+  const float halfInvN = 0.5f * B.invN;
 #endif
   const int d0 = q0 + 2 * tq - B.key0;   // i − j of (nt = 0, e2 = 0)
   float carry0 = 0.f, carry1 = 0.f;      // ds of (nt − 1, e2 = 0, 1)
@@ -746,20 +751,27 @@ __device__ __forceinline__ void backward_scores_tile(const float (&st)[QT / 8][4
       const int j = e2 < 2 ? B.key0 : B.key1;
       const int il = nt * 8 + 2 * tq + (e2 & 1);
       const bool ok = !MASK || allowed(j, sInt[il], sInt[QT + il], sInt[2 * QT + il]);
-      float x = st[nt][e2];
-      if (POS) x += e2 < 2 ? posLo[e2] : posHi[e2 - 2];
 #if TIME_BIAS
       const int bucket = ok ? time_bucket(s.queryTime[il] - (e2 < 2 ? kt0 : kt1), time.thresholds, time.buckets) : 0;
-      if (ok) x += time.table[bucket];
 #endif
 #if SOFTMAX
+      float x = st[nt][e2];   // (softmax attention has no rab^p)
+#if TIME_BIAS
+      if (ok) x += time.table[bucket];
+#endif
       p[e2] = ok ? exp2_fast(x * scale2 - s.lse[il]) : 0.f;
       ds[e2] = p[e2] * (dpt[nt][e2] - s.delta[il]) * scoreScale;
 #else
-      const float h = 0.5f * x, t = tanh_approx(h);
-      const float silu = fmaf(h, t, h), sg = fmaf(0.5f, t, 0.5f);
+      // h = x/2: one FFMA with rab^p's halved entry (`hstu_position_bias_padded`).
+      float h = POS ? fmaf(st[nt][e2], 0.5f, e2 < 2 ? posLo[e2] : posHi[e2 - 2]) : 0.5f * st[nt][e2];
+#if TIME_BIAS
+      if (ok) h = fmaf(0.5f, time.table[bucket], h);
+#endif
+      const float t = tanh_approx(h);
+      // dS = dP · (σ + P(1 − σ)) / N = dP · (σ' + P(1/N − σ')) with σ' = σ/N = (1 + t) / 2N.
+      const float silu = fmaf(h, t, h), sgN = fmaf(halfInvN, t, halfInvN);
       p[e2] = ok ? silu : 0.f;
-      ds[e2] = ok ? dpt[nt][e2] * B.invN * fmaf(-silu, sg, silu + sg) : 0.f;
+      ds[e2] = ok ? dpt[nt][e2] * fmaf(silu, B.invN - sgN, sgN) : 0.f;
 #endif
 #if TIME_BIAS
       if (ds[e2] != 0.f) atomicAdd(&s.dTime[bucket], ds[e2]);

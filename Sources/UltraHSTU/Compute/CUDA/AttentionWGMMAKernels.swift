@@ -188,7 +188,7 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
   const int h = f.h, start = f.start, n = f.n, t = f.t, q0 = f.q0, e1 = f.e1, s2 = f.s2, itBegin = f.itBegin;
   const int* bb = f.bb;
   const bool atomicOut = f.atomicOut;
-  const float invN = f.invN;
+  const float invN = f.invN;   // P leaves out 1/N (`silu_scores`): O is scaled when stored
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
   const int count = f.itEnd - itBegin;
 
@@ -197,7 +197,7 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
   #pragma unroll
   for (int x = 0; x < DV / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;
   if (count <= 0) {   // rows that see no key (an empty split never gets here)
-    store_rows<DV / 8>(o, out + (size_t)start * heads * DV + h * DV, (size_t)heads * DV, r, n, tq, atomicOut);
+    store_rows<DV / 8>(o, out + (size_t)start * heads * DV + h * DV, (size_t)heads * DV, r, n, tq, atomicOut, invN);
     return;
   }
   const long long* keyTime = TIME_BIAS ? time.keyTimes + start : nullptr;
@@ -272,7 +272,7 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
     }
     const int k0 = key0(u);
     const bool full = (k0 + BN <= bb[3]) || (k0 >= bb[4] && k0 + BN <= bb[5]);
-    silu_scores<BN / 8>(cur, pf, r, k0, tq, full, pos, invN, time, keyTime);
+    silu_scores<BN / 8>(cur, pf, r, k0, tq, full, pos, time, keyTime);
     const u32 vAddr = smem_u32(sV + (u % WG_STAGES) * BN * DV);
     wgmma_fence();
     #pragma unroll
@@ -297,7 +297,7 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
   }
   pin(o);
 
-  store_rows<DV / 8>(o, out + (size_t)start * ldv + h * DV, ldv, r, n, tq, atomicOut);
+  store_rows<DV / 8>(o, out + (size_t)start * ldv + h * DV, ldv, r, n, tq, atomicOut, invN);
 }
 #endif
 
