@@ -99,15 +99,14 @@ __device__ __forceinline__ void layernorm_backward_rows(const DY* __restrict__ d
     const size_t base = (size_t)row * dim;
     const float mu = mean[row], r = rstd[row];
     const Dropout drop(rate, seed, stream);
-    float xh[J][V], gg[J][V], prior[J][V], sg = 0.f, sgx = 0.f;
+    float xh[J][V], gg[J][V], sg = 0.f, sgx = 0.f;
     #pragma unroll
     for (int j = 0; j < J; ++j) {
       const int c = (lane + 32 * j) * V;
       #pragma unroll
-      for (int i = 0; i < V; ++i) { xh[j][i] = 0.f; gg[j][i] = 0.f; prior[j][i] = 0.f; }
+      for (int i = 0; i < V; ++i) { xh[j][i] = 0.f; gg[j][i] = 0.f; }
       if (c >= dim) continue;
       float xv[V], dyv[V], pv[V], g[V], b[V], duv[V];
-      if (accumulate) load_vec(dx + base + c, prior[j]);   // with the other loads: one round trip per row
       load_vec(x + base + c, xv);
       load_floats(dy + base + c, dyv);
       if (gate) load_bf16_vec(gate + (size_t)row * gateStride + c, pv);
@@ -130,9 +129,10 @@ __device__ __forceinline__ void layernorm_backward_rows(const DY* __restrict__ d
     for (int j = 0; j < J; ++j) {
       const int c = (lane + 32 * j) * V;
       if (c >= dim) break;
-      float out[V];
+      float out[V], prior[V];
+      if (accumulate) load_vec(dx + base + c, prior);
       #pragma unroll
-      for (int i = 0; i < V; ++i) out[i] = r * (gg[j][i] - sg - xh[j][i] * sgx) + prior[j][i];
+      for (int i = 0; i < V; ++i) out[i] = r * (gg[j][i] - sg - xh[j][i] * sgx) + (accumulate ? prior[i] : 0.f);
       if (dx) store_vec(dx + base + c, out);
       if (dxh) store_bf16_vec(dxh + base + c, out);
     }
