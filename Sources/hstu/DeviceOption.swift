@@ -25,6 +25,7 @@ struct DeviceOption: ParsableArguments {
     let gpu = try CUDADevice(arenaBytes: gpuMemory << 30)
     FileHandle.standardError.write("device: \(gpu.name)\n".data(using: .utf8)!)
     gpu.compileLog = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
+    gpu.tuningLog = gpu.compileLog
     return try CUDAEngine(model: model, train: train, device: gpu)
   }
 }

@@ -43,6 +43,9 @@ struct GPUStepBench: ParsableCommand {
   var attentionForward: AttentionKernel = .automatic
   @Option(help: "Attention backward kernel: \(AttentionKernel.allCases.map(\.rawValue).joined(separator: ", ")).")
   var attentionBackward: AttentionKernel = .automatic
+  @Flag(inversion: .prefixedNo,
+        help: "Time cuBLASLt's candidate algorithms on each GEMM shape's first product and keep the fastest (the default), or take its heuristic's first choice.")
+  var gemmTuning = true
   @Option(help: ArgumentHelp("GiB reserved for the CUDA arena (large for large --items; a profiler that replays kernels "
                              + "saves and restores all of it on every pass).", valueName: "GiB"))
   var gpuMemory = 100
@@ -62,6 +65,8 @@ struct GPUStepBench: ParsableCommand {
     let device = try CUDADevice(arenaBytes: gpuMemory << 30)
     device.attentionForwardKernel = attentionForward
     device.attentionBackwardKernel = attentionBackward
+    device.tunesGEMMs = gemmTuning
+    device.tuningLog = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
     let model = SequentialModel(config: config, itemCount: items, seed: 3)
     let random = CounterRandom(seed: 17)
     var sample = SequenceBatch()
@@ -128,11 +133,11 @@ struct GPUStepBench: ParsableCommand {
     let tflops = (gemm + attention) / (ms * 1e-3) / 1e12
     let tflopsWithoutRecompute = (gemm + attentionWithoutRecompute) / (ms * 1e-3) / 1e12
     let gemmRate = gemmSize > 0 ? try measuredGEMMRate(device) : .nan
-    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_excluding_recompute\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d, \"position_bias\": %@, \"attention_forward\": \"%@\", \"attention_backward\": \"%@\"}",
+    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_excluding_recompute\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d, \"position_bias\": %@, \"attention_forward\": \"%@\", \"attention_backward\": \"%@\", \"gemm_tuning\": %@}",
                  ms, tokens / (ms * 1e-3), (gemm + attention) / 1e12, gemm / 1e12, tflops, gemmRate, tflops / gemmRate,
                  tflopsWithoutRecompute / gemmRate, tflops / 989,
                  dim, layers, heads, headDim, length, batch, semiLocal, (positionBias ? "true" : "false") as NSString, attentionForward.rawValue as NSString,
-                 attentionBackward.rawValue as NSString))
+                 attentionBackward.rawValue as NSString, (gemmTuning ? "true" : "false") as NSString))
   }
 
   /// TF/s of a `gemmSize`³ cuBLASLt bf16 GEMM (fp32 accumulation, bf16 out) on random data, median of 10.

@@ -21,7 +21,7 @@
 # attention (gpu-bench attention table), train (ML-1M 101 epochs, hstu and hstu-large), cpu-match (the CPU rows of
 # ml-1m.md repeated on the GPU with seeds 42 (the CPU rows'), 7, 1: hstu-large capped at 10 epochs, hstu with early stopping), bench (ML-1M
 # training tokens/s of hstu-large and ultra-hstu), datasets (hstu and SASRec on Amazon Beauty, hstu on ML-100K; beauty.txt.gz and u.data.gz carried),
-# mfu-batch (cfg3 and cfg4 steps with 8, 16 and 32 sequences), nopos (the same shapes without rab^p), rabp-parts (rab^p's parts, patched binary), round-R (one round of an interleaved A/B: causal attention with rab^p, cfg4, cfg3), roundb-R (the same with cfg4 at 4 and 32 sequences), sasrec (ML-1M SASRec, the preset's epochs and patience),
+# mfu-batch (cfg3 and cfg4 steps with 8, 16 and 32 sequences), nopos (the same shapes without rab^p), rabp-parts (rab^p's parts, patched binary), round-R (one round of an interleaved A/B: causal attention with rab^p, cfg4, cfg3), roundb-R (the same with cfg4 at 4 and 32 sequences), tuning-R (cfg4 at 32 sequences, cfg1, cfg3 with cuBLASLt's heuristic GEMM algorithms, then tuned), sasrec (ML-1M SASRec, the preset's epochs and patience),
 # timebias (hstu with rab^t on the embedded ml-latest-small, which has timestamps).
 # Every stage has a time cap and the whole call a budget ($BUDGET s); stages that would not fit are
 # skipped and say so. Logs go to $OUT/logs; the summary is printed last.
@@ -229,6 +229,14 @@ PY
       attention_table $bin-roundb$r-attention 40 "$bin round $r" --lengths 4096 16384 --masks causal --position-bias
       capped $bin-roundb$r-cfg4 60 $exe gpu-bench step $CFG4
       capped $bin-roundb$r-cfg4-b32 60 $exe gpu-bench step ${CFG4/--batch 4/--batch 32} ;;
+    tuning-*)   # one round of the GEMM tuning A/B in one binary: cfg4 at 32 sequences, cfg1 and cfg3, each with cuBLASLt's heuristic choice (--no-gemm-tuning), then tuned (the default)
+      r=${stage#tuning-}
+      for mode in heuristic tuned; do
+        flag=; [ $mode = heuristic ] && flag=--no-gemm-tuning
+        capped $bin-tuning$r-$mode-cfg4-b32 60 $exe gpu-bench step ${CFG4/--batch 4/--batch 32} $flag
+        capped $bin-tuning$r-$mode-cfg1 45 $exe gpu-bench step $CFG1 $flag
+        capped $bin-tuning$r-$mode-cfg3 60 $exe gpu-bench step $CFG3 $flag
+      done ;;
     rabp-parts)   # what each part of rab^p costs causal attention at L = 4096, on a binary built with bench/results/gpu-runs/2026-11-30-s19-call1/exp-hooks.patch applied (HSTU_EXP bits: 1 no shuffle network, 2 no global atomics, 4 no entry loads in the backward, 8 none in the forward; timing only, the gradients are then wrong)
       attention_table $bin-rabp-none 40 "$bin no rab^p" --lengths 4096 --masks causal
       for e in 0 1 2 3 4 7 8; do HSTU_EXP=$e attention_table $bin-rabp-exp$e 40 "$bin rab^p EXP=$e" --lengths 4096 --masks causal --position-bias; done ;;

@@ -24,6 +24,12 @@ public final class CUDADevice {
   /// Told, just before NVRTC starts, of each kernel module that is not in the cubin cache (a first
   /// run compiles for seconds to tens of seconds per module, then loads the cached cubins).
   public var compileLog: ((String) -> Void)?
+  /// Time cuBLASLt's candidate algorithms on the first product of each shape class and keep the
+  /// fastest (`CuBLASLt.matmul`), rather than take its heuristic's first choice. On by default.
+  public var tunesGEMMs = true
+  /// Told of each GEMM shape class tuned: the shape, the candidate kept and its time against the
+  /// heuristic's first choice.
+  public var tuningLog: ((String) -> Void)?
   /// Whether the driver (cuLaunchKernelEx) and the GPU (sm_90+) support programmatic dependent launch.
   public let supportsProgrammaticDependentLaunch: Bool
   /// Launch every kernel with programmatic dependent launch: a kernel may start while the previous

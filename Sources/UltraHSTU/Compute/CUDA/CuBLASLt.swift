@@ -21,6 +21,9 @@ final class CuBLASLt: @unchecked Sendable {
   private let cublasLtMatmulAlgoGetHeuristic: @convention(c) (
     Handle, Handle, Handle, Handle, Handle, Handle, Handle, Int32, UnsafeMutableRawPointer, UnsafeMutablePointer<Int32>
   ) -> Int32
+  private let cublasLtMatmulAlgoCheck: @convention(c) (
+    Handle, Handle, Handle, Handle, Handle, Handle, UnsafeRawPointer, UnsafeMutableRawPointer
+  ) -> Int32
   private let cublasLtMatmul: @convention(c) (
     Handle, Handle, UnsafeRawPointer, CUdeviceptr, Handle, CUdeviceptr, Handle, UnsafeRawPointer,
     CUdeviceptr, Handle, CUdeviceptr, Handle, UnsafeRawPointer?, CUdeviceptr, Int, Handle
@@ -37,6 +40,10 @@ final class CuBLASLt: @unchecked Sendable {
   private static let prefMinAlignment: [Int32] = [5, 6, 7, 8]
   /// sizeof(cublasLtMatmulHeuristicResult_t): a 64-byte algo, size_t, int, float, int[4].
   private static let heuristicResultSize = 96
+  /// The byte offsets of its workspace size (size_t) and state (cublasStatus_t).
+  private static let heuristicWorkspaceOffset = 64, heuristicStateOffset = 72
+  /// How many of the heuristic's algorithms a tuned shape times.
+  static let tuningCandidates = 8
 
   private struct Key: Hashable {
     var m, n, k: Int; var transA, transB: Bool; var a, b, d: Int32; var bias, residual: Bool; var alignments: [UInt32]
@@ -48,6 +55,19 @@ final class CuBLASLt: @unchecked Sendable {
     address == 0 ? 256 : UInt32(min(256, 1 << address.trailingZeroBitCount))
   }
   private var algorithms: [Key: [UInt8]] = [:]
+  /// The algorithm timed fastest for each shape class: the key with m rounded up to a power of
+  /// two (`tuningClass`), so that the varying token counts of jagged batches reuse one tuning.
+  private var tuned: [Key: [UInt8]] = [:]
+
+  /// Picks one of a new shape class's candidate algorithms: `run(i)` enqueues the product with
+  /// candidate i (the heuristic's order, 0 its first choice); the result is the index to keep.
+  typealias AlgorithmChooser = (_ candidates: Int, _ run: (Int) throws -> Void) throws -> Int
+
+  private static func tuningClass(_ key: Key) -> Key {
+    var k = key
+    k.m = 1 << (Int.bitWidth - (max(key.m, 1) - 1).leadingZeroBitCount)
+    return k
+  }
 
   init() throws {
     let lib = try DynamicLibrary(name: "libcublasLt", candidates: toolkitLibraryCandidates("libcublasLt"))
@@ -62,6 +82,7 @@ final class CuBLASLt: @unchecked Sendable {
     cublasLtMatmulPreferenceDestroy = try lib.function("cublasLtMatmulPreferenceDestroy")
     cublasLtMatmulPreferenceSetAttribute = try lib.function("cublasLtMatmulPreferenceSetAttribute")
     cublasLtMatmulAlgoGetHeuristic = try lib.function("cublasLtMatmulAlgoGetHeuristic")
+    cublasLtMatmulAlgoCheck = try lib.function("cublasLtMatmulAlgoCheck")
     cublasLtMatmul = try lib.function("cublasLtMatmul")
     try check(cublasLtCreate(&handle), "cublasLtCreate")
   }
@@ -74,13 +95,19 @@ final class CuBLASLt: @unchecked Sendable {
   ///
   /// `transA` means A is stored `[k,m]`; `transB` means B is stored `[n,k]`. `residual` is added
   /// with beta = 1 and may be the same buffer as `d`. The workspace comes from the caller's arena.
+  ///
+  /// The algorithm is cuBLASLt's first heuristic choice, unless `choose` is given: then the first
+  /// product of each shape class (m rounded up to a power of two) runs each of the heuristic's
+  /// first `tuningCandidates` algorithms through `choose` (e.g. timing them) and the class keeps
+  /// the one chosen, for every m in it that the algorithm supports (`cublasLtMatmulAlgoCheck`).
+  /// A product whose residual is its output is never tuned (rerunning it would add twice).
   func matmul(
     m: Int, n: Int, k: Int,
     a: CUdeviceptr, transA: Bool = false, aType: DataType,
     b: CUdeviceptr, transB: Bool = false, bType: DataType,
     d: CUdeviceptr, dType: DataType,
     bias: CUdeviceptr? = nil, residual: CUdeviceptr? = nil,
-    workspace: CUdeviceptr, workspaceSize: Int, stream: OpaquePointer?
+    workspace: CUdeviceptr, workspaceSize: Int, stream: OpaquePointer?, choose: AlgorithmChooser? = nil
   ) throws {
     var desc: Handle = nil
     try check(cublasLtMatmulDescCreate(&desc, Self.computeF32, DataType.f32.rawValue), "cublasLtMatmulDescCreate")
@@ -110,33 +137,64 @@ final class CuBLASLt: @unchecked Sendable {
     let alignments = [b, a, residual ?? d, d].map(Self.alignment)
     let key = Key(m: m, n: n, k: k, transA: transA, transB: transB, a: aType.rawValue, b: bType.rawValue, d: dType.rawValue,
                   bias: bias != nil, residual: residual != nil, alignments: alignments)
-    let algorithm: [UInt8]
-    if let cached = algorithms[key] {
-      algorithm = cached
-    } else {
-      var preference: Handle = nil
-      try check(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
-      defer { _ = cublasLtMatmulPreferenceDestroy(preference) }
-      var limit = UInt64(workspaceSize)
-      try check(cublasLtMatmulPreferenceSetAttribute(preference, Self.prefMaxWorkspace, &limit, 8), "set MAX_WORKSPACE_BYTES")
-      for (attribute, bytes) in zip(Self.prefMinAlignment, alignments) {
-        var value = bytes
-        try check(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, 4), "set MIN_ALIGNMENT")
-      }
-      var result = [UInt8](repeating: 0, count: Self.heuristicResultSize)
-      var found: Int32 = 0
-      try check(result.withUnsafeMutableBytes {
-        cublasLtMatmulAlgoGetHeuristic(handle, desc, layoutFirst, layoutSecond, layoutD, layoutD, preference, 1, $0.baseAddress!, &found)
-      }, "cublasLtMatmulAlgoGetHeuristic(m=\(m) n=\(n) k=\(k))")
-      guard found > 0 else { throw CUDAError.unsupported("cuBLASLt found no algorithm for m=\(m) n=\(n) k=\(k)") }
-      algorithm = Array(result[0..<64])
-      algorithms[key] = algorithm
-    }
-
     var alpha: Float = 1, beta: Float = residual == nil ? 0 : 1
-    try check(algorithm.withUnsafeBytes { algo in
-      cublasLtMatmul(handle, desc, &alpha, b, layoutFirst, a, layoutSecond, &beta, residual ?? d, layoutD, d, layoutD,
-                     algo.baseAddress, workspace, workspaceSize, stream)
-    }, "cublasLtMatmul(m=\(m) n=\(n) k=\(k))")
+    func run(_ algorithm: [UInt8]) throws {
+      try check(algorithm.withUnsafeBytes { algo in
+        cublasLtMatmul(handle, desc, &alpha, b, layoutFirst, a, layoutSecond, &beta, residual ?? d, layoutD, d, layoutD,
+                       algo.baseAddress, workspace, workspaceSize, stream)
+      }, "cublasLtMatmul(m=\(m) n=\(n) k=\(k))")
+    }
+    if let cached = algorithms[key] { return try run(cached) }
+
+    // The heuristic's candidates for this exact shape, those that ran its checks and fit the workspace.
+    var preference: Handle = nil
+    try check(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
+    defer { _ = cublasLtMatmulPreferenceDestroy(preference) }
+    var limit = UInt64(workspaceSize)
+    try check(cublasLtMatmulPreferenceSetAttribute(preference, Self.prefMaxWorkspace, &limit, 8), "set MAX_WORKSPACE_BYTES")
+    for (attribute, bytes) in zip(Self.prefMinAlignment, alignments) {
+      var value = bytes
+      try check(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, 4), "set MIN_ALIGNMENT")
+    }
+    let tuning = choose != nil && residual != d
+    let requested = tuning ? Self.tuningCandidates : 1
+    var results = [UInt8](repeating: 0, count: requested * Self.heuristicResultSize)
+    var found: Int32 = 0
+    try check(results.withUnsafeMutableBytes {
+      cublasLtMatmulAlgoGetHeuristic(handle, desc, layoutFirst, layoutSecond, layoutD, layoutD, preference, Int32(requested),
+                                     $0.baseAddress!, &found)
+    }, "cublasLtMatmulAlgoGetHeuristic(m=\(m) n=\(n) k=\(k))")
+    let candidates = (0..<Int(found)).compactMap { i -> [UInt8]? in
+      let result = results[(i * Self.heuristicResultSize)..<((i + 1) * Self.heuristicResultSize)]
+      let state = result.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: Self.heuristicStateOffset, as: Int32.self) }
+      return state == 0 ? Array(result.prefix(64)) : nil
+    }
+    guard let first = candidates.first else { throw CUDAError.unsupported("cuBLASLt found no algorithm for m=\(m) n=\(n) k=\(k)") }
+
+    var algorithm = first
+    if tuning, let choose {
+      let shapeClass = Self.tuningClass(key)
+      if let kept = tuned[shapeClass] {
+        if try supports(kept, desc, layoutFirst, layoutSecond, layoutD, workspaceSize: workspaceSize) { algorithm = kept }
+      } else {
+        algorithm = candidates.count > 1 ? candidates[try choose(candidates.count) { try run(candidates[$0]) }] : first
+        tuned[shapeClass] = algorithm
+      }
+    }
+    algorithms[key] = algorithm
+    try run(algorithm)
+  }
+
+  /// Whether `algorithm` (kept for another m of the shape class) runs this product within the workspace.
+  private func supports(_ algorithm: [UInt8], _ desc: Handle, _ layoutFirst: Handle, _ layoutSecond: Handle, _ layoutD: Handle,
+                        workspaceSize: Int) throws -> Bool {
+    var result = [UInt8](repeating: 0, count: Self.heuristicResultSize)
+    let status = algorithm.withUnsafeBytes { algo in
+      result.withUnsafeMutableBytes {
+        cublasLtMatmulAlgoCheck(handle, desc, layoutFirst, layoutSecond, layoutD, layoutD, algo.baseAddress!, $0.baseAddress!)
+      }
+    }
+    let needed = result.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: Self.heuristicWorkspaceOffset, as: Int.self) }
+    return status == 0 && needed <= workspaceSize
   }
 }

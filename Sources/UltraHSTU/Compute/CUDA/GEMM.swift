@@ -106,7 +106,18 @@ extension CUDADevice {
     let (blas, workspace) = try blas()
     try blas.matmul(m: m, n: n, k: k, a: a.address, transA: transA, aType: type(A.self), b: b.address, transB: transB,
                     bType: type(A.self), d: d.address, dType: type(D.self), bias: bias?.address, residual: residual?.address,
-                    workspace: workspace.address, workspaceSize: workspace.bytes, stream: stream)
+                    workspace: workspace.address, workspaceSize: workspace.bytes, stream: stream,
+                    choose: tunesGEMMs ? { try self.fastestGEMM($0, $1, shape: "m=\(m) n=\(n) k=\(k)\(transA ? " Aᵀ" : "")"
+                                                           + "\(transB ? " Bᵀ" : "")\(bias == nil ? "" : " +bias")\(residual == nil ? "" : " +residual")") } : nil)
+  }
+
+  /// The candidate whose best of three runs (after one warm-up run) is the shortest; synchronises.
+  private func fastestGEMM(_ candidates: Int, _ run: (Int) throws -> Void, shape: String) throws -> Int {
+    let times = try (0..<candidates).map { i in try time(warmup: 1, repeats: 3) { try run(i) }.min()! }
+    let best = times.indices.min { times[$0] < times[$1] }!
+    tuningLog?("tuned GEMM \(shape): candidate \(best) of \(candidates), "
+               + String(format: "%.3f ms (the heuristic's first %.3f ms)", times[best], times[0]))
+    return best
   }
 
   /// `dBias[n] += Σ_r dY[r, n]` over `rows` rows of `dY` (`[rows, cols]`, fp32 or bf16). 16-byte
