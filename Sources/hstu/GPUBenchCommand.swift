@@ -61,15 +61,10 @@ struct GPUAttentionBench: ParsableCommand {
       (0..<count).map { BFloat16(random.unit(stream: stream, counter: UInt64($0)) - 0.5) }
     }
 
-    // cuBLASLt bf16 GEMM on random data, 8192³.
-    let g = 8192
-    let mark0 = device.arena.mark()
-    let a = try device.array(noise(g * g, 1)), b = try device.array(noise(g * g, 2))
-    let c = try device.allocate(BFloat16.self, count: g * g)
-    let gemmMs = median(try device.time(warmup: 3, repeats: repeats) { try device.gemm(m: g, n: g, k: g, a: a, b: b, d: c) })
-    let gemmTF = 2 * Double(g * g) * Double(g) / (gemmMs * 1e-3) / 1e12
-    device.arena.release(to: mark0)
-    print(String(format: "device %@: cuBLASLt bf16 GEMM 8192^3: %.3f ms, %.1f TFLOP/s", device.name, gemmMs, gemmTF))
+    let reference = try ReferenceGEMM(device: device, repeats: repeats)
+    let gemmTF = reference.best
+    print(String(format: "device %@: cuBLASLt bf16 GEMM 8192^3: %.3f ms, %.1f TFLOP/s (heuristic algorithm %.1f, tuned %.1f)",
+                 device.name, reference.milliseconds, gemmTF, reference.heuristic, reference.tuned ?? .nan))
 
     /// `pairsPerToken`: the (query, key) pairs the mask keeps per token, what the TF/s count; a mask whose
     /// pairs per token grow with L (the first rows' shorter windows, semi-local's global rows) costs more per token.

@@ -5,8 +5,8 @@ import UltraHSTU
 /// `hstu bench step` (also `hstu gpu-bench step`): time whole training steps (forward, loss,
 /// backward, AdamW) of a synthetic HSTU on random full-length sequences; optionally dump weights,
 /// batch, negatives, loss and gradients of one dropout-free step for `bench/gpu/torch_reference.py`.
-/// MFU is reported against the cuBLASLt bf16 GEMM rate measured in the same process (8192³, random
-/// data) and against the H200's 989 TF/s dense bf16 datasheet peak.
+/// MFU is reported against the cuBLASLt bf16 GEMM rate measured in the same process (`ReferenceGEMM`:
+/// 8192³, random data) and against the H200's 989 TF/s dense bf16 datasheet peak.
 extension AttentionKernel: ExpressibleByArgument {}
 
 struct GPUStepBench: ParsableCommand {
@@ -132,22 +132,16 @@ struct GPUStepBench: ParsableCommand {
     let attention = (2 + 5) * product, attentionWithoutRecompute = (2 + 4) * product
     let tflops = (gemm + attention) / (ms * 1e-3) / 1e12
     let tflopsWithoutRecompute = (gemm + attentionWithoutRecompute) / (ms * 1e-3) / 1e12
-    let gemmRate = gemmSize > 0 ? try measuredGEMMRate(device) : .nan
-    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_excluding_recompute\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d, \"position_bias\": %@, \"attention_forward\": \"%@\", \"attention_backward\": \"%@\", \"gemm_tuning\": %@}",
+    let reference = gemmSize > 0 ? try ReferenceGEMM(device: device, size: gemmSize) : nil
+    let gemmRate = reference?.best ?? .nan
+    print(String(format: "{\"swift_cuda_ms_per_step\": %.3f, \"tokens_per_s\": %.0f, \"model_tflops_per_step\": %.4f, \"gemm_tflops_per_step\": %.4f, \"achieved_tflops\": %.1f, \"bf16_gemm_tflops\": %.1f, \"mfu_vs_measured_gemm\": %.4f, \"mfu_excluding_recompute\": %.4f, \"mfu_vs_989_bf16\": %.4f, \"d\": %d, \"layers\": %d, \"heads\": %d, \"head_dim\": %d, \"L\": %d, \"batch\": %d, \"semi_local\": %d, \"position_bias\": %@, \"attention_forward\": \"%@\", \"attention_backward\": \"%@\", \"gemm_tuning\": %@, \"bf16_gemm_tflops_heuristic\": %@, \"bf16_gemm_tflops_tuned\": %@}",
                  ms, tokens / (ms * 1e-3), (gemm + attention) / 1e12, gemm / 1e12, tflops, gemmRate, tflops / gemmRate,
                  tflopsWithoutRecompute / gemmRate, tflops / 989,
                  dim, layers, heads, headDim, length, batch, semiLocal, (positionBias ? "true" : "false") as NSString, attentionForward.rawValue as NSString,
-                 attentionBackward.rawValue as NSString, (gemmTuning ? "true" : "false") as NSString))
+                 attentionBackward.rawValue as NSString, (gemmTuning ? "true" : "false") as NSString,
+                 jsonNumber(reference?.heuristic) as NSString, jsonNumber(reference?.tuned) as NSString))
   }
 
-  /// TF/s of a `gemmSize`³ cuBLASLt bf16 GEMM (fp32 accumulation, bf16 out) on random data, median of 10.
-  func measuredGEMMRate(_ device: CUDADevice) throws -> Double {
-    let n = gemmSize, random = CounterRandom(seed: 5)
-    let mark = device.arena.mark()
-    defer { device.arena.release(to: mark) }
-    func noise(_ stream: UInt64) -> [BFloat16] { (0..<(n * n)).map { BFloat16(random.unit(stream: stream, counter: UInt64($0)) - 0.5) } }
-    let a = try device.array(noise(1)), b = try device.array(noise(2)), c = try device.allocate(BFloat16.self, count: n * n)
-    let ms = try device.time(warmup: 3, repeats: 10) { try device.gemm(m: n, n: n, k: n, a: a, b: b, d: c) }.sorted()[5]
-    return 2 * Double(n) * Double(n) * Double(n) / (ms * 1e-3) / 1e12
-  }
+  /// `x` with one decimal, or null when not measured.
+  func jsonNumber(_ x: Double?) -> String { x.map { String(format: "%.1f", $0) } ?? "null" }
 }

@@ -44,6 +44,8 @@ final class CuBLASLt: @unchecked Sendable {
   private static let heuristicWorkspaceOffset = 64, heuristicStateOffset = 72
   /// How many of the heuristic's algorithms a tuned shape times.
   static let tuningCandidates = 8
+  /// Products of fewer multiply-adds are not tuned: they take microseconds, launches dominate them.
+  static let tuningMinimumMultiplyAdds = 1 << 30
 
   private struct Key: Hashable {
     var m, n, k: Int; var transA, transB: Bool; var a, b, d: Int32; var bias, residual: Bool; var alignments: [UInt32]
@@ -55,8 +57,9 @@ final class CuBLASLt: @unchecked Sendable {
     address == 0 ? 256 : UInt32(min(256, 1 << address.trailingZeroBitCount))
   }
   private var algorithms: [Key: [UInt8]] = [:]
-  /// The algorithm timed fastest for each shape class: the key with m rounded up to a power of
-  /// two (`tuningClass`), so that the varying token counts of jagged batches reuse one tuning.
+  /// The algorithm timed fastest for each shape class: the key with m, n and k rounded up to
+  /// powers of two (`tuningClass`), so that the token counts of jagged batches, which vary from
+  /// step to step (m of the data products, k of the weight gradients), reuse one tuning.
   private var tuned: [Key: [UInt8]] = [:]
 
   /// Picks one of a new shape class's candidate algorithms: `run(i)` enqueues the product with
@@ -64,8 +67,9 @@ final class CuBLASLt: @unchecked Sendable {
   typealias AlgorithmChooser = (_ candidates: Int, _ run: (Int) throws -> Void) throws -> Int
 
   private static func tuningClass(_ key: Key) -> Key {
+    func ceilingPowerOfTwo(_ x: Int) -> Int { 1 << (Int.bitWidth - (max(x, 1) - 1).leadingZeroBitCount) }
     var k = key
-    k.m = 1 << (Int.bitWidth - (max(key.m, 1) - 1).leadingZeroBitCount)
+    k.m = ceilingPowerOfTwo(key.m); k.n = ceilingPowerOfTwo(key.n); k.k = ceilingPowerOfTwo(key.k)
     return k
   }
 
@@ -97,10 +101,11 @@ final class CuBLASLt: @unchecked Sendable {
   /// with beta = 1 and may be the same buffer as `d`. The workspace comes from the caller's arena.
   ///
   /// The algorithm is cuBLASLt's first heuristic choice, unless `choose` is given: then the first
-  /// product of each shape class (m rounded up to a power of two) runs each of the heuristic's
-  /// first `tuningCandidates` algorithms through `choose` (e.g. timing them) and the class keeps
-  /// the one chosen, for every m in it that the algorithm supports (`cublasLtMatmulAlgoCheck`).
-  /// A product whose residual is its output is never tuned (rerunning it would add twice).
+  /// product of each shape class (m, n, k rounded up to powers of two) runs each of the
+  /// heuristic's first `tuningCandidates` algorithms through `choose` (e.g. timing them) and the
+  /// class keeps the one chosen, for every shape in it that the algorithm supports
+  /// (`cublasLtMatmulAlgoCheck`). Small products (`tuningMinimumMultiplyAdds`) and those whose
+  /// residual is their output (rerunning them would add twice) are never tuned.
   func matmul(
     m: Int, n: Int, k: Int,
     a: CUdeviceptr, transA: Bool = false, aType: DataType,
@@ -145,6 +150,14 @@ final class CuBLASLt: @unchecked Sendable {
       }, "cublasLtMatmul(m=\(m) n=\(n) k=\(k))")
     }
     if let cached = algorithms[key] { return try run(cached) }
+    // A tuned class's algorithm serves each new m it supports, with no heuristic query (jagged
+    // batches bring a new m nearly every step).
+    let tuning = choose != nil && residual != d && m * n * k >= Self.tuningMinimumMultiplyAdds
+    let shapeClass = Self.tuningClass(key)
+    if tuning, let kept = tuned[shapeClass], supports(kept, desc, layoutFirst, layoutSecond, layoutD, workspaceSize: workspaceSize) {
+      algorithms[key] = kept
+      return try run(kept)
+    }
 
     // The heuristic's candidates for this exact shape, those that ran its checks and fit the workspace.
     var preference: Handle = nil
@@ -156,8 +169,8 @@ final class CuBLASLt: @unchecked Sendable {
       var value = bytes
       try check(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, 4), "set MIN_ALIGNMENT")
     }
-    let tuning = choose != nil && residual != d
-    let requested = tuning ? Self.tuningCandidates : 1
+    let tunesNow = tuning && tuned[shapeClass] == nil
+    let requested = tunesNow ? Self.tuningCandidates : 1
     var results = [UInt8](repeating: 0, count: requested * Self.heuristicResultSize)
     var found: Int32 = 0
     try check(results.withUnsafeMutableBytes {
@@ -172,14 +185,9 @@ final class CuBLASLt: @unchecked Sendable {
     guard let first = candidates.first else { throw CUDAError.unsupported("cuBLASLt found no algorithm for m=\(m) n=\(n) k=\(k)") }
 
     var algorithm = first
-    if tuning, let choose {
-      let shapeClass = Self.tuningClass(key)
-      if let kept = tuned[shapeClass] {
-        if try supports(kept, desc, layoutFirst, layoutSecond, layoutD, workspaceSize: workspaceSize) { algorithm = kept }
-      } else {
-        algorithm = candidates.count > 1 ? candidates[try choose(candidates.count) { try run(candidates[$0]) }] : first
-        tuned[shapeClass] = algorithm
-      }
+    if tunesNow, let choose {
+      if candidates.count > 1 { algorithm = candidates[try choose(candidates.count) { try run(candidates[$0]) }] }
+      tuned[shapeClass] = algorithm
     }
     algorithms[key] = algorithm
     try run(algorithm)
@@ -187,7 +195,7 @@ final class CuBLASLt: @unchecked Sendable {
 
   /// Whether `algorithm` (kept for another m of the shape class) runs this product within the workspace.
   private func supports(_ algorithm: [UInt8], _ desc: Handle, _ layoutFirst: Handle, _ layoutSecond: Handle, _ layoutD: Handle,
-                        workspaceSize: Int) throws -> Bool {
+                        workspaceSize: Int) -> Bool {
     var result = [UInt8](repeating: 0, count: Self.heuristicResultSize)
     let status = algorithm.withUnsafeBytes { algo in
       result.withUnsafeMutableBytes {
