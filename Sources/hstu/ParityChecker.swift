@@ -98,6 +98,7 @@ struct ParityChecker {
       try checkLayerNorm(affine: false, gated: false, bf16Gradient: true, dim: dim)
       try checkLayerNorm(affine: false, gated: true, bf16Gradient: true, dim: dim)
       try checkLayerNorm(affine: false, gated: true, bf16Gradient: true, dropout: true, dim: dim)
+      try checkLayerNorm(affine: false, gated: true, bf16Gradient: true, bf16Input: true, dropout: true, dim: dim)
       try checkLayerNorm(affine: true, gated: false, dropout: true, dim: dim)
     }
     try checkElementwise()
@@ -262,7 +263,7 @@ struct ParityChecker {
     let dV = try device.array(v.map(BFloat16.init)), dDO = try device.array(dOut.map(BFloat16.init))
     let dOff = try device.array(offsets.map(Int32.init)), dT = targets == nil ? nil : try device.array(targetCounts)
     let dPosTable = withPos ? try device.array(pos) : nil
-    let out = try device.allocate(Float.self, count: cpuOut.count)
+    let out = try device.allocate(Float.self, count: cpuOut.count), outBF16 = try device.allocate(BFloat16.self, count: cpuOut.count)
     let gq = try device.allocate(Float.self, count: cpuDq.count), gk = try device.allocate(Float.self, count: cpuDk.count)
     let gv = try device.allocate(Float.self, count: cpuDv.count)
     let gpos = withPos ? try device.allocate(Float.self, count: maxLength) : nil
@@ -278,6 +279,12 @@ struct ParityChecker {
       try device.hstuAttentionForward(shape, q: dQ, k: dK, v: dV, offsets: dOff, targets: dT, pos: dPosTable, time: time, out: out, kernel: kernel)
       try device.synchronize()
       record("attention [\(name)] d=\(dqk)/\(dv) out (\(kernel))", try device.download(out), cpuOut, tolerance: 2e-2)
+      // The bf16 output the HSTU layer takes (its LayerNorm reads it).
+      try device.fill(outBF16, word: 0x7FC0_7FC0)
+      try device.hstuAttentionForward(shape, q: dQ, k: dK, v: dV, offsets: dOff, targets: dT, pos: dPosTable, time: time, out: outBF16,
+                                      kernel: kernel)
+      try device.synchronize()
+      record("attention [\(name)] d=\(dqk)/\(dv) out bf16 (\(kernel))", try device.download(outBF16).map(\.float), cpuOut, tolerance: 2e-2)
     }
     // The HSTU block's pre = u | v | q | k rows for the backward that merges dk and dv into dPre
     // (`AttentionKeyGradients.siluMerged`): dPre's v and k columns must equal dv, dk ⊙ SiLU'(pre).
@@ -405,11 +412,13 @@ struct ParityChecker {
   /// first `dim` columns of a wider bf16 `pre`, and dL/dpre_u written into those columns of dPre);
   /// with `bf16Gradient` the backward takes dy in bf16 (the CPU the same bf16-exact values); with
   /// `dropout` the output goes through dropout (rate 0.2) and dy through the same mask.
-  mutating func checkLayerNorm(affine: Bool, gated: Bool, bf16Gradient: Bool = false, dropout: Bool = false, dim: Int) throws {
+  mutating func checkLayerNorm(affine: Bool, gated: Bool, bf16Gradient: Bool = false, bf16Input: Bool = false, dropout: Bool = false,
+                               dim: Int) throws {
     let mark = device.arena.mark()
     defer { device.arena.release(to: mark) }
     let rows = 333, eps: Float = 1e-6, count = rows * dim, stride = dim + 4
-    let x = randoms(count, scale: 2), dy = randoms(count).map { bf16Gradient ? BFloat16($0).float : $0 }
+    let x = randoms(count, scale: 2).map { bf16Input ? BFloat16($0).float : $0 }
+    let dy = randoms(count).map { bf16Gradient ? BFloat16($0).float : $0 }
     let mask = dropout ? DropoutMask(rate: 0.2, seed: 77, stream: 7) : nil
     /// The CPU's dropout with `mask` (the identity without).
     func dropped(_ v: [Float]) -> [Float] {
@@ -442,7 +451,7 @@ struct ParityChecker {
       CPUOps.layerNormBackward(dn, x, mean: mean, rstd: rstd, gamma: nil, &dx, dgamma: nil, dbeta: nil, rows: rows, dim: dim)
     }
     // GPU; dPre is NaN-poisoned, so its columns past the gate must stay untouched.
-    let gx = try device.array(x)
+    let gxFloat = bf16Input ? nil : try device.array(x), gxHalf = bf16Input ? try device.array(x.map(BFloat16.init)) : nil
     let gg = affine ? try device.array(gamma) : nil, gb = affine ? try device.array(beta) : nil
     let gy = try device.allocate(Float.self, count: count), gdx = try device.allocate(Float.self, count: count)
     let gmean = try device.allocate(Float.self, count: rows), grstd = try device.allocate(Float.self, count: rows)
@@ -452,16 +461,19 @@ struct ParityChecker {
       gate = SiLUGate(pre: try device.array(pre.map(BFloat16.init)), stride: stride, dPre: try device.allocate(BFloat16.self, count: rows * stride))
       try device.fill(gate!.dPre!, word: 0x7FC0_7FC0)
     }
-    try device.layerNormForward(x: gx, gamma: gg, beta: gb, gate: gate, y: gy, dropout: mask, mean: gmean, rstd: grstd,
-                                rows: rows, dim: dim, eps: eps)
-    func backward<DY>(_ gdy: DeviceArray<DY>) throws {
-      try device.layerNormBackward(dy: gdy, x: gx, gamma: gg, beta: gb, gate: gate, dropout: mask, mean: gmean, rstd: grstd, dx: gdx,
-                                   dGamma: affine ? gdg : nil, dBeta: affine ? gdb : nil, rows: rows, dim: dim)
+    func run<X>(_ gx: DeviceArray<X>) throws {
+      try device.layerNormForward(x: gx, gamma: gg, beta: gb, gate: gate, y: gy, dropout: mask, mean: gmean, rstd: grstd,
+                                  rows: rows, dim: dim, eps: eps)
+      func backward<DY>(_ gdy: DeviceArray<DY>) throws {
+        try device.layerNormBackward(dy: gdy, x: gx, gamma: gg, beta: gb, gate: gate, dropout: mask, mean: gmean, rstd: grstd, dx: gdx,
+                                     dGamma: affine ? gdg : nil, dBeta: affine ? gdb : nil, rows: rows, dim: dim)
+      }
+      if bf16Gradient { try backward(try device.array(dy.map(BFloat16.init))) } else { try backward(try device.array(dy)) }
     }
-    if bf16Gradient { try backward(try device.array(dy.map(BFloat16.init))) } else { try backward(try device.array(dy)) }
+    if let gxHalf { try run(gxHalf) } else if let gxFloat { try run(gxFloat) }
     try device.synchronize()
     let label = (gated ? "LayerNorm(o)·SiLU(pre_u)" : (affine ? "LayerNorm affine" : "LayerNorm")) + " dim \(dim)"
-      + (bf16Gradient ? ", bf16 dy" : "") + (dropout ? ", dropout 0.2" : "")
+      + (bf16Gradient ? ", bf16 dy" : "") + (bf16Input ? ", bf16 x" : "") + (dropout ? ", dropout 0.2" : "")
     record("\(label) forward", try device.download(gy), y, tolerance: 1e-5)
     record("\(label) dx", try device.download(gdx), dx, tolerance: 1e-4)
     if affine {

@@ -192,15 +192,16 @@ extension CUDADevice {
   static let attentionSplitTiles = 16
 
   /// out = Σ_j mask · SiLU(q·k + pos + time) / N · v for every token and head; see `AttentionKernels`.
-  /// `out` must span exactly the batch's tokens; the rows of split query tiles are zeroed first.
+  /// `out` (fp32 or bf16) must span exactly the batch's tokens; the rows of split query tiles are
+  /// zeroed first.
   /// `targets` (optional) holds each sequence's number of target tokens; `pos` (optional, fp32,
   /// `posLength` entries) is the relative-position bias by i − j, shared by heads; `time`
   /// (optional) the time bias; `kernel` overrides the device's `attentionForwardKernel`; `bounds`
   /// (optional) keeps the mask's key-bounds table for the next calls on the same batch.
-  public func hstuAttentionForward(
+  public func hstuAttentionForward<O>(
     _ shape: AttentionShape, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
     offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>? = nil, pos: DeviceArray<Float>? = nil,
-    time: AttentionTimeBias? = nil, out: DeviceArray<Float>, kernel: AttentionKernel? = nil,
+    time: AttentionTimeBias? = nil, out: DeviceArray<O>, kernel: AttentionKernel? = nil,
     bounds: AttentionBoundsCache? = nil
   ) throws {
     let wgmma = try usesWGMMA(kernel ?? attentionForwardKernel, shape, minLength: Self.attentionWGMMAMinLength)
@@ -245,11 +246,12 @@ extension CUDADevice {
     return padded.address + CUdeviceptr(pad * 2 * MemoryLayout<Float>.size)
   }
 
-  private func attentionForward(
+  private func attentionForward<O>(
     _ shape: AttentionShape, module: CUDAModule, q: DeviceArray<BFloat16>, k: DeviceArray<BFloat16>, v: DeviceArray<BFloat16>,
-    offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?, bias: [KernelArgument], out: DeviceArray<Float>,
+    offsets: DeviceArray<Int32>, targets: DeviceArray<Int32>?, bias: [KernelArgument], out: DeviceArray<O>,
     logSumExp: DeviceArray<Float>?, scale: Float, splitKeys: Bool, wgmma warpgroups: Int?, bounds cache: AttentionBoundsCache?
   ) throws {
+    guard O.self == Float.self || O.self == BFloat16.self else { throw CUDAError.unsupported("attention output of type \(O.self)") }
     let wgmma = warpgroups != nil
     let mark = arena.mark()
     defer { arena.release(to: mark) }
@@ -274,16 +276,16 @@ extension CUDADevice {
     let splitQueryTiles = splits > 1 ? splitQueryTileCount(shape.mask, queryTiles: queryTiles, rows: rows, splitTiles: splitTiles,
                                                             targets: targets != nil) : queryTiles
     if splits > 1 {   // only the split tiles' rows take atomic adds
-      let width = shape.heads * shape.dv, blocks = min(1024, (splitQueryTiles * rows * width / 4 + 255) / 256)
+      let rowBytes = shape.heads * shape.dv * MemoryLayout<O>.stride, blocks = min(1024, (splitQueryTiles * rows * rowBytes / 16 + 255) / 256)
       try launch(module.function("hstu_attention_zero_split_rows"), grid: (blocks, shape.batch, 1), block: (256, 1, 1),
-                 [.pointer(out.address), .pointer(offsets.address), .int(Int32(splitQueryTiles)), .int(Int32(rows)), .int(Int32(width))])
+                 [.pointer(out.address), .pointer(offsets.address), .int(Int32(splitQueryTiles)), .int(Int32(rows)), .int(Int32(rowBytes))])
     }
     try launch(module.function(wgmma ? "hstu_attention_forward_wgmma" : "hstu_attention_forward"),
                grid: (queryTiles + (splits - 1) * splitQueryTiles, shape.heads, shape.batch),
                block: (threads, 1, 1), sharedBytes: shared,
                [.pointer(q.address), .pointer(k.address), .pointer(v.address), .pointer(offsets.address), .pointer(targets?.address ?? 0),
                 .pointer(bounds.address)] + bias
-               + [.pointer(out.address), .pointer(logSumExp?.address ?? 0), .float(scale),
+               + [.pointer(out.address), .int(O.self == BFloat16.self ? 1 : 0), .pointer(logSumExp?.address ?? 0), .float(scale),
                   .int(Int32(shape.heads)), .int(Int32(tiles)), .float(inverseNormalizer(shape)),
                   .int(Int32(splitTiles)), .int(Int32(queryTiles)), .int(Int32(splitQueryTiles))] + maskArguments(shape.mask)
                + [gridOrderArgument(shape)]

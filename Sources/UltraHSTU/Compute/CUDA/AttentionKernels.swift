@@ -27,10 +27,11 @@
 ///
 /// Split keys (forward, SiLU only): a query tile whose visible key tiles outnumber `splitTiles` (the global
 /// tail rows of a semi-local mask see all L keys) is shared by several CTAs, each walking one run of
-/// `splitTiles` key tiles and adding its fp32 partial output with atomics into the zeroed output,
+/// `splitTiles` key tiles and adding its partial output with atomics into the zeroed output,
 /// so no CTA walks more than `splitTiles` tiles and time per token stays flat in L.
 ///
-/// Layouts: q, k bf16 [T, H·DQK]; v, dO bf16 [T, H·DV]; out, dq, dk, dv fp32 (row-major, head h in
+/// Layouts: q, k bf16 [T, H·DQK]; v, dO bf16 [T, H·DV]; out fp32 or bf16 (`outBF16`, the HSTU
+/// layer's: what its LayerNorm reads, half the bytes); dq, dk, dv fp32 (row-major, head h in
 /// columns h·d..<(h+1)·d), or dk and dv merged through SiLU' into the HSTU block's bf16 dPre
 /// (`KeyGradientOutput`). DQK and DV are compile-time constants (multiples of 16, at most 128).
 enum AttentionKernels {
@@ -137,16 +138,16 @@ extern "C" __global__ void hstu_attention_bounds(const int* __restrict__ offsets
 
 /// Zeroes the output rows that the forward's split CTAs add into: per sequence (grid y), the rows
 /// of its last `splitQueryTiles` query tiles of `rows` (counted from its end, as `forward_block`
-/// does), `width` floats each (a multiple of 4). Every other row takes plain stores.
-extern "C" __global__ void hstu_attention_zero_split_rows(float* __restrict__ out, const int* __restrict__ offsets,
-    int splitQueryTiles, int rows, int width) {
+/// does), `rowBytes` each (a multiple of 16). Every other row takes plain stores.
+extern "C" __global__ void hstu_attention_zero_split_rows(void* __restrict__ out, const int* __restrict__ offsets,
+    int splitQueryTiles, int rows, int rowBytes) {
   grid_dependency_wait();
   const int start = offsets[blockIdx.y], n = offsets[blockIdx.y + 1] - start;
   const int first = max(0, (n + rows - 1) / rows - splitQueryTiles) * rows;
-  float4* base = (float4*)(out + (size_t)(start + first) * width);
-  const size_t count = (size_t)(n - first) * (width / 4);
+  uint4* base = (uint4*)((char*)out + (size_t)(start + first) * rowBytes);
+  const size_t count = (size_t)(n - first) * (rowBytes / 16);
   for (size_t x = (size_t)blockIdx.x * blockDim.x + threadIdx.x; x < count; x += (size_t)gridDim.x * blockDim.x)
-    base[x] = make_float4(0.f, 0.f, 0.f, 0.f);
+    base[x] = make_uint4(0u, 0u, 0u, 0u);
 }
 
 /// The key tiles (of BN keys) that queries with these bounds can see: [0, e1) then [s2, e2).
@@ -303,18 +304,32 @@ __device__ __forceinline__ void silu_scores(const float (&s)[NT][4], u32 (&pf)[N
   else silu_tile<NT, true, POS_BIAS>(s, pf, r, k0, tq, pos, time, keyTime);
 }
 
+/// *p += (lo, hi) as one bf16 pair (sm_90's vector reduction).
+__device__ __forceinline__ void red_add_bf16x2(bf16_t* p, float lo, float hi) {
+  asm volatile("red.global.add.noftz.bf16x2 [%0], %1;" :: "l"(p), "r"(pack_bf16x2(lo, hi)) : "memory");
+}
+
 /// Writes a thread's two rows of an fp32 accumulator fragment (NT·8 columns) times `scale` to out
-/// (row stride ld), or adds them atomically when several CTAs share the rows (split keys).
-template <int NT>
-__device__ __forceinline__ void store_rows(const float (&o)[NT][4], float* out, size_t ld, const QueryRows& r, int n, int tq, bool atomic,
+/// (float or bf16_t, row stride ld), or adds them atomically when several CTAs share the rows
+/// (split keys).
+template <int NT, typename O>
+__device__ __forceinline__ void store_rows(const float (&o)[NT][4], O* out, size_t ld, const QueryRows& r, int n, int tq, bool atomic,
     float scale) {
   #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     const int col = nt * 8 + 2 * tq;
-    float* p0 = out + (size_t)r.row0 * ld + col;
-    float* p1 = out + (size_t)r.row1 * ld + col;
+    O* p0 = out + (size_t)r.row0 * ld + col;
+    O* p1 = out + (size_t)r.row1 * ld + col;
     const float a = o[nt][0] * scale, b = o[nt][1] * scale, c = o[nt][2] * scale, d = o[nt][3] * scale;
-    if (atomic) {
+    if constexpr (sizeof(O) == 2) {
+      if (atomic) {
+        if (r.row0 < n) red_add_bf16x2(p0, a, b);
+        if (r.row1 < n) red_add_bf16x2(p1, c, d);
+      } else {
+        if (r.row0 < n) *(u32*)p0 = pack_bf16x2(a, b);
+        if (r.row1 < n) *(u32*)p1 = pack_bf16x2(c, d);
+      }
+    } else if (atomic) {
       if (r.row0 < n) { atomicAdd(p0, a); atomicAdd(p0 + 1, b); }
       if (r.row1 < n) { atomicAdd(p1, c); atomicAdd(p1 + 1, d); }
     } else {
@@ -322,6 +337,14 @@ __device__ __forceinline__ void store_rows(const float (&o)[NT][4], float* out, 
       if (r.row1 < n) *(float2*)p1 = make_float2(c, d);
     }
   }
+}
+
+/// `store_rows` into the forward's output, fp32 or (`outBF16`) bf16, from element `offset` on.
+template <int NT>
+__device__ __forceinline__ void store_output(const float (&o)[NT][4], void* out, int outBF16, size_t offset, size_t ld, const QueryRows& r,
+    int n, int tq, bool atomic, float scale) {
+  if (outBF16) store_rows<NT>(o, (bf16_t*)out + offset, ld, r, n, tq, atomic, scale);
+  else store_rows<NT>(o, (float*)out + offset, ld, r, n, tq, atomic, scale);
 }
 
 /// Loads `rows` x D bf16 (row stride ld elements in global) into shared memory with cp.async;
@@ -343,7 +366,7 @@ __device__ __forceinline__ void load_tile(bf16_t* smem, const bf16_t* g, size_t 
     const int* __restrict__ offsets, const int* __restrict__ targets, const int* __restrict__ bounds, \
     const float2* __restrict__ pos, \
     const long long* __restrict__ keyTimes, const long long* __restrict__ queryTimes, \
-    const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, float* __restrict__ out, \
+    const float* __restrict__ timeTable, const long long* __restrict__ timeThresholds, int timeBuckets, void* __restrict__ out, int outBF16, \
     float* __restrict__ lse, float scoreScale, int heads, int tilesPerSequence, float invNConst, int splitTiles, int queryTiles, int splitQueryTiles, \
     int window, int tail, int prefix, int contextual, int blockGroup
 
@@ -477,7 +500,6 @@ hstu_attention_forward(ATTENTION_FORWARD_PARAMS) {
   }
   cp_async_wait<0>();
 
-  float* oBase = out + (size_t)start * ldv + h * DV;
 #if SOFTMAX
   // O /= l, and lse = ln Σ exp(S·scale) = (m + log2 l) · ln 2 (rows that saw no key: O = 0, lse = 0).
   l0 = quad_sum(l0); l1 = quad_sum(l1);
@@ -487,7 +509,7 @@ hstu_attention_forward(ATTENTION_FORWARD_PARAMS) {
   if (tq == 0 && r.row0 < n) lse[(size_t)(start + r.row0) * heads + h] = l0 > 0.f ? (m0 + __log2f(l0)) / LOG2E : 0.f;
   if (tq == 0 && r.row1 < n) lse[(size_t)(start + r.row1) * heads + h] = l1 > 0.f ? (m1 + __log2f(l1)) / LOG2E : 0.f;
 #endif
-  store_rows<DV / 8>(o, oBase, ldv, r, n, tq, atomicOut, outScale);
+  store_output<DV / 8>(o, out, outBF16, (size_t)start * ldv + h * DV, ldv, r, n, tq, atomicOut, outScale);
 }
 
 /// dPos of a backward tile by diagonal, summed per warp without atomics. A thread holds two keys

@@ -197,7 +197,7 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
   #pragma unroll
   for (int x = 0; x < DV / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;
   if (count <= 0) {   // rows that see no key (an empty split never gets here)
-    store_rows<DV / 8>(o, out + (size_t)start * heads * DV + h * DV, (size_t)heads * DV, r, n, tq, atomicOut, invN);
+    store_output<DV / 8>(o, out, outBF16, (size_t)start * heads * DV + h * DV, (size_t)heads * DV, r, n, tq, atomicOut, invN);
     return;
   }
   const long long* keyTime = TIME_BIAS ? time.keyTimes + start : nullptr;
@@ -297,7 +297,7 @@ hstu_attention_forward_wgmma(ATTENTION_FORWARD_PARAMS, const __grid_constant__ T
   }
   pin(o);
 
-  store_rows<DV / 8>(o, out + (size_t)start * ldv + h * DV, ldv, r, n, tq, atomicOut, invN);
+  store_output<DV / 8>(o, out, outBF16, (size_t)start * ldv + h * DV, ldv, r, n, tq, atomicOut, invN);
 }
 #endif
 

@@ -9,8 +9,9 @@
 ///
 /// Precision: x, the LayerNorm statistics and the residual stream's gradient are fp32; the four
 /// GEMMs (and their backward) run on tensor cores with bf16 operands and fp32 accumulation against
-/// the bf16 weight copy; pre, n, g, q, k, v are stored in bf16, as under PyTorch's autocast, and so
-/// are the data-gradient GEMMs' outputs (dGated, dNormed, dPre) that feed the LayerNorm backwards.
+/// the bf16 weight copy; pre, n, o, g, q, k, v are stored in bf16, as under PyTorch's autocast
+/// (o = the attention's P V product, fp32-accumulated), and so are the data-gradient GEMMs'
+/// outputs (dGated, dNormed, dPre) that feed the LayerNorm backwards.
 final class CUDAHSTULayer: CUDAEncoderLayer {
   /// Backward scratch shared by the HSTU layers of a stack (one backward runs at a time).
   final class Scratch {
@@ -40,8 +41,8 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
   let uvqk, outputWeight, outputBias: ParameterEntry
   let positionBias, timeBias: ParameterEntry?
   // Saved activations.
-  let mean1, rstd1, attention, mean2, rstd2: DeviceArray<Float>
-  let normed, pre, gated, q, k, v: DeviceArray<BFloat16>
+  let mean1, rstd1, mean2, rstd2: DeviceArray<Float>
+  let normed, pre, attention, gated, q, k, v: DeviceArray<BFloat16>
 
   var device: CUDADevice { parameters.device }
   var valueWidth: Int { config.heads * config.linearDim }
@@ -67,8 +68,8 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
     func floats(_ count: Int) throws -> DeviceArray<Float> { try device.allocate(Float.self, count: count) }
     func halves(_ count: Int) throws -> DeviceArray<BFloat16> { try device.allocate(BFloat16.self, count: count) }
     mean1 = try floats(t); rstd1 = try floats(t)
-    attention = try floats(t * hv); mean2 = try floats(t); rstd2 = try floats(t)
-    normed = try halves(t * d); pre = try halves(t * w); gated = try halves(t * hv)
+    mean2 = try floats(t); rstd2 = try floats(t)
+    normed = try halves(t * d); pre = try halves(t * w); attention = try halves(t * hv); gated = try halves(t * hv)
     q = try halves(t * qp); k = try halves(t * qp); v = try halves(t * vp)
   }
 
@@ -91,12 +92,14 @@ final class CUDAHSTULayer: CUDAEncoderLayer {
     try device.gemm(m: rows, n: width, k: d, a: normed, b: valuesBF16.slice(uvqk), d: pre)
     try device.uvqkSplitSiLU(pre: pre, v: v, q: q, k: k, tokens: rows, heads: config.heads,
                              dv: config.linearDim, dqk: config.attentionDim)
-    try device.hstuAttentionForward(attentionShape(s), q: q, k: k, v: v, offsets: s.offsets,
-                                    pos: positionBias.map { values.slice($0) }, time: timeBias(s),
-                                    out: padded ? scratch.attentionPadded.prefix(rows * config.heads * paddedValue) : attention.prefix(rows * hv),
-                                    bounds: s.bounds)
-    if padded {
-      try device.unpadHeads(scratch.attentionPadded, into: attention, tokens: rows, heads: config.heads, dim: config.linearDim)
+    let pos = positionBias.map { values.slice($0) }
+    if padded {   // fp32 with padded heads, then the heads unpadded into bf16 o
+      try device.hstuAttentionForward(attentionShape(s), q: q, k: k, v: v, offsets: s.offsets, pos: pos, time: timeBias(s),
+                                      out: scratch.attentionPadded.prefix(rows * config.heads * paddedValue), bounds: s.bounds)
+      try device.unpadHeads(scratch.attentionPadded, intoBF16: attention, tokens: rows, heads: config.heads, dim: config.linearDim)
+    } else {
+      try device.hstuAttentionForward(attentionShape(s), q: q, k: k, v: v, offsets: s.offsets, pos: pos, time: timeBias(s),
+                                      out: attention.prefix(rows * hv), bounds: s.bounds)
     }
     try device.layerNormForward(x: attention.prefix(rows * hv), gate: SiLUGate(pre: pre, stride: width), yBF16: gated,
                                 dropout: pass.dropout(rate: config.linearDropout, layer: index, site: 1),

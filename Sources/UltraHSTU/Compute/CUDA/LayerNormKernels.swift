@@ -15,7 +15,9 @@
 /// - the backward may add its dx into the existing dx (the residual branch) and also write a bf16
 ///   copy of the sum;
 /// - the backward's dy may be bf16 (`layernorm_backward_bf16_J_V`), as the data-gradient GEMMs
-///   before it can write it: half the bytes of the largest input.
+///   before it can write it: half the bytes of the largest input;
+/// - x may be bf16 in both directions (`…_bf16x_J_V`): the HSTU gate's LayerNorm reads the
+///   attention output, which the attention forward writes in bf16.
 /// Each lane keeps its V-column chunks lane + 32·j (j < J, 32·J·V ≥ dim; J and V compile-time
 /// instances, V = 4 for 16-byte accesses) in registers, so the inputs are read once and the dropout
 /// mask is computed once per element.
@@ -32,9 +34,9 @@ template <int V> __device__ __forceinline__ void store_bf16_vec(bf16_t* p, const
 
 /// Forward. gamma/beta may be null (no affine); gate may be null (plain LayerNorm) or pre (the gate
 /// is SiLU of its columns); y (fp32) and yh (bf16) may each be null. Lane l holds the V-column
-/// chunks l + 32·j (j < J).
-template <int J, int V>
-__device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__ x, const float* __restrict__ gamma,
+/// chunks l + 32·j (j < J). X is float or bf16_t.
+template <int J, int V, typename X>
+__device__ __forceinline__ void layernorm_forward_rows(const X* __restrict__ x, const float* __restrict__ gamma,
     const float* __restrict__ beta, const bf16_t* __restrict__ gate, int gateStride, float* __restrict__ y, bf16_t* __restrict__ yh,
     float* __restrict__ mean, float* __restrict__ rstd, int rows, int dim, float eps, float rate, u64 seed, u64 stream) {
   const int row = blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -45,7 +47,7 @@ __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__
   #pragma unroll
   for (int j = 0; j < J; ++j) {
     const int c = (lane + 32 * j) * V;
-    if (c < dim) load_vec(x + base + c, xv[j]);
+    if (c < dim) load_floats(x + base + c, xv[j]);
     else {
       #pragma unroll
       for (int i = 0; i < V; ++i) xv[j][i] = 0.f;
@@ -84,9 +86,9 @@ __device__ __forceinline__ void layernorm_forward_rows(const float* __restrict__
 /// Backward: dx overwritten (or, with accumulate, added to) and/or written as bf16 (dxh);
 /// dgamma/dbeta (if affine) accumulated; with a gate, dgate (bf16, the gate's columns of dpre, row
 /// stride gateStride) overwritten with du ⊙ SiLU'(pre). dy is taken through the forward's dropout
-/// mask first. DY is float or bf16_t.
-template <int J, int V, typename DY>
-__device__ __forceinline__ void layernorm_backward_rows(const DY* __restrict__ dy, const float* __restrict__ x,
+/// mask first. DY and X are float or bf16_t.
+template <int J, int V, typename DY, typename X>
+__device__ __forceinline__ void layernorm_backward_rows(const DY* __restrict__ dy, const X* __restrict__ x,
     const float* __restrict__ gamma, const float* __restrict__ beta, const bf16_t* __restrict__ gate, int gateStride,
     const float* __restrict__ mean, const float* __restrict__ rstd, float* __restrict__ dx, bf16_t* __restrict__ dxh,
     int accumulate, float* __restrict__ dgamma, float* __restrict__ dbeta, bf16_t* __restrict__ dgate, int rows, int dim,
@@ -107,7 +109,7 @@ __device__ __forceinline__ void layernorm_backward_rows(const DY* __restrict__ d
       for (int i = 0; i < V; ++i) { xh[j][i] = 0.f; gg[j][i] = 0.f; }
       if (c >= dim) continue;
       float xv[V], dyv[V], pv[V], g[V], b[V], duv[V];
-      load_vec(x + base + c, xv);
+      load_floats(x + base + c, xv);
       load_floats(dy + base + c, dyv);
       if (gate) load_bf16_vec(gate + (size_t)row * gateStride + c, pv);
       if (gamma) { load_vec(gamma + c, g); load_vec(beta + c, b); }
@@ -143,25 +145,30 @@ __device__ __forceinline__ void layernorm_backward_rows(const DY* __restrict__ d
   }
 }
 
-/// The instances: layernorm_{forward,backward,backward_bf16}_J_V for rows of at most 32·J·V
-/// columns, V columns per access (V = 4 needs dim % 4 == 0, 16-byte aligned fp32 rows and 8-byte
-/// aligned bf16 rows).
-#define LAYERNORM_BACKWARD_INSTANCE(NAME, DY, J, V) \
-extern "C" __global__ void NAME##_##J##_##V(const DY* dy, const float* x, const float* gamma, const float* beta, \
+/// The instances: layernorm_forward[_bf16x]_J_V and layernorm_backward[_bf16][_bf16x]_J_V (_bf16:
+/// dy bf16, _bf16x: x bf16) for rows of at most 32·J·V columns, V columns per access (V = 4 needs
+/// dim % 4 == 0, 16-byte aligned fp32 rows and 8-byte aligned bf16 rows).
+#define LAYERNORM_BACKWARD_INSTANCE(NAME, DY, X, J, V) \
+extern "C" __global__ void NAME##_##J##_##V(const DY* dy, const X* x, const float* gamma, const float* beta, \
     const bf16_t* gate, int gateStride, const float* mean, const float* rstd, float* dx, bf16_t* dxh, int accumulate, float* dgamma, \
     float* dbeta, bf16_t* dgate, int rows, int dim, float rate, u64 seed, u64 stream) { \
   grid_dependency_wait(); \
-  layernorm_backward_rows<J, V, DY>(dy, x, gamma, beta, gate, gateStride, mean, rstd, dx, dxh, accumulate, dgamma, dbeta, dgate, \
-                                    rows, dim, rate, seed, stream); \
+  layernorm_backward_rows<J, V, DY, X>(dy, x, gamma, beta, gate, gateStride, mean, rstd, dx, dxh, accumulate, dgamma, dbeta, dgate, \
+                                       rows, dim, rate, seed, stream); \
 }
-#define LAYERNORM_INSTANCE(J, V) \
-extern "C" __global__ void layernorm_forward_##J##_##V(const float* x, const float* gamma, const float* beta, const bf16_t* gate, \
+#define LAYERNORM_FORWARD_INSTANCE(NAME, X, J, V) \
+extern "C" __global__ void NAME##_##J##_##V(const X* x, const float* gamma, const float* beta, const bf16_t* gate, \
     int gateStride, float* y, bf16_t* yh, float* mean, float* rstd, int rows, int dim, float eps, float rate, u64 seed, u64 stream) { \
   grid_dependency_wait(); \
-  layernorm_forward_rows<J, V>(x, gamma, beta, gate, gateStride, y, yh, mean, rstd, rows, dim, eps, rate, seed, stream); \
-} \
-LAYERNORM_BACKWARD_INSTANCE(layernorm_backward, float, J, V) \
-LAYERNORM_BACKWARD_INSTANCE(layernorm_backward_bf16, bf16_t, J, V)
+  layernorm_forward_rows<J, V, X>(x, gamma, beta, gate, gateStride, y, yh, mean, rstd, rows, dim, eps, rate, seed, stream); \
+}
+#define LAYERNORM_INSTANCE(J, V) \
+LAYERNORM_FORWARD_INSTANCE(layernorm_forward, float, J, V) \
+LAYERNORM_FORWARD_INSTANCE(layernorm_forward_bf16x, bf16_t, J, V) \
+LAYERNORM_BACKWARD_INSTANCE(layernorm_backward, float, float, J, V) \
+LAYERNORM_BACKWARD_INSTANCE(layernorm_backward_bf16, bf16_t, float, J, V) \
+LAYERNORM_BACKWARD_INSTANCE(layernorm_backward_bf16x, float, bf16_t, J, V) \
+LAYERNORM_BACKWARD_INSTANCE(layernorm_backward_bf16_bf16x, bf16_t, bf16_t, J, V)
 LAYERNORM_INSTANCE(2, 1)
 LAYERNORM_INSTANCE(4, 1)
 LAYERNORM_INSTANCE(8, 1)
@@ -197,9 +204,9 @@ public struct SiLUGate {
 }
 
 extension CUDADevice {
-  /// The instance of `name` (layernorm_forward, layernorm_backward or layernorm_backward_bf16) whose
-  /// lanes hold `dim` columns: 16-byte accesses when `dim` is a multiple of 4, every fp32 array is
-  /// 16-byte aligned, every bf16 array 8-byte aligned and the gate allows 8-byte accesses.
+  /// The instance of `name` (layernorm_forward…, layernorm_backward…) whose lanes hold `dim`
+  /// columns: 16-byte accesses when `dim` is a multiple of 4, every fp32 array is 16-byte aligned,
+  /// every bf16 array 8-byte aligned and the gate allows 8-byte accesses.
   private func layerNormKernel(_ name: String, dim: Int, _ arrays: [DeviceArray<Float>?], bf16 halves: [DeviceArray<BFloat16>?],
                                gate: SiLUGate?) throws -> CUDAFunction {
     let aligned = arrays.allSatisfy { ($0?.address ?? 0) % 16 == 0 } && halves.allSatisfy { ($0?.address ?? 0) % 8 == 0 }
@@ -212,13 +219,24 @@ extension CUDADevice {
     return try module("layernorm", source: LayerNormKernels.source).function("\(name)_\(j)_\(vector)")
   }
 
-  /// y = Dropout(LayerNorm(x) [⊙ γ + β] [⊙ SiLU(gate)]) into `y` (fp32) and/or `yBF16`. `mean` and
-  /// `rstd` (one per row) are saved for backward.
-  public func layerNormForward(x: DeviceArray<Float>, gamma: DeviceArray<Float>? = nil, beta: DeviceArray<Float>? = nil,
-                               gate: SiLUGate? = nil, y: DeviceArray<Float>? = nil, yBF16: DeviceArray<BFloat16>? = nil,
-                               dropout: DropoutMask? = nil, mean: DeviceArray<Float>, rstd: DeviceArray<Float>,
-                               rows: Int, dim: Int, eps: Float) throws {
-    try launch(layerNormKernel("layernorm_forward", dim: dim, [x, gamma, beta, y], bf16: [yBF16], gate: gate),
+  /// `array` as the fp32 or the bf16 input of a LayerNorm kernel (the other nil).
+  private static func layerNormInput<T>(_ array: DeviceArray<T>) throws -> (DeviceArray<Float>?, DeviceArray<BFloat16>?) {
+    switch array {
+    case let a as DeviceArray<Float>: return (a, nil)
+    case let a as DeviceArray<BFloat16>: return (nil, a)
+    default: throw CUDAError.unsupported("LayerNorm input of type \(T.self)")
+    }
+  }
+
+  /// y = Dropout(LayerNorm(x) [⊙ γ + β] [⊙ SiLU(gate)]) into `y` (fp32) and/or `yBF16`; x fp32 or
+  /// bf16. `mean` and `rstd` (one per row) are saved for backward.
+  public func layerNormForward<X>(x: DeviceArray<X>, gamma: DeviceArray<Float>? = nil, beta: DeviceArray<Float>? = nil,
+                                  gate: SiLUGate? = nil, y: DeviceArray<Float>? = nil, yBF16: DeviceArray<BFloat16>? = nil,
+                                  dropout: DropoutMask? = nil, mean: DeviceArray<Float>, rstd: DeviceArray<Float>,
+                                  rows: Int, dim: Int, eps: Float) throws {
+    let (xFloat, xHalf) = try Self.layerNormInput(x)
+    try launch(layerNormKernel("layernorm_forward" + (xHalf == nil ? "" : "_bf16x"), dim: dim, [xFloat, gamma, beta, y],
+                               bf16: [yBF16, xHalf], gate: gate),
                grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1),
                [.pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0)] + (gate?.arguments ?? SiLUGate.absent)
                + [.pointer(y?.address ?? 0), .pointer(yBF16?.address ?? 0), .pointer(mean.address), .pointer(rstd.address),
@@ -227,8 +245,8 @@ extension CUDADevice {
 
   /// Backward of `layerNormForward` (with the same `dropout` and gate): dx overwritten, or added to
   /// when `accumulate`, and/or written as bf16 into `dxBF16`; dγ, dβ accumulated (+=); with a gate,
-  /// its `dPre` columns overwritten. `dy` is fp32 or bf16.
-  public func layerNormBackward<DY>(dy: DeviceArray<DY>, x: DeviceArray<Float>, gamma: DeviceArray<Float>? = nil,
+  /// its `dPre` columns overwritten. `dy` and `x` are each fp32 or bf16.
+  public func layerNormBackward<DY, X>(dy: DeviceArray<DY>, x: DeviceArray<X>, gamma: DeviceArray<Float>? = nil,
                                 beta: DeviceArray<Float>? = nil, gate: SiLUGate? = nil, dropout: DropoutMask? = nil,
                                 mean: DeviceArray<Float>, rstd: DeviceArray<Float>, dx: DeviceArray<Float>? = nil,
                                 dxBF16: DeviceArray<BFloat16>? = nil, accumulate: Bool = false,
@@ -236,15 +254,9 @@ extension CUDADevice {
                                 rows: Int, dim: Int) throws {
     guard !accumulate || dx != nil else { throw CUDAError.unsupported("layerNormBackward: accumulate needs dx") }
     guard gate == nil || gate?.dPre != nil else { throw CUDAError.unsupported("layerNormBackward: a gate needs dPre") }
-    let kernel: CUDAFunction
-    switch dy {
-    case let dy as DeviceArray<Float>:
-      kernel = try layerNormKernel("layernorm_backward", dim: dim, [dy, x, gamma, beta, dx], bf16: [dxBF16], gate: gate)
-    case let dy as DeviceArray<BFloat16>:
-      kernel = try layerNormKernel("layernorm_backward_bf16", dim: dim, [x, gamma, beta, dx], bf16: [dy, dxBF16], gate: gate)
-    default:
-      throw CUDAError.unsupported("layerNormBackward: dy of type \(DY.self)")
-    }
+    let (dyFloat, dyHalf) = try Self.layerNormInput(dy), (xFloat, xHalf) = try Self.layerNormInput(x)
+    let name = "layernorm_backward" + (dyHalf == nil ? "" : "_bf16") + (xHalf == nil ? "" : "_bf16x")
+    let kernel = try layerNormKernel(name, dim: dim, [dyFloat, xFloat, gamma, beta, dx], bf16: [dyHalf, xHalf, dxBF16], gate: gate)
     try launch(kernel,
                grid: ((rows + 7) / 8, 1, 1), block: (256, 1, 1), sharedBytes: gamma == nil ? 0 : 8 * dim,
                [.pointer(dy.address), .pointer(x.address), .pointer(gamma?.address ?? 0), .pointer(beta?.address ?? 0)]
