@@ -150,7 +150,7 @@ final class CuBLASLt: @unchecked Sendable {
       }, "cublasLtMatmul(m=\(m) n=\(n) k=\(k))")
     }
     if let cached = algorithms[key] { return try run(cached) }
-    // A tuned class's algorithm serves each new m it supports, with no heuristic query (jagged
+    // A tuned class's algorithm serves each new shape of the class it supports, with no heuristic query (jagged
     // batches bring a new m nearly every step).
     let tuning = choose != nil && residual != d && m * n * k >= Self.tuningMinimumMultiplyAdds
     let shapeClass = Self.tuningClass(key)
@@ -193,7 +193,7 @@ final class CuBLASLt: @unchecked Sendable {
     try run(algorithm)
   }
 
-  /// Whether `algorithm` (kept for another m of the shape class) runs this product within the workspace.
+  /// Whether `algorithm` (kept for another shape of the class) runs this product within the workspace.
   private func supports(_ algorithm: [UInt8], _ desc: Handle, _ layoutFirst: Handle, _ layoutSecond: Handle, _ layoutD: Handle,
                         workspaceSize: Int) -> Bool {
     var result = [UInt8](repeating: 0, count: Self.heuristicResultSize)
