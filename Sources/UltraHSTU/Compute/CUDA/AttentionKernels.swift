@@ -244,8 +244,9 @@ __device__ __forceinline__ int pos_index(int d, int posLength) { return min(max(
 /// rab^p by diagonal for both attention directions, in pairs, halved: padded[x] = (entry of
 /// diagonal d − 1, entry of d) / 2 for d = x − pad, each clamped into the table as `pos_index`
 /// does, for `length` pairs. Halved because the SiLU kernels work on h = S/2 (`silu_of_half`): a
-/// score then takes its bias in the one FFMA that halves it. The kernels read the pair of diagonal d at padded[pad + d] with no clamp: a thread's
-/// entries of a tile are then 8-byte loads at constant offsets from one address. pad covers the
+/// score then takes its bias in the one FFMA that halves it. The kernels read the pair of diagonal
+/// d at padded[pad + d] with no clamp: a thread's entries of a tile are then 8-byte loads at
+/// constant offsets from one address. pad covers the
 /// most negative diagonal read (the forward's: a CTA's rows past its keys, at most 127 for 128-row
 /// CTAs; the backward's is −70), length − pad the largest (a sequence's last row, plus the rows of
 /// its last tile past it).

@@ -47,8 +47,10 @@ final class CuBLASLt: @unchecked Sendable {
   /// Products of fewer multiply-adds are not tuned: they take microseconds, launches dominate them.
   static let tuningMinimumMultiplyAdds = 1 << 30
 
+  /// A product's shape, types, epilogue and alignments, and whether it is tuned (a device may
+  /// switch tuning off and on: the heuristic's choice and the tuned one are cached apart).
   private struct Key: Hashable {
-    var m, n, k: Int; var transA, transB: Bool; var a, b, d: Int32; var bias, residual: Bool; var alignments: [UInt32]
+    var m, n, k: Int; var transA, transB: Bool; var a, b, d: Int32; var bias, residual: Bool; var alignments: [UInt32]; var tuned: Bool
   }
 
   /// The largest power of two (at most 256) that divides `address`: parameter slices of the bf16
@@ -140,8 +142,9 @@ final class CuBLASLt: @unchecked Sendable {
 
     // In cuBLASLt's (column-major) terms A is our B, B is our A, C the residual (or D).
     let alignments = [b, a, residual ?? d, d].map(Self.alignment)
+    let tuning = choose != nil && residual != d && m * n * k >= Self.tuningMinimumMultiplyAdds
     let key = Key(m: m, n: n, k: k, transA: transA, transB: transB, a: aType.rawValue, b: bType.rawValue, d: dType.rawValue,
-                  bias: bias != nil, residual: residual != nil, alignments: alignments)
+                  bias: bias != nil, residual: residual != nil, alignments: alignments, tuned: tuning)
     var alpha: Float = 1, beta: Float = residual == nil ? 0 : 1
     func run(_ algorithm: [UInt8]) throws {
       try check(algorithm.withUnsafeBytes { algo in
@@ -150,9 +153,8 @@ final class CuBLASLt: @unchecked Sendable {
       }, "cublasLtMatmul(m=\(m) n=\(n) k=\(k))")
     }
     if let cached = algorithms[key] { return try run(cached) }
-    // A tuned class's algorithm serves each new shape of the class it supports, with no heuristic query (jagged
-    // batches bring a new m nearly every step).
-    let tuning = choose != nil && residual != d && m * n * k >= Self.tuningMinimumMultiplyAdds
+    // A tuned class's algorithm serves each new shape of the class it supports, with no heuristic
+    // query (jagged batches bring a new m nearly every step).
     let shapeClass = Self.tuningClass(key)
     if tuning, let kept = tuned[shapeClass], supports(kept, desc, layoutFirst, layoutSecond, layoutD, workspaceSize: workspaceSize) {
       algorithms[key] = kept
